@@ -1,0 +1,40 @@
+"""socketsvc: a long-running Django background service on a Unix socket.
+
+Handlers are plain functions registered with :func:`handler`; clients reach
+them with :func:`call` and :func:`notify`; ``manage.py runsocketservice`` serves
+them with Django's request-cycle DB hygiene around every call.
+"""
+
+from .client import (
+    CallTimeout,
+    DatabaseUnavailable,
+    HandlerError,
+    InvalidParams,
+    MethodNotFound,
+    ProtocolError,
+    RemoteError,
+    ServiceBusy,
+    ServiceUnavailable,
+    SocketServiceError,
+    call,
+    notify,
+)
+from .protocol import RPCError
+from .registry import handler
+
+__all__ = [
+    "CallTimeout",
+    "DatabaseUnavailable",
+    "HandlerError",
+    "InvalidParams",
+    "MethodNotFound",
+    "ProtocolError",
+    "RPCError",
+    "RemoteError",
+    "ServiceBusy",
+    "ServiceUnavailable",
+    "SocketServiceError",
+    "call",
+    "handler",
+    "notify",
+]

@@ -1,0 +1,291 @@
+"""A blocking client: :func:`call` waits for the result, :func:`notify` does not.
+
+Every failure is a typed exception, so a web view can tell the user what
+happened::
+
+    from socketsvc import call, ServiceUnavailable, CallTimeout, RemoteError
+
+    try:
+        summary = call("shop.restock", sku="A-1", quantity=5, timeout=5)
+    except ServiceUnavailable: ...     # not running, refused, no permission
+    except CallTimeout: ...            # no reply within the timeout
+    except RemoteError as exc: ...     # exc.code, exc.message, exc.data
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import socket as _socket
+import threading
+import time
+from typing import Any
+
+from . import protocol
+from .protocol import JSONValue
+
+_ids = itertools.count(1)
+_ids_lock = threading.Lock()
+_MAX_REPLY_BYTES = 64 * 1024 * 1024
+
+
+class SocketServiceError(Exception):
+    """Base class of every client-side error."""
+
+
+class ServiceUnavailable(SocketServiceError):
+    """The service could not be reached: not running, refused, or no permission."""
+
+    def __init__(self, message: str, path: str, reason: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.reason = reason
+
+
+class CallTimeout(SocketServiceError):
+    """No reply arrived within the timeout (the request may still run)."""
+
+
+class ProtocolError(SocketServiceError):
+    """The service answered with something that is not a valid JSON-RPC reply."""
+
+
+class RemoteError(SocketServiceError):
+    """The service answered with a JSON-RPC error."""
+
+    def __init__(self, code: int, message: str, data: JSONValue = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data
+
+    @classmethod
+    def from_error(cls, error: dict[str, JSONValue]) -> RemoteError:
+        """Build the most specific subclass for a JSON-RPC error object."""
+        code = error.get("code")
+        message = error.get("message")
+        if not isinstance(code, int) or not isinstance(message, str):
+            raise ProtocolError(f"malformed error object in reply: {error!r}")
+        subclass = _BY_CODE.get(code, RemoteError)
+        return subclass(code, message, error.get("data"))
+
+    @property
+    def error_type(self) -> str | None:
+        """Return the handler's exception type name, for handler errors."""
+        if isinstance(self.data, dict) and isinstance(self.data.get("type"), str):
+            return str(self.data["type"])
+        return None
+
+
+class MethodNotFound(RemoteError):
+    """No handler has that name."""
+
+
+class InvalidParams(RemoteError):
+    """The params do not fit the handler's signature."""
+
+
+class HandlerError(RemoteError):
+    """The handler raised; ``error_type`` and ``message`` say what."""
+
+
+class DatabaseUnavailable(RemoteError):
+    """The handler could not reach its database."""
+
+
+class ServiceBusy(RemoteError):
+    """The service refused the request because its queue is full or it is shutting down."""
+
+
+_BY_CODE: dict[int, type[RemoteError]] = {
+    protocol.METHOD_NOT_FOUND: MethodNotFound,
+    protocol.INVALID_PARAMS: InvalidParams,
+    protocol.HANDLER_ERROR: HandlerError,
+    protocol.DATABASE_UNAVAILABLE: DatabaseUnavailable,
+    protocol.SERVER_BUSY: ServiceBusy,
+    protocol.SHUTTING_DOWN: ServiceBusy,
+}
+
+
+def default_socket() -> str:
+    """Return ``SOCKETSVC['SOCKET']`` (or the built-in default without Django settings)."""
+    from .conf import get_config
+
+    return get_config().SOCKET
+
+
+def default_timeout() -> float:
+    """Return ``SOCKETSVC['CALL_TIMEOUT']``."""
+    from .conf import get_config
+
+    return get_config().CALL_TIMEOUT
+
+
+def _next_id() -> int:
+    with _ids_lock:
+        return next(_ids)
+
+
+def _connect(path: str, deadline: float) -> _socket.socket:
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+    sock.settimeout(max(deadline - time.monotonic(), 0.001))
+    try:
+        sock.connect(path)
+    except FileNotFoundError:
+        sock.close()
+        raise ServiceUnavailable(
+            f"socketsvc is not running: no socket at {path}", path, "not_running"
+        ) from None
+    except ConnectionRefusedError:
+        sock.close()
+        raise ServiceUnavailable(
+            f"socketsvc is not running: connection to {path} refused", path, "refused"
+        ) from None
+    except PermissionError:
+        sock.close()
+        raise ServiceUnavailable(
+            f"no permission to connect to {path}: this user needs write access to the socket "
+            "(add it to the socket's group)",
+            path,
+            "permission_denied",
+        ) from None
+    except TimeoutError:
+        sock.close()
+        raise CallTimeout(f"timed out connecting to {path}") from None
+    except OSError as exc:
+        sock.close()
+        raise ServiceUnavailable(
+            f"cannot connect to {path}: {exc.strerror}", path, "unreachable"
+        ) from None
+    return sock
+
+
+def _send(sock: _socket.socket, data: bytes, path: str, deadline: float) -> None:
+    sock.settimeout(max(deadline - time.monotonic(), 0.001))
+    try:
+        sock.sendall(data)
+    except TimeoutError:
+        raise CallTimeout(f"timed out sending to {path}") from None
+    except OSError as exc:
+        raise ServiceUnavailable(
+            f"connection to {path} lost while sending: {exc.strerror}", path, "lost"
+        ) from None
+
+
+def _read_reply(sock: _socket.socket, path: str, deadline: float, timeout: float) -> bytes:
+    buffer = bytearray()
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise CallTimeout(f"no reply from {path} within {timeout:g} s")
+        sock.settimeout(remaining)
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            raise CallTimeout(f"no reply from {path} within {timeout:g} s") from None
+        except OSError as exc:
+            raise ServiceUnavailable(
+                f"connection to {path} lost while waiting for the reply: {exc.strerror}",
+                path,
+                "lost",
+            ) from None
+        if not chunk:
+            raise ServiceUnavailable(
+                f"socketsvc at {path} closed the connection before replying", path, "lost"
+            )
+        newline = chunk.find(b"\n")
+        if newline >= 0:
+            buffer += chunk[:newline]
+            return bytes(buffer)
+        buffer += chunk
+        if len(buffer) > _MAX_REPLY_BYTES:
+            raise ProtocolError(f"reply from {path} exceeds {_MAX_REPLY_BYTES} bytes")
+
+
+def _build(method: str, params: list[Any] | dict[str, Any] | None) -> dict[str, Any]:
+    message: dict[str, Any] = {"jsonrpc": protocol.VERSION, "method": method}
+    if params:
+        message["params"] = params
+    return message
+
+
+def _encode(message: dict[str, Any]) -> bytes:
+    try:
+        return protocol.encode(message)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"params must be JSON-serializable: {exc}") from None
+
+
+def call(
+    method: str,
+    *args: Any,
+    timeout: float | None = None,
+    socket: str | os.PathLike[str] | None = None,
+    **params: Any,
+) -> Any:
+    """Call *method* with positional *args* or named *params*; return its result.
+
+    Raises ServiceUnavailable, CallTimeout, RemoteError (or a subclass) or
+    ProtocolError. *timeout* bounds the whole call, connect included.
+    """
+    if args and params:
+        raise TypeError("JSON-RPC params are either positional or named, not both")
+    return invoke(method, list(args) if args else params, timeout=timeout, socket=socket)
+
+
+def invoke(
+    method: str,
+    params: list[Any] | dict[str, Any] | None = None,
+    *,
+    timeout: float | None = None,
+    socket: str | os.PathLike[str] | None = None,
+) -> Any:
+    """Call *method* with a params array or object (for params named like call()'s options)."""
+    path = os.fspath(socket) if socket is not None else default_socket()
+    timeout = default_timeout() if timeout is None else timeout
+    request_id = _next_id()
+    data = _encode({**_build(method, params), "id": request_id})
+    deadline = time.monotonic() + timeout
+    sock = _connect(path, deadline)
+    try:
+        _send(sock, data, path, deadline)
+        raw = _read_reply(sock, path, deadline, timeout)
+    finally:
+        sock.close()
+    try:
+        reply = json.loads(raw)
+    except ValueError as exc:
+        raise ProtocolError(f"reply from {path} is not JSON: {exc}") from None
+    if not isinstance(reply, dict) or reply.get("id") != request_id:
+        raise ProtocolError(f"unexpected reply from {path}: {raw[:200]!r}")
+    if "error" in reply:
+        error = reply["error"]
+        raise RemoteError.from_error(error if isinstance(error, dict) else {})
+    if "result" not in reply:
+        raise ProtocolError(f"reply from {path} has neither result nor error")
+    return reply["result"]
+
+
+def notify(
+    method: str,
+    *args: Any,
+    timeout: float | None = None,
+    socket: str | os.PathLike[str] | None = None,
+    **params: Any,
+) -> None:
+    """Send *method* as a notification: delivered to the service, no result, no reply.
+
+    Raises ServiceUnavailable or CallTimeout if it could not be delivered.
+    """
+    if args and params:
+        raise TypeError("JSON-RPC params are either positional or named, not both")
+    path = os.fspath(socket) if socket is not None else default_socket()
+    timeout = default_timeout() if timeout is None else timeout
+    data = _encode(_build(method, list(args) if args else params))
+    deadline = time.monotonic() + timeout
+    sock = _connect(path, deadline)
+    try:
+        _send(sock, data, path, deadline)
+    finally:
+        sock.close()

@@ -1,0 +1,147 @@
+"""The ``SOCKETSVC`` settings dict: defaults, command-line overrides and validation.
+
+Every key is optional; unknown keys are an error so a typo never silently falls
+back to a default::
+
+    SOCKETSVC = {
+        "SOCKET": "/run/socketsvc/socketsvc.sock",
+        "SOCKET_MODE": 0o660,
+        "WORKERS": 4,
+    }
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+
+DEFAULT_SOCKET = "/run/socketsvc/socketsvc.sock"
+# sockaddr_un.sun_path is 108 bytes including the terminating NUL.
+MAX_SOCKET_PATH_BYTES = 107
+
+
+@dataclass(frozen=True)
+class Config:
+    """Validated daemon and client settings."""
+
+    SOCKET: str = DEFAULT_SOCKET
+    SOCKET_MODE: int = 0o660
+    SOCKET_GROUP: str | int | None = None
+    WORKERS: int = 4
+    MAX_QUEUED: int = 256
+    MAX_MESSAGE_BYTES: int = 1024 * 1024
+    MAX_CONNECTIONS: int = 1024
+    MAX_PENDING_PER_CONNECTION: int = 64
+    MAX_OUTPUT_BYTES: int = 16 * 1024 * 1024
+    IDLE_TIMEOUT: float = 300.0
+    DRAIN_TIMEOUT: float = 10.0
+    CALL_TIMEOUT: float = 30.0
+    DB_CHECK_AFTER_IDLE: float = 0.0
+    BACKLOG: int = 128
+
+
+_INT_RANGES: dict[str, tuple[int, int]] = {
+    "WORKERS": (1, 1024),
+    "MAX_QUEUED": (1, 1_000_000),
+    "MAX_MESSAGE_BYTES": (64, 1024**3),
+    "MAX_CONNECTIONS": (1, 1_000_000),
+    "MAX_PENDING_PER_CONNECTION": (1, 1_000_000),
+    "MAX_OUTPUT_BYTES": (1024, 1024**3),
+    "BACKLOG": (1, 65535),
+}
+_SECONDS = ("IDLE_TIMEOUT", "DRAIN_TIMEOUT", "CALL_TIMEOUT", "DB_CHECK_AFTER_IDLE")
+
+
+def _fail(key: str, problem: str) -> ImproperlyConfigured:
+    return ImproperlyConfigured(f"SOCKETSVC[{key!r}] {problem}")
+
+
+def validate_socket_path(path: str, key: str = "SOCKET") -> str:
+    """Return *path* if it can name a filesystem Unix socket, else raise."""
+    if not isinstance(path, str | os.PathLike):
+        raise _fail(key, f"must be a path string, not {type(path).__name__}")
+    path = os.fspath(path)
+    if not path:
+        raise _fail(key, "must not be empty")
+    if path.startswith(("@", "\0")):
+        raise _fail(
+            key,
+            f"{path!r} names an abstract socket, which has no file permissions and is "
+            "reachable from any process in the network namespace; use a filesystem path",
+        )
+    if not os.path.isabs(path):
+        raise _fail(key, f"{path!r} must be an absolute path")
+    if len(os.fsencode(path)) > MAX_SOCKET_PATH_BYTES:
+        raise _fail(
+            key,
+            f"{path!r} is {len(os.fsencode(path))} bytes long; a Unix socket path "
+            f"holds at most {MAX_SOCKET_PATH_BYTES}. Choose a shorter path.",
+        )
+    return path
+
+
+def _check_value(key: str, value: Any) -> Any:
+    if key == "SOCKET":
+        return validate_socket_path(value)
+    if key == "SOCKET_MODE":
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0o777:
+            raise _fail(key, f"must be an int permission mode such as 0o660, not {value!r}")
+        if not value & 0o200:
+            raise _fail(key, f"{value:#o} does not let the owner write: no one could connect")
+        return value
+    if key == "SOCKET_GROUP":
+        if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+            return value
+        if isinstance(value, str) and value:
+            return value
+        raise _fail(key, f"must be a group name, a gid or None, not {value!r}")
+    if key in _INT_RANGES:
+        low, high = _INT_RANGES[key]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise _fail(key, f"must be an int between {low} and {high}, not {value!r}")
+        return value
+    if key in _SECONDS:
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise _fail(key, f"must be a number of seconds >= 0, not {value!r}")
+        if key in ("CALL_TIMEOUT", "DRAIN_TIMEOUT", "IDLE_TIMEOUT") and value == 0:
+            raise _fail(key, "must be greater than 0")
+        return float(value)
+    raise AssertionError(key)
+
+
+def build_config(
+    settings_value: Mapping[str, Any] | None, overrides: Mapping[str, Any] | None = None
+) -> Config:
+    """Validate the ``SOCKETSVC`` dict plus non-None *overrides* into a Config."""
+    known = [f.name for f in fields(Config)]
+    merged: dict[str, Any] = {}
+    if settings_value is not None:
+        if not isinstance(settings_value, Mapping):
+            raise ImproperlyConfigured(
+                f"SOCKETSVC must be a dict, not {type(settings_value).__name__}"
+            )
+        merged.update(settings_value)
+    merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    values: dict[str, Any] = {}
+    for key, value in merged.items():
+        if key not in known:
+            hint = difflib.get_close_matches(str(key), known, n=1)
+            suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+            raise ImproperlyConfigured(
+                f"SOCKETSVC has an unknown key {key!r}{suggestion} Known keys: {', '.join(known)}"
+            )
+        values[key] = _check_value(key, value)
+    return replace(Config(), **values)
+
+
+def get_config(**overrides: Any) -> Config:
+    """Return the validated config from ``settings.SOCKETSVC`` and *overrides*."""
+    from django.conf import settings
+
+    value = getattr(settings, "SOCKETSVC", None) if settings.configured else None
+    return build_config(value, overrides)

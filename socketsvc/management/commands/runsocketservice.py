@@ -1,0 +1,46 @@
+"""``manage.py runsocketservice``: run the socketsvc daemon in the foreground."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from socketsvc.conf import get_config
+from socketsvc.logconfig import configure_logging
+from socketsvc.service import StartupError, run
+
+
+def _mode(value: str) -> int:
+    return int(value, 8)
+
+
+class Command(BaseCommand):
+    help = "Serve socketsvc handlers over JSON-RPC on a Unix socket until SIGTERM."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--socket", help="socket path (default: SOCKETSVC['SOCKET'])")
+        parser.add_argument("--workers", type=int, help="handler threads")
+        parser.add_argument("--socket-mode", type=_mode, help="octal mode, e.g. 660")
+        parser.add_argument("--socket-group", help="group that owns the socket")
+        parser.add_argument("--max-message-bytes", type=int, help="longest request line")
+        parser.add_argument("--drain-timeout", type=float, help="seconds to finish on SIGTERM")
+        parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ...")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        configure_logging(options["log_level"].upper())
+        try:
+            config = get_config(
+                SOCKET=options["socket"],
+                WORKERS=options["workers"],
+                SOCKET_MODE=options["socket_mode"],
+                SOCKET_GROUP=options["socket_group"],
+                MAX_MESSAGE_BYTES=options["max_message_bytes"],
+                DRAIN_TIMEOUT=options["drain_timeout"],
+            )
+            status = run(config)
+        except (ImproperlyConfigured, StartupError) as exc:
+            raise CommandError(str(exc)) from None
+        if status:
+            raise CommandError("stopped before every request was answered", returncode=status)

@@ -1,0 +1,235 @@
+"""JSON-RPC 2.0 messages framed as newline-terminated lines. Pure: no sockets.
+
+Every message is one UTF-8 JSON text on one line, terminated by ``\\n``::
+
+    --> {"jsonrpc": "2.0", "method": "shop.restock", "params": {"sku": "A-1"}, "id": 7}\\n
+    <-- {"jsonrpc": "2.0", "id": 7, "result": {"stock": 40}}\\n
+
+A request without ``"id"`` is a notification and gets no reply. An array of
+requests is a batch and gets one array of replies (none if every member was a
+notification). Replies to separate requests on one connection come back in the
+order they complete; clients match them by ``id``.
+
+JSON encoders never put a raw newline inside a message (it is escaped as
+``\\n`` in strings), so the line break is an unambiguous frame boundary.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Final, TypeAlias
+
+JSONValue: TypeAlias = Any
+RequestId: TypeAlias = str | int | float | None
+
+VERSION: Final = "2.0"
+
+# Codes defined by the JSON-RPC 2.0 specification.
+PARSE_ERROR: Final = -32700
+INVALID_REQUEST: Final = -32600
+METHOD_NOT_FOUND: Final = -32601
+INVALID_PARAMS: Final = -32602
+INTERNAL_ERROR: Final = -32603
+# Server errors, in the range the specification reserves for implementations.
+HANDLER_ERROR: Final = -32000
+DATABASE_UNAVAILABLE: Final = -32001
+SERVER_BUSY: Final = -32002
+MESSAGE_TOO_LARGE: Final = -32003
+SHUTTING_DOWN: Final = -32004
+
+ERROR_NAMES: Final[dict[int, str]] = {
+    PARSE_ERROR: "Parse error",
+    INVALID_REQUEST: "Invalid Request",
+    METHOD_NOT_FOUND: "Method not found",
+    INVALID_PARAMS: "Invalid params",
+    INTERNAL_ERROR: "Internal error",
+    HANDLER_ERROR: "Handler error",
+    DATABASE_UNAVAILABLE: "Database unavailable",
+    SERVER_BUSY: "Server busy",
+    MESSAGE_TOO_LARGE: "Message too large",
+    SHUTTING_DOWN: "Shutting down",
+}
+
+
+class RPCError(Exception):
+    """A JSON-RPC error; raise it from a handler to choose the code and data sent."""
+
+    def __init__(self, code: int, message: str, data: JSONValue = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data
+
+    def to_dict(self) -> dict[str, JSONValue]:
+        """Return the JSON-RPC error object."""
+        error: dict[str, JSONValue] = {"code": self.code, "message": self.message}
+        if self.data is not None:
+            error["data"] = self.data
+        return error
+
+
+class MessageTooLarge(Exception):
+    """A line grew past the configured maximum before its terminator arrived."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"message exceeds {limit} bytes without a line terminator")
+        self.limit = limit
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One valid request (or notification) taken off the wire."""
+
+    method: str
+    params: list[JSONValue] | dict[str, JSONValue] | None
+    id: RequestId
+    is_notification: bool
+
+    @property
+    def args(self) -> list[JSONValue]:
+        """Return positional params."""
+        return self.params if isinstance(self.params, list) else []
+
+    @property
+    def kwargs(self) -> dict[str, JSONValue]:
+        """Return named params."""
+        return self.params if isinstance(self.params, dict) else {}
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A batch: each member is a Request or the error reply for an invalid member."""
+
+    items: list[Request | dict[str, JSONValue]]
+
+
+Message: TypeAlias = Request | Batch | dict[str, JSONValue]
+"""What :func:`parse` returns: a request, a batch, or a ready error reply."""
+
+
+def result_response(request_id: RequestId, result: JSONValue) -> dict[str, JSONValue]:
+    """Return a success reply."""
+    return {"jsonrpc": VERSION, "id": request_id, "result": result}
+
+
+def error_response(
+    request_id: RequestId, code: int, message: str, data: JSONValue = None
+) -> dict[str, JSONValue]:
+    """Return an error reply."""
+    return {"jsonrpc": VERSION, "id": request_id, "error": RPCError(code, message, data).to_dict()}
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def decode_json(raw: bytes) -> JSONValue:
+    """Decode one message; raise RPCError(PARSE_ERROR) for anything that is not strict JSON."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RPCError(PARSE_ERROR, f"Parse error: invalid UTF-8 at byte {exc.start}") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise RPCError(PARSE_ERROR, "Parse error: JSON nested too deeply") from None
+    except ValueError as exc:
+        raise RPCError(PARSE_ERROR, f"Parse error: {exc}") from None
+
+
+def _valid_id(value: object) -> bool:
+    return value is None or (isinstance(value, str | int | float) and not isinstance(value, bool))
+
+
+def parse_request(obj: JSONValue) -> Request:
+    """Validate one decoded request object; raise RPCError(INVALID_REQUEST) with the reason."""
+    if not isinstance(obj, dict):
+        raise RPCError(INVALID_REQUEST, "Invalid Request: expected a JSON object")
+    if obj.get("jsonrpc") != VERSION:
+        raise RPCError(INVALID_REQUEST, 'Invalid Request: "jsonrpc" must be exactly "2.0"')
+    method = obj.get("method")
+    if not isinstance(method, str):
+        raise RPCError(INVALID_REQUEST, 'Invalid Request: "method" must be a string')
+    params = obj.get("params")
+    if "params" in obj and not isinstance(params, list | dict):
+        raise RPCError(INVALID_REQUEST, 'Invalid Request: "params" must be an array or an object')
+    if "id" in obj and not _valid_id(obj["id"]):
+        raise RPCError(INVALID_REQUEST, 'Invalid Request: "id" must be a string, number or null')
+    return Request(method, params, obj.get("id"), "id" not in obj)
+
+
+def _id_for_error(obj: JSONValue) -> RequestId:
+    """Return the id to echo for an invalid request: its id if that could be read, else null."""
+    if isinstance(obj, dict) and _valid_id(obj.get("id")):
+        return obj.get("id")
+    return None
+
+
+def _request_or_error(obj: JSONValue) -> Request | dict[str, JSONValue]:
+    try:
+        return parse_request(obj)
+    except RPCError as exc:
+        return error_response(_id_for_error(obj), exc.code, exc.message)
+
+
+def parse(raw: bytes) -> Message:
+    """Parse one line (without its terminator) into a request, a batch, or an error reply."""
+    try:
+        obj = decode_json(raw)
+    except RPCError as exc:
+        return error_response(None, exc.code, exc.message)
+    if isinstance(obj, list):
+        if not obj:
+            return error_response(None, INVALID_REQUEST, "Invalid Request: empty batch")
+        return Batch([_request_or_error(item) for item in obj])
+    return _request_or_error(obj)
+
+
+def encode(message: JSONValue) -> bytes:
+    """Serialize a reply (or request) as one line; raise ValueError/TypeError if not JSON."""
+    return json.dumps(message, separators=(",", ":"), allow_nan=False).encode("ascii") + b"\n"
+
+
+class LineFramer:
+    """Split a byte stream into lines, refusing to buffer a line longer than *max_bytes*.
+
+    The caller asks :meth:`room` how much it may read next, so an oversize line is
+    detected before more than ``max_bytes + 1`` bytes of it are ever held.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._partial = bytearray()
+
+    @property
+    def pending(self) -> int:
+        """Return how many bytes of an unterminated line are buffered."""
+        return len(self._partial)
+
+    def room(self) -> int:
+        """Return how many bytes may be read before the limit is known to be exceeded."""
+        return self.max_bytes + 1 - len(self._partial)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Add *data*; return the complete lines (terminators stripped, blank lines dropped)."""
+        if b"\n" not in data:
+            self._partial += data
+            if len(self._partial) > self.max_bytes:
+                raise MessageTooLarge(self.max_bytes)
+            return []
+        self._partial += data
+        *lines, rest = self._partial.split(b"\n")
+        self._partial = bytearray(rest)
+        for line in lines:
+            if len(line) > self.max_bytes:
+                raise MessageTooLarge(self.max_bytes)
+        if len(self._partial) > self.max_bytes:
+            raise MessageTooLarge(self.max_bytes)
+        return [bytes(line).rstrip(b"\r") for line in lines if line.strip()]
+
+    def take_rest(self) -> bytes | None:
+        """Return the unterminated tail at end of stream, if it holds anything."""
+        rest = bytes(self._partial)
+        self._partial.clear()
+        return rest if rest.strip() else None

@@ -1,0 +1,170 @@
+"""Fixtures: throwaway MariaDB servers, migrated databases, and daemon subprocesses."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.daemon import REPO, Daemon
+from tests.mariadb import MariaDB, migrate
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A temporary directory with a short path (Unix socket paths hold 107 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="ss", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def sock_path(short_tmp: Path) -> str:
+    return str(short_tmp / "s.sock")
+
+
+def _shared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory shared by every xdist worker of this run."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def _once(shared: Path, name: str, build: Callable[[Path], None]) -> Path:
+    """Build *name* under *shared* exactly once across workers; return its path."""
+    target = shared / name
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / "ready").exists():
+            shutil.rmtree(target, ignore_errors=True)
+            target.mkdir(parents=True)
+            build(target)
+            (target / "ready").touch()
+    return target
+
+
+def _build_mariadb_template(target: Path) -> None:
+    server = MariaDB(target)
+    server.install()
+    server.start()
+    try:
+        migrate(server, REPO)
+    finally:
+        server.stop()
+
+
+def _build_sqlite_template(target: Path) -> None:
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DATABASE_URL": f"sqlite:///{target / 'db.sqlite3'}",
+    }
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "-v0"], cwd=REPO, env=env, check=True, timeout=300
+    )
+
+
+@pytest.fixture(scope="session")
+def mariadb_template(tmp_path_factory: pytest.TempPathFactory) -> MariaDB:
+    """A stopped, migrated MariaDB datadir that servers are copied from."""
+    return MariaDB(_once(_shared_dir(tmp_path_factory), "mariadb-template", _build_mariadb_template))
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite database file that daemons get copies of."""
+    return _once(_shared_dir(tmp_path_factory), "sqlite-template", _build_sqlite_template) / (
+        "db.sqlite3"
+    )
+
+
+def _start_copy(template: MariaDB) -> MariaDB:
+    server = MariaDB(Path(tempfile.mkdtemp(prefix="mdb", dir="/tmp")))
+    server.copy_from(template)
+    server.start()
+    return server
+
+
+@pytest.fixture(scope="session")
+def shared_mariadb(mariadb_template: MariaDB) -> Iterator[MariaDB]:
+    """One throwaway server per worker, for tests that only reconfigure sessions."""
+    server = _start_copy(mariadb_template)
+    yield server
+    server.stop()
+    shutil.rmtree(server.base, ignore_errors=True)
+
+
+@pytest.fixture
+def mariadb(shared_mariadb: MariaDB) -> Iterator[MariaDB]:
+    """The worker's throwaway server, with wait_timeout restored after the test."""
+    yield shared_mariadb
+    shared_mariadb.set_wait_timeout(28800)
+
+
+@pytest.fixture
+def private_mariadb(mariadb_template: MariaDB) -> Iterator[MariaDB]:
+    """A throwaway server of the test's own, for tests that stop or restart it."""
+    server = _start_copy(mariadb_template)
+    yield server
+    server.stop()
+    shutil.rmtree(server.base, ignore_errors=True)
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Daemon]]:
+    """Daemons started by a test; any still running at teardown are killed."""
+    started: list[Daemon] = []
+    yield started
+    for daemon in started:
+        daemon.kill()
+
+
+@pytest.fixture
+def start_daemon(
+    daemons: list[Daemon], short_tmp: Path
+) -> Callable[..., Daemon]:
+    """Start a daemon: ``start_daemon(database_url, conn_max_age="0", health_checks=False)``."""
+
+    def start(
+        database_url: str,
+        *args: str,
+        conn_max_age: str = "0",
+        health_checks: bool = False,
+        socket_path: str | None = None,
+        wait: bool = True,
+        **env: str,
+    ) -> Daemon:
+        daemon = Daemon(
+            socket_path or str(short_tmp / f"d{len(daemons)}.sock"),
+            {
+                "DATABASE_URL": database_url,
+                "TEST_CONN_MAX_AGE": conn_max_age,
+                "TEST_CONN_HEALTH_CHECKS": "1" if health_checks else "0",
+                **env,
+            },
+            *args,
+        )
+        daemons.append(daemon)
+        return daemon.start(wait=wait)
+
+    return start
+
+
+@pytest.fixture
+def sqlite_url(sqlite_template: Path, short_tmp: Path) -> str:
+    """A DATABASE_URL for a fresh copy of the migrated SQLite database."""
+    copy = short_tmp / "db.sqlite3"
+    shutil.copy(sqlite_template, copy)
+    return f"sqlite:///{copy}"
+
+
+@pytest.fixture
+def sqlite_daemon(start_daemon: Callable[..., Daemon], sqlite_url: str) -> Daemon:
+    """A daemon on SQLite, for protocol tests that need no MariaDB."""
+    return start_daemon(sqlite_url)

@@ -1,0 +1,181 @@
+"""A throwaway ``mariadbd`` in a temporary directory, on a private Unix socket.
+
+Tests that kill, restart or reconfigure the database use one of these; the
+machine's shared MariaDB is never touched.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import MySQLdb
+
+DB_NAME = "socketsvc_test"
+SERVER_OPTIONS = [
+    "--no-defaults",
+    "--user=root",
+    "--skip-networking",
+    "--innodb-log-file-size=8M",
+    "--innodb-buffer-pool-size=16M",
+    "--skip-log-bin",
+    "--max-connections=200",
+]
+
+
+def require_binaries() -> None:
+    """Fail loudly (never skip) when MariaDB's server binaries are missing."""
+    missing = [b for b in ("mariadbd", "mariadb-install-db") if shutil.which(b) is None]
+    if missing:
+        raise RuntimeError(
+            f"{', '.join(missing)} not found: install Debian's mariadb-server "
+            "(make test does this when run as root)"
+        )
+
+
+class MariaDB:
+    """One private server: datadir, socket and pid file under *base*."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.datadir = base / "data"
+        self.socket = str(base / "m.sock")
+        self.pid_file = base / "m.pid"
+        self.log_file = base / "error.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    # -- life cycle --------------------------------------------------------
+
+    def install(self) -> None:
+        """Create an empty datadir with root and no password."""
+        require_binaries()
+        self.base.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [
+                "mariadb-install-db",
+                "--no-defaults",
+                f"--datadir={self.datadir}",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+                "--user=root",
+                "--innodb-log-file-size=8M",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+
+    def copy_from(self, template: MariaDB) -> None:
+        """Start from a copy of a stopped template's datadir."""
+        self.base.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(template.datadir, self.datadir, symlinks=True)
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start mariadbd and wait until it answers a query."""
+        self.process = subprocess.Popen(
+            [
+                "mariadbd",
+                *SERVER_OPTIONS,
+                f"--datadir={self.datadir}",
+                f"--socket={self.socket}",
+                f"--pid-file={self.pid_file}",
+                f"--log-error={self.log_file}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"mariadbd exited at start:\n{self._log_tail()}")
+            try:
+                self.query("SELECT 1")
+            except MySQLdb.OperationalError:
+                time.sleep(0.05)
+                continue
+            return
+        raise RuntimeError(f"mariadbd did not answer within {timeout} s:\n{self._log_tail()}")
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Shut the server down cleanly (SIGTERM) and wait for it to exit."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+
+    def _log_tail(self) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-20:])
+        except FileNotFoundError:
+            return "(no error log)"
+
+    # -- talking to it -----------------------------------------------------
+
+    def query(self, sql: str, args: Any = None, db: str | None = None) -> list[tuple[Any, ...]]:
+        """Run *sql* on a side connection of its own (never the daemon's)."""
+        conn = MySQLdb.connect(unix_socket=self.socket, user="root", database=db or "")
+        try:
+            cursor = conn.cursor()
+            cursor.execute(sql, args)
+            rows = list(cursor.fetchall()) if cursor.description else []
+            conn.commit()
+            return rows
+        finally:
+            conn.close()
+
+    def url(self, db: str = DB_NAME) -> str:
+        """Return a DATABASE_URL in the Unix-socket form."""
+        return f"mysql://root@{quote(self.socket, safe='')}/{db}"
+
+    def sessions(self, db: str = DB_NAME) -> list[tuple[int, str]]:
+        """Return (id, command) of the client sessions on *db*, other than this query's own."""
+        rows = self.query(
+            "SELECT id, command FROM information_schema.processlist "
+            "WHERE db = %s AND id <> CONNECTION_ID()",
+            [db],
+        )
+        return [(int(row[0]), str(row[1])) for row in rows]
+
+    def kill_sessions(self, db: str = DB_NAME) -> list[int]:
+        """KILL every client session on *db*; return their ids."""
+        killed = []
+        for session_id, _ in self.sessions(db):
+            try:
+                self.query(f"KILL {session_id}")
+            except MySQLdb.OperationalError:
+                continue  # it ended on its own meanwhile
+            killed.append(session_id)
+        return killed
+
+    def set_wait_timeout(self, seconds: int) -> None:
+        """Set the global wait_timeout (applies to sessions opened afterwards)."""
+        self.query(f"SET GLOBAL wait_timeout = {int(seconds)}")
+
+
+def migrate(server: MariaDB, repo: Path) -> None:
+    """Create the test database and run every migration into it."""
+    server.query(f"CREATE DATABASE IF NOT EXISTS {DB_NAME} CHARACTER SET utf8mb4")
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DATABASE_URL": server.url(),
+    }
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "-v0"],
+        cwd=repo,
+        env=env,
+        check=True,
+        timeout=300,
+    )

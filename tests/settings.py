@@ -1,0 +1,36 @@
+"""Settings for the test suite: the demo project plus a test app of misbehaving handlers.
+
+Daemon subprocesses get their database from ``DATABASE_URL`` (a throwaway
+MariaDB) and their connection policy from ``TEST_CONN_MAX_AGE`` ("none" for
+unlimited) and ``TEST_CONN_HEALTH_CHECKS`` ("1"/"0").
+"""
+
+import os
+
+import dj_database_url
+
+from project.settings import *  # noqa: F403
+from project.settings import INSTALLED_APPS, VAR_DIR
+
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]
+
+_max_age = os.environ.get("TEST_CONN_MAX_AGE", "0")
+DATABASES = {
+    "default": dj_database_url.config(
+        default=f"sqlite:///{VAR_DIR / 'test.sqlite3'}",
+        conn_max_age=None if _max_age == "none" else int(_max_age),  # type: ignore[arg-type]
+        conn_health_checks=os.environ.get("TEST_CONN_HEALTH_CHECKS", "0") == "1",
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.mysql":
+    DATABASES["default"].setdefault("OPTIONS", {})["charset"] = "utf8mb4"
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+SOCKETSVC = {
+    "SOCKET": os.environ.get("SOCKETSVC_SOCKET", "/tmp/socketsvc-tests-unused.sock"),
+    "WORKERS": int(os.environ.get("TEST_WORKERS", "4")),
+    "DRAIN_TIMEOUT": float(os.environ.get("TEST_DRAIN_TIMEOUT", "10")),
+    "MAX_MESSAGE_BYTES": 64 * 1024,
+    "CALL_TIMEOUT": 20.0,
+}

@@ -1,0 +1,132 @@
+"""Handlers that misbehave on purpose, for the daemon tests."""
+
+import time
+from typing import Any
+
+from django.db import connection, transaction
+
+from socketsvc import handler
+
+from .models import Note
+
+
+@handler
+def echo(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Return the params as received."""
+    return {"args": list(args), "kwargs": kwargs}
+
+
+@handler
+def add(a: int, b: int = 0) -> int:
+    """Add two integers."""
+    return a + b
+
+
+@handler
+def sleep(seconds: float) -> float:
+    """Sleep, touching no database."""
+    time.sleep(seconds)
+    return seconds
+
+
+@handler
+def fail(message: str = "boom") -> None:
+    """Raise a RuntimeError."""
+    raise RuntimeError(message)
+
+
+@handler
+def not_json() -> object:
+    """Return something JSON cannot carry."""
+    return object()
+
+
+@handler
+def connection_id() -> int:
+    """Return the server-side id of this worker's DB session."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT CONNECTION_ID()")
+        return int(cursor.fetchone()[0])
+
+
+@handler
+def state() -> dict[str, Any]:
+    """Report the connection's transaction state, then prove it can query."""
+    before = {"in_atomic_block": connection.in_atomic_block, "autocommit": connection.autocommit}
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT @@autocommit, @@in_transaction")
+        autocommit, in_transaction = cursor.fetchone()
+    return {
+        **before,
+        "server_autocommit": int(autocommit),
+        "server_in_transaction": int(in_transaction),
+        "notes": Note.objects.count(),
+    }
+
+
+@handler
+def write_note(text: str) -> int:
+    """Insert a note; return how many notes exist."""
+    Note.objects.create(text=text)
+    return Note.objects.count()
+
+
+@handler
+def count_notes(text: str | None = None) -> int:
+    """Count notes (with this text)."""
+    notes = Note.objects.all()
+    return notes.filter(text=text).count() if text is not None else notes.count()
+
+
+@handler
+def raise_in_atomic(text: str) -> None:
+    """Write inside atomic, then raise: the write must roll back."""
+    with transaction.atomic():
+        Note.objects.create(text=text)
+        raise ValueError("failed inside atomic")
+
+
+@handler
+def leave_atomic_open(text: str) -> str:
+    """Enter an atomic block and never leave it."""
+    transaction.atomic().__enter__()
+    Note.objects.create(text=text)
+    return "left open"
+
+
+@handler
+def autocommit_off(text: str) -> str:
+    """Switch autocommit off, write, and return without committing."""
+    transaction.set_autocommit(False)
+    Note.objects.create(text=text)
+    return "autocommit left off"
+
+
+@handler
+def break_driver_connection() -> str:
+    """Close the raw driver connection behind Django's back."""
+    connection.ensure_connection()
+    connection.connection.close()
+    return "closed"
+
+
+@handler
+def db_sleep(seconds: float) -> int:
+    """Run SELECT SLEEP(seconds) on the database."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT SLEEP(%s)", [seconds])
+        return int(cursor.fetchone()[0])
+
+
+@handler
+def pause_then_query(seconds: float) -> int:
+    """Query, compute (sleep) for a while, then query again (a long handler)."""
+    Note.objects.count()
+    time.sleep(seconds)
+    return Note.objects.count()
+
+
+@handler("custom.named")
+def explicitly_named() -> str:
+    """Answer under an explicit name."""
+    return "named"
