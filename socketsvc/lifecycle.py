@@ -7,10 +7,10 @@ dead and the next query raises ``OperationalError(2006)``. :func:`request_scope`
 does what Django does around an HTTP request, plus what Django leaves open:
 
 * before: for each of this thread's connections that is not inside an outer
-  ``atomic`` block, drop it if unusable or past ``CONN_MAX_AGE``, and arm a
-  health check (one ping before the first query) for a connection that sat idle
-  longer than ``check_idle_after`` seconds, whatever ``CONN_HEALTH_CHECKS`` says;
-  reset the query log.
+  ``atomic`` block, drop it if unusable or past ``CONN_MAX_AGE``, and ping one
+  that sat idle for ``check_idle_after`` seconds or more (default 0: every
+  reused connection), whatever ``CONN_HEALTH_CHECKS`` says, replacing it if
+  dead; reset the query log.
 * the work runs; an exception that is not a database error (a timeout, a
   signal, a bug) marks the connections suspect so they are pinged afterwards.
 * after: roll back any ``atomic`` block the work left open, roll back and
@@ -59,6 +59,7 @@ class LifecycleStats:
     connects: int = 0
     reconnects: int = 0
     discarded: int = 0
+    dead_connections_replaced: int = 0
     leaked_atomic_rolled_back: int = 0
     autocommit_restored: int = 0
 
@@ -77,6 +78,7 @@ class LifecycleStats:
                 "db_connects": self.connects,
                 "db_reconnects": self.reconnects,
                 "db_connections_discarded": self.discarded,
+                "dead_connections_replaced": self.dead_connections_replaced,
                 "leaked_atomic_rolled_back": self.leaked_atomic_rolled_back,
                 "autocommit_restored": self.autocommit_restored,
             }
@@ -126,18 +128,31 @@ def _close_if_stale(conn: BaseDatabaseWrapper) -> None:
             _discard(conn)
 
 
+def _usable(conn: BaseDatabaseWrapper) -> bool:
+    try:
+        return bool(conn.is_usable())
+    except Exception:
+        return False
+
+
 def _prepare(conn: BaseDatabaseWrapper, now: float, check_idle_after: float) -> None:
     if conn.in_atomic_block:
         # An outer transaction (a caller's, or a test's) owns this connection.
         return
     _close_if_stale(conn)
-    if conn.connection is not None:
-        idle = now - getattr(conn, _LAST_USED, 0.0)
-        # Django pings before the first query when health checks are enabled and
-        # not done yet; close_if_unusable_or_obsolete() has just reset "done".
-        # (The stubs do not declare health_check_enabled, set in connect().)
-        check = bool(conn.settings_dict["CONN_HEALTH_CHECKS"]) or idle >= check_idle_after
-        setattr(conn, "health_check_enabled", check)  # noqa: B010
+    if conn.connection is None:
+        return
+    idle = now - getattr(conn, _LAST_USED, 0.0)
+    if conn.settings_dict["CONN_HEALTH_CHECKS"] or idle >= check_idle_after:
+        # Ping here, guarded, rather than leave it to Django's lazy check at the
+        # first cursor: that one raises out of the handler when the driver
+        # connection was closed behind Django's back.
+        if not _usable(conn):
+            stats.bump("dead_connections_replaced")
+            _close_quietly(conn)
+            return
+    # Django's own health check would ping again at the first cursor.
+    setattr(conn, "health_check_done", True)  # noqa: B010
 
 
 def _unwind_atomic(conn: BaseDatabaseWrapper, depth: int) -> bool:

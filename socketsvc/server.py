@@ -506,7 +506,9 @@ class Server:
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
-                # The client went away; whatever it had in flight is dropped.
+                # The client went away; what it was sent is lost with it.
+                self.stats.dropped_replies += 1
+                log.info("client_gone_before_reply", conn=conn.id, peer_pid=conn.pid)
                 self._close(conn)
                 return
             del conn.out[:sent]

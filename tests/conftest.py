@@ -73,7 +73,9 @@ def _build_sqlite_template(target: Path) -> None:
 @pytest.fixture(scope="session")
 def mariadb_template(tmp_path_factory: pytest.TempPathFactory) -> MariaDB:
     """A stopped, migrated MariaDB datadir that servers are copied from."""
-    return MariaDB(_once(_shared_dir(tmp_path_factory), "mariadb-template", _build_mariadb_template))
+    return MariaDB(
+        _once(_shared_dir(tmp_path_factory), "mariadb-template", _build_mariadb_template)
+    )
 
 
 @pytest.fixture(scope="session")
@@ -126,9 +128,7 @@ def daemons() -> Iterator[list[Daemon]]:
 
 
 @pytest.fixture
-def start_daemon(
-    daemons: list[Daemon], short_tmp: Path
-) -> Callable[..., Daemon]:
+def start_daemon(daemons: list[Daemon], short_tmp: Path) -> Callable[..., Daemon]:
     """Start a daemon: ``start_daemon(database_url, conn_max_age="0", health_checks=False)``."""
 
     def start(

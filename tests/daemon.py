@@ -36,7 +36,14 @@ class Daemon:
         """Start the process; by default wait until it answers rpc.ping."""
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "manage.py", "runsocketservice", "--socket", self.socket, *self.args],
+                [
+                    sys.executable,
+                    "manage.py",
+                    "runsocketservice",
+                    "--socket",
+                    self.socket,
+                    *self.args,
+                ],
                 cwd=REPO,
                 env=self.env,
                 stdin=subprocess.DEVNULL,

@@ -12,7 +12,11 @@ import dj_database_url
 from project.settings import *  # noqa: F403
 from project.settings import INSTALLED_APPS, VAR_DIR
 
-INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]
+INSTALLED_APPS = [
+    *INSTALLED_APPS,
+    "tests.testapp",
+    *filter(None, os.environ.get("TEST_EXTRA_APPS", "").split(",")),
+]
 
 _max_age = os.environ.get("TEST_CONN_MAX_AGE", "0")
 DATABASES = {

@@ -1,9 +1,10 @@
 """Handlers that misbehave on purpose, for the daemon tests."""
 
+import contextlib
 import time
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 
 from socketsvc import handler
 
@@ -130,3 +131,13 @@ def pause_then_query(seconds: float) -> int:
 def explicitly_named() -> str:
     """Answer under an explicit name."""
     return "named"
+
+
+@handler
+def leave_atomic_open_on_dead_connection(text: str) -> str:
+    """Enter an atomic block, write, have the server kill the session, and return."""
+    transaction.atomic().__enter__()
+    Note.objects.create(text=text)
+    with contextlib.suppress(DatabaseError), connection.cursor() as cursor:
+        cursor.execute("KILL CONNECTION_ID()")
+    return "left open on a dead connection"

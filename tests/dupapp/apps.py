@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class DupAppConfig(AppConfig):
+    name = "tests.dupapp"
+    label = "dupapp"

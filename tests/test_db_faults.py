@@ -1,0 +1,115 @@
+"""Database faults between and during requests: the daemon answers clearly and recovers."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from socketsvc import DatabaseUnavailable
+from socketsvc.protocol import DATABASE_UNAVAILABLE
+from tests.waiting import poll
+
+
+@pytest.mark.parametrize("health_checks", [False, True], ids=["hc-off", "hc-on"])
+def test_killed_session_between_requests_is_replaced_transparently(
+    mariadb, start_daemon, health_checks
+):
+    """After KILL of its idle DB sessions, the next requests succeed on new sessions."""
+    daemon = start_daemon(
+        mariadb.url(), "--workers", "1", conn_max_age="none", health_checks=health_checks
+    )
+    before = daemon.call("testapp.connection_id")
+    assert mariadb.kill_sessions() == [before]
+    after = daemon.call("testapp.connection_id")
+    assert after != before
+    assert daemon.call("testapp.write_note", text="after-kill") >= 1
+    assert daemon.call("rpc.status")["errors"] == 0
+
+
+def test_session_killed_during_a_query_fails_that_request_only(mariadb, start_daemon):
+    """A KILL mid-query gives the client error -32001; the next request succeeds."""
+    daemon = start_daemon(mariadb.url(), "--workers", "1", conn_max_age="60")
+    outcome: dict[str, BaseException] = {}
+
+    def slow_query() -> None:
+        try:
+            daemon.call("testapp.db_sleep", seconds=30)
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    caller = threading.Thread(target=slow_query)
+    caller.start()
+    sleeping = poll(
+        lambda: [s for s, command in mariadb.sessions() if command == "Query"], timeout=20
+    )
+    mariadb.query(f"KILL {sleeping[0]}")
+    caller.join(30)
+    error = outcome["error"]
+    assert isinstance(error, DatabaseUnavailable)
+    assert error.code == DATABASE_UNAVAILABLE
+    assert error.data["db_code"] in (2013, 2006, 1927)
+    assert "Traceback" not in error.message
+    assert daemon.call("testapp.connection_id") != sleeping[0]
+
+
+@pytest.mark.parametrize("health_checks", [False, True], ids=["hc-off", "hc-on"])
+def test_mariadb_restart_between_requests_is_survived(private_mariadb, start_daemon, health_checks):
+    """After MariaDB restarts, the daemon's next requests succeed without a daemon restart."""
+    daemon = start_daemon(private_mariadb.url(), conn_max_age="none", health_checks=health_checks)
+    for _ in range(4):
+        daemon.call("testapp.connection_id")
+    private_mariadb.stop()
+    private_mariadb.start()
+    assert [daemon.call("testapp.count_notes") for _ in range(6)] == [0] * 6
+    assert daemon.call("rpc.status")["errors"] == 0
+
+
+def test_mariadb_down_gives_clear_error_and_daemon_recovers(private_mariadb, start_daemon):
+    """While MariaDB is down requests get -32001 and pings still work; once it is back, all is well."""
+    daemon = start_daemon(private_mariadb.url(), conn_max_age="60")
+    assert daemon.call("testapp.write_note", text="before-outage") == 1
+    private_mariadb.stop()
+
+    for _ in range(3):
+        with pytest.raises(DatabaseUnavailable) as caught:
+            daemon.call("testapp.count_notes")
+        assert caught.value.code == DATABASE_UNAVAILABLE
+        assert "Database unavailable" in caught.value.message
+        assert caught.value.data["db_code"] in (2002, 2006, 2013)
+        assert daemon.call("rpc.ping") == "pong"
+    assert daemon.call("testapp.sleep", seconds=0) == 0
+
+    private_mariadb.start()
+    assert daemon.call("testapp.count_notes", text="before-outage") == 1
+    assert daemon.call("testapp.write_note", text="after-outage") == 2
+    assert daemon.process.poll() is None
+
+
+def test_daemon_starts_while_mariadb_is_down(private_mariadb, start_daemon):
+    """A daemon started during an outage serves pings, errors clearly, and recovers later."""
+    private_mariadb.stop()
+    daemon = start_daemon(private_mariadb.url())
+    assert daemon.call("rpc.ping") == "pong"
+    with pytest.raises(DatabaseUnavailable):
+        daemon.call("testapp.count_notes")
+    private_mariadb.start()
+    assert daemon.call("testapp.count_notes") == 0
+
+
+def test_raw_driver_connection_closed_behind_djangos_back(mariadb, start_daemon):
+    """A handler that closes the driver connection itself does not break later requests."""
+    daemon = start_daemon(mariadb.url(), "--workers", "1", conn_max_age="none")
+    assert daemon.call("testapp.break_driver_connection") == "closed"
+    assert daemon.call("testapp.state")["in_atomic_block"] is False
+    assert daemon.call("rpc.status")["errors"] == 0
+
+
+def test_long_handler_idle_past_wait_timeout_then_next_request(mariadb, start_daemon):
+    """A handler that sleeps past wait_timeout with a connection open does not poison the next request."""
+    mariadb.set_wait_timeout(1)
+    daemon = start_daemon(mariadb.url(), "--workers", "1", conn_max_age="none")
+    daemon.call("testapp.sleep", seconds=0)
+    first = daemon.call("testapp.connection_id")
+    assert daemon.call("testapp.sleep", seconds=2.5) == 2.5
+    assert daemon.call("testapp.connection_id") != first
