@@ -7,7 +7,6 @@ parameter binding); :meth:`Dispatcher.execute` runs on a worker thread inside
 
 from __future__ import annotations
 
-import functools
 import inspect
 import types
 import typing
@@ -83,7 +82,6 @@ def _simple_types(annotation: Any) -> tuple[type, ...] | None:
     return None
 
 
-@functools.cache
 def _param_types(func: Any) -> dict[str, tuple[type, ...]]:
     """Return, per parameter with a simple JSON-type annotation, the admitted types."""
     try:
@@ -100,8 +98,9 @@ def _param_types(func: Any) -> dict[str, tuple[type, ...]]:
     return checked
 
 
-def _check_types(method: Method, bound: inspect.BoundArguments) -> None:
-    types_by_param = _param_types(method.func)
+def _check_types(
+    types_by_param: dict[str, tuple[type, ...]], bound: inspect.BoundArguments
+) -> None:
     for name, value in bound.arguments.items():
         admitted = types_by_param.get(name)
         if admitted is None:
@@ -130,6 +129,8 @@ class Dispatcher:
     def __init__(self, registry: Registry, check_idle_after: float = 0.0) -> None:
         self.registry = registry
         self.check_idle_after = check_idle_after
+        # Per method name: the JSON types each simply-annotated parameter admits.
+        self._param_types: dict[str, dict[str, tuple[type, ...]]] = {}
 
     def resolve(self, request: Request) -> Call:
         """Find the handler and bind params to its signature; raise RPCError if impossible."""
@@ -147,7 +148,10 @@ class Dispatcher:
                 protocol.INVALID_PARAMS,
                 f"Invalid params for {method.name}{method.signature}: {exc}",
             ) from None
-        _check_types(method, bound)
+        types_by_param = self._param_types.get(method.name)
+        if types_by_param is None:
+            types_by_param = self._param_types[method.name] = _param_types(method.func)
+        _check_types(types_by_param, bound)
         return Call(request, method, bound)
 
     def execute(self, call: Call) -> Outcome:

@@ -116,6 +116,14 @@ def _discard(conn: BaseDatabaseWrapper) -> None:
         del connections[conn.alias]
 
 
+def _close_quietly(conn: BaseDatabaseWrapper) -> None:
+    """Close the connection; if even that fails, discard the wrapper."""
+    with suppress(Exception):
+        conn.close()
+    if conn.connection is not None:
+        _discard(conn)
+
+
 def _close_if_stale(conn: BaseDatabaseWrapper) -> None:
     """Close the connection if unusable or too old; never raise."""
     try:
@@ -143,14 +151,14 @@ def _prepare(conn: BaseDatabaseWrapper, now: float, check_idle_after: float) -> 
     if conn.connection is None:
         return
     idle = now - getattr(conn, _LAST_USED, 0.0)
-    if conn.settings_dict["CONN_HEALTH_CHECKS"] or idle >= check_idle_after:
-        # Ping here, guarded, rather than leave it to Django's lazy check at the
-        # first cursor: that one raises out of the handler when the driver
-        # connection was closed behind Django's back.
-        if not _usable(conn):
-            stats.bump("dead_connections_replaced")
-            _close_quietly(conn)
-            return
+    check = conn.settings_dict["CONN_HEALTH_CHECKS"] or idle >= check_idle_after
+    # Ping here, guarded, rather than leave it to Django's lazy check at the
+    # first cursor: that one raises out of the handler when the driver
+    # connection was closed behind Django's back.
+    if check and not _usable(conn):
+        stats.bump("dead_connections_replaced")
+        _close_quietly(conn)
+        return
     # Django's own health check would ping again at the first cursor.
     setattr(conn, "health_check_done", True)  # noqa: B010
 
@@ -266,13 +274,6 @@ def refresh_connections() -> None:
         _close_if_stale(conn)
         if conn.connection is not None and not conn.is_usable():
             _close_quietly(conn)
-
-
-def _close_quietly(conn: BaseDatabaseWrapper) -> None:
-    with suppress(Exception):
-        conn.close()
-    if conn.connection is not None:
-        _discard(conn)
 
 
 def close_expired_connections() -> float | None:

@@ -221,12 +221,10 @@ class LineFramer:
         self._partial += data
         *lines, rest = self._partial.split(b"\n")
         self._partial = bytearray(rest)
-        for line in lines:
-            if len(line) > self.max_bytes:
-                raise MessageTooLarge(self.max_bytes)
-        if len(self._partial) > self.max_bytes:
+        complete = [bytes(line).removesuffix(b"\r") for line in lines]
+        if len(self._partial) > self.max_bytes or any(len(c) > self.max_bytes for c in complete):
             raise MessageTooLarge(self.max_bytes)
-        return [bytes(line).rstrip(b"\r") for line in lines if line.strip()]
+        return [line for line in complete if line.strip()]
 
     def take_rest(self) -> bytes | None:
         """Return the unterminated tail at end of stream, if it holds anything."""

@@ -78,6 +78,14 @@ def _default_name(func: Callable[..., Any]) -> str:
     return f"{app.label}.{func.__name__}"
 
 
+def _signature(func: Callable[..., Any]) -> inspect.Signature:
+    """Return the signature with string annotations evaluated where possible."""
+    try:
+        return inspect.signature(func, eval_str=True)
+    except Exception:
+        return inspect.signature(func)
+
+
 class Registry:
     """Method name -> Method, with duplicate detection."""
 
@@ -90,9 +98,9 @@ class Registry:
         if not callable(func):
             raise ImproperlyConfigured(f"@handler needs a function, not {func!r}")
         method = Method(
-            _check_name(name) if name is not None else _default_name(func),
+            _check_name(name if name is not None else _default_name(func)),
             func,
-            inspect.signature(func),
+            _signature(func),
         )
         with self._lock:
             existing = self._methods.get(method.name)

@@ -253,10 +253,20 @@ class Server:
                 log.error("drain_deadline_passed", in_flight=self._in_flight())
                 break
             for key, mask in self.selector.select(self._select_timeout()):
-                key.data(key.fileobj, mask)
+                self._dispatch_event(key, mask)
             self._deliver_results()
             self._sweep_idle()
         return clean
+
+    def _dispatch_event(self, key: selectors.SelectorKey, mask: int) -> None:
+        """Run one I/O callback; a bug in it costs at most that one connection."""
+        try:
+            key.data(key.fileobj, mask)
+        except Exception:
+            log.exception("event_handler_failed", fd=key.fd)
+            conn = next((c for c in self.conns.values() if c.sock is key.fileobj), None)
+            if conn is not None:
+                self._close(conn)
 
     def install_signal_handlers(self) -> None:
         """Route SIGTERM/SIGINT to a drain (a second one stops at once); main thread only."""
@@ -565,41 +575,47 @@ class Server:
         else:
             self.stats.requests += 1
         try:
-            if self._draining:
-                raise RPCError(
-                    protocol.SHUTTING_DOWN,
-                    "Shutting down: the service is draining and takes no new requests; retry",
-                )
-            builtin = self._builtins.get(request.method)
-            if builtin is not None:
-                if request.params:
-                    raise RPCError(
-                        protocol.INVALID_PARAMS, f"Invalid params: {request.method} takes none"
-                    )
-                return self._immediate(request, builtin())
-            call = self.dispatcher.resolve(request)
+            routed = self._route(request)
         except RPCError as exc:
-            self.stats.errors += 1
-            if request.is_notification:
-                return b""
-            return protocol.encode(
-                protocol.error_response(request.id, exc.code, exc.message, exc.data)
+            return self._error_reply(request, exc)
+        except Exception:
+            log.exception("resolve_failed", method=request.method)
+            return self._error_reply(
+                request, RPCError(protocol.INTERNAL_ERROR, "Internal error: see the service log")
             )
-        job = Job(conn, call, batch, time.monotonic())
-        if not self.pool.submit(job):
-            self.stats.errors += 1
+        if isinstance(routed, bytes):
+            return routed
+        if not self.pool.submit(Job(conn, routed, batch, time.monotonic())):
             log.warning("queue_full", method=request.method, queued=self.config.MAX_QUEUED)
-            if request.is_notification:
-                return b""
-            return protocol.encode(
-                protocol.error_response(
-                    request.id,
+            return self._error_reply(
+                request,
+                RPCError(
                     protocol.SERVER_BUSY,
                     f"Server busy: {self.config.MAX_QUEUED} requests already queued; retry later",
-                )
+                ),
             )
         conn.pending += 1
         return None
+
+    def _route(self, request: Request) -> bytes | Call:
+        """Return a builtin's reply, or the call a worker must run; raise RPCError."""
+        if self._draining:
+            raise RPCError(
+                protocol.SHUTTING_DOWN,
+                "Shutting down: the service is draining and takes no new requests; retry",
+            )
+        builtin = self._builtins.get(request.method)
+        if builtin is None:
+            return self.dispatcher.resolve(request)
+        if request.params:
+            raise RPCError(protocol.INVALID_PARAMS, f"Invalid params: {request.method} takes none")
+        return self._immediate(request, builtin())
+
+    def _error_reply(self, request: Request, exc: RPCError) -> bytes:
+        self.stats.errors += 1
+        if request.is_notification:
+            return b""
+        return protocol.encode(protocol.error_response(request.id, exc.code, exc.message, exc.data))
 
     @staticmethod
     def _immediate(request: Request, result: JSONValue) -> bytes:

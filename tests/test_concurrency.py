@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tests.waiting import busy_workers_at_least, poll
 from tests.daemon import RawClient
+from tests.waiting import busy_workers_at_least
 
 
 def test_ping_answered_while_a_slow_handler_runs(sqlite_daemon):

@@ -206,13 +206,6 @@ def test_resolve_keeps_the_request(dispatcher):
     assert dispatcher.resolve(note).request.is_notification
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: Registry.add accepts any callable, but dispatch._param_types is "
-    "functools.cache'd on the handler, so resolve() raises TypeError('unhashable type') "
-    "for an unhashable callable object (e.g. a dataclass instance with __call__); on the "
-    "daemon's event loop that exception is not an RPCError and escapes serve_forever",
-)
 def test_unhashable_callable_handler_resolves():
     """A registered callable object that is unhashable still resolves and binds its params."""
     reg = Registry()

@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from tests.waiting import busy_workers_at_least, poll
 from tests.daemon import REPO, Daemon, RawClient
+from tests.waiting import busy_workers_at_least, poll
 
 
 def run_daemon(sock_path: str, sqlite_url: str, *args: str, **env: str):

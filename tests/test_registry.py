@@ -73,11 +73,6 @@ def test_rpc_prefix_is_reserved(name):
     assert len(reg) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: default names skip the reserved-prefix check, so an app labelled "
-    "'rpc' registers 'rpc.<func>' (and 'rpc.ping' would be silently shadowed by the builtin)",
-)
 def test_default_name_in_an_app_labelled_rpc_is_reserved_too():
     """A default name that lands in the "rpc." namespace is rejected like an explicit one."""
     with override_settings(

@@ -18,6 +18,9 @@ def _mode(value: str) -> int:
 
 class Command(BaseCommand):
     help = "Serve socketsvc handlers over JSON-RPC on a Unix socket until SIGTERM."
+    # Checks run in handle() without database access: the daemon must start
+    # (and answer "database unavailable") while the database is down.
+    requires_system_checks: list[str] = []
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--socket", help="socket path (default: SOCKETSVC['SOCKET'])")
@@ -29,6 +32,7 @@ class Command(BaseCommand):
         parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ...")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        self.check(databases=[])
         configure_logging(options["log_level"].upper())
         try:
             config = get_config(

@@ -1,0 +1,32 @@
+# The two commands of the README:
+#   make demo    create .venv, migrate the demo database, start the daemon, call the demo handlers
+#   make test    the whole suite on every Python x Django pair the machine has
+PYTHON ?= python3
+VENV ?= .venv
+DJANGO ?= Django>=5.2,<5.3
+
+.PHONY: demo test venv lint
+
+demo:
+	@.ci/system-deps build
+	@$(MAKE) --no-print-directory venv
+	$(VENV)/bin/python manage.py rundemo
+
+test:
+	.ci/test
+
+# (Re)build the virtualenv when pyproject.toml or the Django pin changes.
+venv:
+	@stamp="$(VENV)/.socketsvc-installed"; want="$$(cat pyproject.toml | sha1sum) $(DJANGO)"; \
+	if [ ! -f "$$stamp" ] || [ "$$(cat "$$stamp")" != "$$want" ]; then \
+		echo "installing $(VENV) ($(PYTHON), $(DJANGO))"; \
+		$(PYTHON) -m venv "$(VENV)" && \
+		"$(VENV)/bin/pip" install -q --upgrade pip && \
+		"$(VENV)/bin/pip" install -q -e '.[test]' '$(DJANGO)' && \
+		echo "$$want" > "$$stamp"; \
+	fi
+
+lint:
+	$(VENV)/bin/ruff check socketsvc project tests manage.py
+	$(VENV)/bin/ruff format --check socketsvc project tests manage.py
+	$(VENV)/bin/mypy
