@@ -181,18 +181,19 @@ class Dispatcher:
     def _failure(self, call: Call, exc: BaseException) -> Outcome:
         kind = _error_type(exc)
         data: dict[str, JSONValue] = {"type": kind, "message": str(exc)}
-        if isinstance(exc, DatabaseError) and dberrors.is_connection_error(exc):
-            code = dberrors.driver_code(exc)
-            if code is not None:
-                data["db_code"] = code
-            log.warning("database_unavailable", method=call.method.name, error=str(exc))
-            return self._error(
-                call.request,
-                protocol.DATABASE_UNAVAILABLE,
-                f"Database unavailable: {exc}",
-                data,
-                kind,
-            )
+        if isinstance(exc, DatabaseError):
+            db_code = dberrors.driver_code(exc)
+            if db_code is not None:
+                data["db_code"] = db_code
+            if dberrors.is_connection_error(exc):
+                log.warning("database_unavailable", method=call.method.name, error=str(exc))
+                return self._error(
+                    call.request,
+                    protocol.DATABASE_UNAVAILABLE,
+                    f"Database unavailable: {exc}",
+                    data,
+                    kind,
+                )
         log.error("handler_failed", method=call.method.name, exc_info=exc)
         return self._error(call.request, protocol.HANDLER_ERROR, f"{kind}: {exc}", data, kind)
 

@@ -113,3 +113,49 @@ def test_long_handler_idle_past_wait_timeout_then_next_request(mariadb, start_da
     first = daemon.call("testapp.connection_id")
     assert daemon.call("testapp.sleep", seconds=2.5) == 2.5
     assert daemon.call("testapp.connection_id") != first
+
+
+def test_kill_query_fails_the_request_but_keeps_the_session(mariadb, start_daemon):
+    """KILL QUERY interrupts the statement (a handler error), and the still-usable session is kept."""
+    daemon = start_daemon(mariadb.url(), "--workers", "1", conn_max_age="none")
+    session = daemon.call("testapp.connection_id")
+    outcome: dict[str, BaseException] = {}
+
+    def slow_query() -> None:
+        try:
+            daemon.call("testapp.db_sleep", seconds=30)
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    caller = threading.Thread(target=slow_query)
+    caller.start()
+    poll(lambda: (session, "Query") in mariadb.sessions())
+    mariadb.query(f"KILL QUERY {session}")
+    caller.join(30)
+    # SLEEP() interrupted returns 1 rather than raising on MariaDB; either way
+    # the request ended early and the session survives.
+    assert "error" not in outcome or outcome["error"].data["db_code"] == 1317
+    assert daemon.call("testapp.connection_id") == session
+
+
+def test_refresh_connections_lets_a_long_handler_query_again(mariadb, start_daemon):
+    """A handler that pauses past wait_timeout and calls refresh_connections() queries fine."""
+    mariadb.set_wait_timeout(1)
+    daemon = start_daemon(mariadb.url(), "--workers", "1", conn_max_age="none")
+    assert daemon.call("testapp.pause_refresh_then_query", seconds=2.5) >= 0
+
+
+def test_long_handler_without_refresh_meets_the_dead_connection(mariadb, start_daemon):
+    """Without refresh_connections(), the same pause costs that request a -32001 (and only that one)."""
+    mariadb.set_wait_timeout(1)
+    daemon = start_daemon(mariadb.url(), "--workers", "1", conn_max_age="none")
+    with pytest.raises(DatabaseUnavailable):
+        daemon.call("testapp.pause_then_query", seconds=2.5)
+    assert daemon.call("testapp.count_notes") >= 0
+
+
+def test_database_url_with_unix_socket_option(mariadb, start_daemon):
+    """DATABASE_URL's ?unix_socket= form reaches MariaDB as well as the %2F-encoded host form."""
+    url = f"mysql://root@localhost/socketsvc_test?unix_socket={mariadb.socket}"
+    daemon = start_daemon(url)
+    assert daemon.call("testapp.connection_id") > 0

@@ -7,6 +7,7 @@ from typing import Any
 from django.db import DatabaseError, connection, transaction
 
 from socketsvc import handler
+from socketsvc.lifecycle import refresh_connections
 
 from .models import Note
 
@@ -141,3 +142,12 @@ def leave_atomic_open_on_dead_connection(text: str) -> str:
     with contextlib.suppress(DatabaseError), connection.cursor() as cursor:
         cursor.execute("KILL CONNECTION_ID()")
     return "left open on a dead connection"
+
+
+@handler
+def pause_refresh_then_query(seconds: float) -> int:
+    """Query, compute for a while, refresh connections, then query again."""
+    Note.objects.count()
+    time.sleep(seconds)
+    refresh_connections()
+    return Note.objects.count()
