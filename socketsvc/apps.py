@@ -8,7 +8,5 @@ class SocketSvcConfig(AppConfig):
     verbose_name = "Socket service"
 
     def ready(self) -> None:
-        """Validate SOCKETSVC early, so a bad setting fails every command, not just the daemon."""
-        from .conf import get_config
-
-        get_config()
+        """Register the system checks (a bad SOCKETSVC setting is reported as socketsvc.E001)."""
+        from . import checks  # noqa: F401

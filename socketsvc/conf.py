@@ -43,6 +43,12 @@ class Config:
     CALL_TIMEOUT: float = 30.0
     DB_CHECK_AFTER_IDLE: float = 0.0
     BACKLOG: int = 128
+    ACTIVATION_NAME: str | None = None
+    LOG_PARAMS: bool = False
+
+
+# Settings that only take effect when the socket is (re)bound: a restart.
+RESTART_ONLY = frozenset({"SOCKET", "SOCKET_MODE", "SOCKET_GROUP", "BACKLOG", "ACTIVATION_NAME"})
 
 
 _INT_RANGES: dict[str, tuple[int, int]] = {
@@ -94,6 +100,14 @@ def _check_value(key: str, value: Any) -> Any:
         if not value & 0o200:
             raise _fail(key, f"{value:#o} does not let the owner write: no one could connect")
         return value
+    if key == "ACTIVATION_NAME":
+        if value is None or (isinstance(value, str) and value and ":" not in value):
+            return value
+        raise _fail(key, f"must be a FileDescriptorName= (no ':'), or None, not {value!r}")
+    if key == "LOG_PARAMS":
+        if isinstance(value, bool):
+            return value
+        raise _fail(key, f"must be True or False, not {value!r}")
     if key == "SOCKET_GROUP":
         if value is None or (isinstance(value, int) and not isinstance(value, bool)):
             return value
@@ -145,3 +159,18 @@ def get_config(**overrides: Any) -> Config:
 
     value = getattr(settings, "SOCKETSVC", None) if settings.configured else None
     return build_config(value, overrides)
+
+
+def reread_config(**overrides: Any) -> Config:
+    """Re-execute the settings module and validate its ``SOCKETSVC`` again (for SIGHUP).
+
+    Only ``SOCKETSVC`` is taken from the fresh module; the rest of Django's
+    settings stay as loaded at startup.
+    """
+    import importlib
+    import sys
+
+    from django.conf import settings
+
+    module = importlib.reload(sys.modules[settings.SETTINGS_MODULE])
+    return build_config(getattr(module, "SOCKETSVC", None), overrides)

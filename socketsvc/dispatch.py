@@ -10,18 +10,14 @@ from __future__ import annotations
 import inspect
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-import structlog
 from django.db import DatabaseError
 
-from . import dberrors, protocol
-from .lifecycle import request_scope
+from . import dberrors, lifecycle, protocol
 from .protocol import JSONValue, Request, RPCError
 from .registry import Method, Registry
-
-log = structlog.get_logger("socketsvc.dispatch")
 
 _JSON_TYPES: dict[type, tuple[type, ...]] = {
     int: (int,),
@@ -57,8 +53,12 @@ class Outcome:
     """What a worker produced: the encoded reply (None for a notification) and how it went."""
 
     reply: bytes | None
-    error_code: int | None
+    error_code: int | None = None
     error_type: str | None = None
+    error_message: str | None = None
+    # The handler's unexpected exception, for the log (never for the client).
+    exception: BaseException | None = None
+    db_connects: int = 0
 
 
 def _simple_types(annotation: Any) -> tuple[type, ...] | None:
@@ -157,19 +157,30 @@ class Dispatcher:
     def execute(self, call: Call) -> Outcome:
         """Run the handler with the DB lifecycle around it; never raise."""
         request = call.request
+        connects_before = lifecycle.thread_connects()
         try:
-            with request_scope(self.check_idle_after):
+            with lifecycle.request_scope(self.check_idle_after):
                 result = call.method.func(*call.bound.args, **call.bound.kwargs)
         except RPCError as exc:
-            return self._error(request, exc.code, exc.message, exc.data, type(exc).__name__)
+            outcome = self._error(request, exc.code, exc.message, exc.data, type(exc).__name__)
         except (Exception, SystemExit) as exc:
-            return self._failure(call, exc)
+            outcome = self._failure(request, exc)
+        else:
+            outcome = self._success(call, result)
+        connects = lifecycle.thread_connects() - connects_before
+        return replace(outcome, db_connects=connects) if connects else outcome
+
+    def refusal(self, request: Request, exc: RPCError) -> Outcome:
+        """Return the outcome of a request answered without running its handler."""
+        return self._error(request, exc.code, exc.message, exc.data, None)
+
+    def _success(self, call: Call, result: JSONValue) -> Outcome:
+        request = call.request
         if request.is_notification:
-            return Outcome(None, None)
+            return Outcome(None)
         try:
-            return Outcome(protocol.encode(protocol.result_response(request.id, result)), None)
+            return Outcome(protocol.encode(protocol.result_response(request.id, result)))
         except (TypeError, ValueError) as exc:
-            log.error("result_not_json", method=call.method.name, error=str(exc))
             return self._error(
                 request,
                 protocol.INTERNAL_ERROR,
@@ -178,7 +189,7 @@ class Dispatcher:
                 _error_type(exc),
             )
 
-    def _failure(self, call: Call, exc: BaseException) -> Outcome:
+    def _failure(self, request: Request, exc: BaseException) -> Outcome:
         kind = _error_type(exc)
         data: dict[str, JSONValue] = {"type": kind, "message": str(exc)}
         if isinstance(exc, DatabaseError):
@@ -186,26 +197,25 @@ class Dispatcher:
             if db_code is not None:
                 data["db_code"] = db_code
             if dberrors.is_connection_error(exc):
-                log.warning("database_unavailable", method=call.method.name, error=str(exc))
                 return self._error(
-                    call.request,
+                    request,
                     protocol.DATABASE_UNAVAILABLE,
                     f"Database unavailable: {exc}",
                     data,
                     kind,
                 )
-        log.error("handler_failed", method=call.method.name, exc_info=exc)
-        return self._error(call.request, protocol.HANDLER_ERROR, f"{kind}: {exc}", data, kind)
+        outcome = self._error(request, protocol.HANDLER_ERROR, f"{kind}: {exc}", data, kind)
+        return replace(outcome, exception=exc)
 
     @staticmethod
     def _error(
         request: Request, code: int, message: str, data: JSONValue, kind: str | None
     ) -> Outcome:
-        if request.is_notification:
-            return Outcome(None, code, kind)
-        response = protocol.error_response(request.id, code, message, data)
-        try:
-            reply = protocol.encode(response)
-        except (TypeError, ValueError):
-            reply = protocol.encode(protocol.error_response(request.id, code, message))
-        return Outcome(reply, code, kind)
+        reply = None
+        if not request.is_notification:
+            response = protocol.error_response(request.id, code, message, data)
+            try:
+                reply = protocol.encode(response)
+            except (TypeError, ValueError):
+                reply = protocol.encode(protocol.error_response(request.id, code, message))
+        return Outcome(reply, code, kind, message)

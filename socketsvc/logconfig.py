@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import IO, Any
 
 import structlog
 
@@ -20,9 +20,37 @@ _SHARED: list[Any] = [
 ]
 
 
-def configure_logging(level: str = "INFO", stream: Any = None, json: bool | None = None) -> None:
-    """Send structlog and stdlib logging to *stream* (stderr) in one format."""
-    stream = stream if stream is not None else sys.stderr
+class ReopenableFileHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Append to a file, and reopen it on demand (after logrotate moved it)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(self._open())
+
+    def _open(self) -> IO[str]:
+        return open(self.path, "a", buffering=1, encoding="utf-8")
+
+    def reopen(self) -> None:
+        """Close the file and open the path again."""
+        self.acquire()
+        try:
+            old = self.setStream(self._open())
+            if old is not None:
+                old.close()
+        finally:
+            self.release()
+
+
+def configure_logging(
+    level: str = "INFO", log_file: str | None = None, json: bool | None = None
+) -> logging.Handler:
+    """Send structlog and stdlib logging to stderr (or *log_file*) in one format.
+
+    JSON lines unless the stream is a terminal (then console lines). Return the handler.
+    """
+    handler: logging.StreamHandler  # type: ignore[type-arg]
+    handler = ReopenableFileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
+    stream = handler.stream
     if json is None:
         json = not stream.isatty()
     renderer: Any = (
@@ -50,7 +78,6 @@ def configure_logging(level: str = "INFO", stream: Any = None, json: bool | None
             renderer,
         ],
     )
-    handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     for old in list(root.handlers):
@@ -62,3 +89,11 @@ def configure_logging(level: str = "INFO", stream: Any = None, json: bool | None
     django_logger = logging.getLogger("django")
     django_logger.handlers = []
     django_logger.propagate = True
+    return handler
+
+
+def reopen_log_files() -> None:
+    """Reopen every log file the root logger writes to (on SIGHUP)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, ReopenableFileHandler):
+            handler.reopen()

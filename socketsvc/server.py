@@ -2,26 +2,29 @@
 
 The loop accepts connections, reads into per-connection line buffers (never
 more than the message limit for one line), parses requests, answers ``rpc.*``
-itself, queues other calls for a bounded pool of worker threads, and writes
-replies with backpressure. Workers hand results back through a deque and a
-wake-up socket; signals wake the loop through ``signal.set_wakeup_fd``.
+itself, queues other calls for the worker pool, and writes replies with
+backpressure. Workers hand results back through a deque and a wake-up socket;
+signals wake the loop through ``signal.set_wakeup_fd``. The loop also pings the
+systemd watchdog, so a wedged loop gets restarted.
 
-SIGTERM or SIGINT drains: stop accepting, refuse new requests, finish the ones
-in flight up to ``DRAIN_TIMEOUT``, deliver their replies, return. A second
-signal stops at once.
+SIGTERM or SIGINT drains: stop accepting (an activated socket stays open in
+its manager, so new clients wait in its backlog for the successor), keep
+serving the connections already open, close each once it has nothing in
+flight, and stop when none are left or at ``DRAIN_TIMEOUT``. Jobs still
+waiting for a worker then get ``-32004`` (they never ran); a second signal
+stops at once. SIGHUP re-reads the settings.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import itertools
 import os
-import queue
 import selectors
 import signal
 import socket
-import struct
 import sys
 import threading
 import time
@@ -34,14 +37,19 @@ import django
 import structlog
 
 from . import lifecycle, protocol
-from .conf import Config
+from .conf import RESTART_ONLY, Config
+from .connection import BatchReply, Connection
 from .dispatch import Call, Dispatcher, Outcome
 from .protocol import JSONValue, Request, RPCError
+from .systemd import Notifier
+from .workers import Job, WorkerPool, log_request
 
 log = structlog.get_logger("socketsvc.server")
 
-_PEERCRED = struct.Struct("3i")
 _READ_CHUNK = 65536
+# While draining, a connection quiet this long with nothing in flight is
+# closed: long enough for a request already on its way to arrive.
+_DRAIN_GRACE = 0.1
 
 
 @dataclass
@@ -54,146 +62,7 @@ class Stats:
     notifications: int = 0
     errors: int = 0
     dropped_replies: int = 0
-
-
-class Connection:
-    """One client: its socket, peer credentials, buffers and in-flight count."""
-
-    __slots__ = (
-        "batches",
-        "closed",
-        "closing",
-        "eof",
-        "events",
-        "framer",
-        "gid",
-        "id",
-        "last_active",
-        "out",
-        "pending",
-        "pid",
-        "sock",
-        "uid",
-    )
-
-    def __init__(self, conn_id: int, sock: socket.socket, max_bytes: int) -> None:
-        self.id = conn_id
-        self.sock = sock
-        self.framer = protocol.LineFramer(max_bytes)
-        self.out = bytearray()
-        self.pending = 0
-        self.batches = 0
-        self.eof = False
-        self.closing = False
-        self.closed = False
-        self.events = 0
-        self.last_active = time.monotonic()
-        try:
-            raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
-            self.pid, self.uid, self.gid = _PEERCRED.unpack(raw)
-        except OSError:
-            self.pid = self.uid = self.gid = -1
-
-    @property
-    def idle(self) -> bool:
-        """Return True if nothing is in flight or waiting to be sent."""
-        return self.pending == 0 and not self.out
-
-
-class BatchReply:
-    """Collects the replies of one batch and sends them as one array when complete."""
-
-    __slots__ = ("conn", "remaining", "replies")
-
-    def __init__(self, conn: Connection, size: int) -> None:
-        self.conn = conn
-        self.remaining = size
-        self.replies: list[bytes] = []
-
-    def add(self, reply: bytes | None) -> bytes | None:
-        """Record one member's reply; return the whole batch reply once all are in."""
-        if reply is not None:
-            self.replies.append(reply.rstrip(b"\n"))
-        self.remaining -= 1
-        if self.remaining:
-            return None
-        if not self.replies:
-            return b""
-        return b"[" + b",".join(self.replies) + b"]\n"
-
-
-@dataclass(slots=True)
-class Job:
-    """A call queued for a worker, and where its reply goes."""
-
-    conn: Connection
-    call: Call
-    batch: BatchReply | None
-    queued: float
-
-
-class WorkerPool:
-    """A fixed set of threads that run calls inside the request lifecycle."""
-
-    def __init__(
-        self, size: int, max_queued: int, dispatcher: Dispatcher, wake: Callable[[], None]
-    ) -> None:
-        self.size = size
-        self.dispatcher = dispatcher
-        self.jobs: queue.Queue[Job | None] = queue.Queue(max_queued)
-        self.done: collections.deque[tuple[Job, Outcome]] = collections.deque()
-        self.busy = 0
-        self._busy_lock = threading.Lock()
-        self._wake = wake
-        self._threads = [
-            threading.Thread(target=self._work, name=f"socketsvc-worker-{n}", daemon=True)
-            for n in range(size)
-        ]
-
-    def start(self) -> None:
-        """Start the threads."""
-        for thread in self._threads:
-            thread.start()
-
-    def submit(self, job: Job) -> bool:
-        """Queue *job*; return False if the queue is full."""
-        try:
-            self.jobs.put_nowait(job)
-        except queue.Full:
-            return False
-        return True
-
-    def _work(self) -> None:
-        try:
-            while True:
-                next_expiry = lifecycle.close_expired_connections()
-                try:
-                    job = self.jobs.get(timeout=next_expiry)
-                except queue.Empty:
-                    continue
-                if job is None:
-                    return
-                with self._busy_lock:
-                    self.busy += 1
-                try:
-                    outcome = self.dispatcher.execute(job.call)
-                finally:
-                    with self._busy_lock:
-                        self.busy -= 1
-                self.done.append((job, outcome))
-                self._wake()
-        finally:
-            lifecycle.close_thread_connections()
-
-    def stop(self, timeout: float) -> bool:
-        """Ask every thread to exit once idle; return True if all did within *timeout*."""
-        for _ in self._threads:
-            with contextlib.suppress(queue.Full):
-                self.jobs.put(None, timeout=max(timeout, 0.01))
-        deadline = time.monotonic() + timeout
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        return not any(thread.is_alive() for thread in self._threads)
+    reloads: int = 0
 
 
 class Server:
@@ -204,7 +73,11 @@ class Server:
         listener: socket.socket,
         config: Config,
         dispatcher: Dispatcher,
+        *,
         on_listener_closed: Callable[[], None] | None = None,
+        reload_config: Callable[[], Config] | None = None,
+        on_reload: Callable[[], None] | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.config = config
         self.dispatcher = dispatcher
@@ -213,20 +86,31 @@ class Server:
         self.selector = selectors.DefaultSelector()
         self.conns: dict[int, Connection] = {}
         self.stats = Stats()
-        self._ids = itertools.count(1)
+        self.notifier = notifier or Notifier()
+        self._conn_ids = itertools.count(1)
+        self._request_ids = itertools.count(1)
         self._accepting = False
+        self._waiting_for_room = False  # some connection holds messages until the queue has room
+        self._refusing = False  # past the drain deadline: answer held requests with -32004
+        self._outstanding = 0  # jobs queued or running, whether or not their client stayed
         self._draining = False
         self._drain_deadline = 0.0
         self._stop_now = False
+        self._ready = threading.Event()
+        self._announced_ready = False
         self._next_sweep = 0.0
         self._on_listener_closed = on_listener_closed
+        self._reload_config = reload_config
+        self._on_reload = on_reload
         self._wake_r, self._wake_w = socket.socketpair()
         self._sig_r, self._sig_w = socket.socketpair()
         for sock in (self._wake_r, self._wake_w, self._sig_r, self._sig_w):
             sock.setblocking(False)
         self.selector.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
         self.selector.register(self._sig_r, selectors.EVENT_READ, self._on_wake)
-        self.pool = WorkerPool(config.WORKERS, config.MAX_QUEUED, dispatcher, self._wake)
+        self.pool = WorkerPool(
+            config.WORKERS, config.MAX_QUEUED, dispatcher, self._wake, config.LOG_PARAMS
+        )
         self._signals_seen: collections.deque[int] = collections.deque()
         self._builtins: dict[str, Callable[[], JSONValue]] = {
             "rpc.ping": lambda: "pong",
@@ -237,7 +121,7 @@ class Server:
     # -- public surface ----------------------------------------------------
 
     def serve_forever(self) -> bool:
-        """Run until drained or stopped; return True if every in-flight request was answered."""
+        """Run until drained or stopped; return True if every request received was answered."""
         self.pool.start()
         self._set_accepting(True)
         clean = True
@@ -246,32 +130,30 @@ class Server:
             if self._stop_now:
                 clean = self._in_flight() == 0
                 break
-            if self._draining and self._drained():
+            if self._draining and not self.conns and not self._outstanding:
                 break
             if self._draining and time.monotonic() >= self._drain_deadline:
-                clean = False
-                log.error("drain_deadline_passed", in_flight=self._in_flight())
+                clean = self._abandon_at_deadline()
                 break
             for key, mask in self.selector.select(self._select_timeout()):
                 self._dispatch_event(key, mask)
             self._deliver_results()
-            self._sweep_idle()
+            self._handle_held_if_room()
+            now = time.monotonic()
+            self.notifier.ping_if_due(now)
+            self._announce_ready()
+            self._sweep(now)
         return clean
 
-    def _dispatch_event(self, key: selectors.SelectorKey, mask: int) -> None:
-        """Run one I/O callback; a bug in it costs at most that one connection."""
-        try:
-            key.data(key.fileobj, mask)
-        except Exception:
-            log.exception("event_handler_failed", fd=key.fd)
-            conn = next((c for c in self.conns.values() if c.sock is key.fileobj), None)
-            if conn is not None:
-                self._close(conn)
+    def mark_ready(self) -> None:
+        """Record that the service can do its work (safe from any thread)."""
+        self._ready.set()
+        self._wake()
 
     def install_signal_handlers(self) -> None:
-        """Route SIGTERM/SIGINT to a drain (a second one stops at once); main thread only."""
+        """Route SIGTERM/SIGINT to a drain and SIGHUP to a reload; main thread only."""
         signal.set_wakeup_fd(self._sig_w.fileno(), warn_on_full_buffer=False)
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, self._note_signal)
 
     def request_shutdown(self) -> None:
@@ -297,18 +179,21 @@ class Server:
             "pid": os.getpid(),
             "uptime": round(time.monotonic() - self.stats.started, 3),
             "state": "draining" if self._draining else "serving",
+            "ready": self._ready.is_set(),
             "connections": len(self.conns),
             "connections_accepted": self.stats.connections,
             "requests": self.stats.requests,
             "notifications": self.stats.notifications,
             "errors": self.stats.errors,
             "dropped_replies": self.stats.dropped_replies,
+            "reloads": self.stats.reloads,
             "workers": self.pool.size,
             "busy_workers": self.pool.busy,
             "queued": self.pool.jobs.qsize(),
             "handlers": len(self.dispatcher.registry),
             "python": sys.version.split()[0],
             "django": django.get_version(),
+            "config": dataclasses.asdict(self.config),
             **lifecycle.stats.snapshot(),
         }
 
@@ -321,7 +206,7 @@ class Server:
         ]
         return builtin + [method.describe() for method in self.dispatcher.registry]
 
-    # -- signals and wake-ups ----------------------------------------------
+    # -- signals, wake-ups, readiness, reload --------------------------------
 
     def _note_signal(self, signum: int, frame: FrameType | None) -> None:
         # Only record: the loop acts on it (set_wakeup_fd has already woken it).
@@ -339,32 +224,109 @@ class Server:
     def _handle_signals(self) -> None:
         while self._signals_seen:
             signum = self._signals_seen.popleft()
-            if self._draining:
-                log.warning("second_signal_stopping_now", signal=signal.Signals(signum).name)
+            name = signal.Signals(signum).name
+            if signum == signal.SIGHUP:
+                self._reload()
+            elif self._draining:
+                log.warning("second_signal_stopping_now", signal=name)
                 self._stop_now = True
             else:
-                log.info("draining", signal=signal.Signals(signum).name)
+                log.info("draining", signal=name, in_flight=self._in_flight())
                 self._begin_drain()
+
+    def _announce_ready(self) -> None:
+        if self._ready.is_set() and not self._announced_ready and not self._draining:
+            self._announced_ready = True
+            self.notifier.ready(self._status_line())
+            log.info("ready")
+        elif self._announced_ready:
+            self.notifier.status(self._status_line())
+
+    def _status_line(self) -> str:
+        return (
+            f"{'Draining' if self._draining else 'Serving'}: {len(self.conns)} connections, "
+            f"{self.pool.busy}/{self.pool.size} workers busy, {self.stats.requests} requests, "
+            f"{self.stats.errors} errors"
+        )
+
+    def _reload(self) -> None:
+        if self._reload_config is None:
+            return
+        self.notifier.reloading()
+        try:
+            fresh = self._reload_config()
+        except Exception as exc:
+            log.error("reload_failed", error=str(exc), hint="the previous settings stay in force")
+            self.notifier.ready(self._status_line())
+            return
+        old = dataclasses.asdict(self.config)
+        new = dataclasses.asdict(fresh)
+        changed = {key: [old[key], new[key]] for key in new if new[key] != old[key]}
+        deferred = sorted(RESTART_ONLY & changed.keys())
+        for key in deferred:
+            new[key] = old[key]
+        self.config = Config(**new)
+        self.pool.resize(self.config.WORKERS)
+        self.pool.max_queued = self.config.MAX_QUEUED
+        self.pool.log_params = self.config.LOG_PARAMS
+        self.dispatcher.check_idle_after = self.config.DB_CHECK_AFTER_IDLE
+        for conn in self.conns.values():
+            conn.framer.max_bytes = self.config.MAX_MESSAGE_BYTES
+        if self._on_reload is not None:
+            self._on_reload()
+        self.stats.reloads += 1
+        if deferred:
+            log.warning("reload_needs_restart", settings=deferred)
+        log.info("reloaded", changed=changed)
+        self.notifier.ready(self._status_line())
+
+    # -- drain -------------------------------------------------------------
 
     def _begin_drain(self) -> None:
         self._draining = True
         self._drain_deadline = time.monotonic() + self.config.DRAIN_TIMEOUT
+        self.notifier.stopping(self._status_line())
         self._close_listener()
-        for conn in list(self.conns.values()):
-            if conn.idle and conn.batches == 0:
-                self._close(conn)
-
-    def _drained(self) -> bool:
-        return not self.conns and self._in_flight() == 0
 
     def _in_flight(self) -> int:
-        return sum(conn.pending for conn in self.conns.values())
+        return self._outstanding
+
+    def _abandon_at_deadline(self) -> bool:
+        """Answer -32004 to requests never started; return False if any goes unanswered."""
+        self._refusing = True
+        for conn in list(self.conns.values()):
+            self._handle_held(conn)
+        waiting = self.pool.take_waiting()
+        for job in waiting:
+            job.conn.pending -= 1
+            self._outstanding -= 1
+            outcome = self.dispatcher.refusal(job.call.request, self._shutting_down_error())
+            self._complete(job, outcome)
+        running = self._in_flight()
+        log.error(
+            "drain_deadline_passed",
+            abandoned_running=running,
+            refused_waiting=len(waiting),
+            deadline=self.config.DRAIN_TIMEOUT,
+        )
+        for conn in list(self.conns.values()):
+            self._flush(conn)
+        return running == 0
+
+    @staticmethod
+    def _shutting_down_error() -> RPCError:
+        return RPCError(
+            protocol.SHUTTING_DOWN,
+            "Shutting down: the service stopped before running this request; retry",
+        )
 
     def _select_timeout(self) -> float:
+        now = time.monotonic()
         timeout = 1.0
         if self._draining:
-            timeout = min(timeout, max(0.0, self._drain_deadline - time.monotonic()))
-        return timeout
+            timeout = min(_DRAIN_GRACE, max(0.0, self._drain_deadline - now))
+        ping = self.notifier.seconds_to_ping(now)
+        return timeout if ping is None else min(timeout, ping)
 
     # -- listener ----------------------------------------------------------
 
@@ -381,6 +343,8 @@ class Server:
         if self.listener.fileno() < 0:
             return
         self._set_accepting(False)
+        # close() only: never shutdown(), which would break an activated
+        # socket for the successor that inherits it.
         self.listener.close()
         if self._on_listener_closed is not None:
             self._on_listener_closed()
@@ -399,19 +363,30 @@ class Server:
                 log.error("accept_failed", error=str(exc))
                 return
             sock.setblocking(False)
-            conn = Connection(next(self._ids), sock, self.config.MAX_MESSAGE_BYTES)
+            conn = Connection(next(self._conn_ids), sock, self.config.MAX_MESSAGE_BYTES)
             self.conns[conn.id] = conn
             self.stats.connections += 1
             self._update_interest(conn)
 
     # -- connections -------------------------------------------------------
 
+    def _dispatch_event(self, key: selectors.SelectorKey, mask: int) -> None:
+        """Run one I/O callback; a bug in it costs at most that one connection."""
+        try:
+            key.data(key.fileobj, mask)
+        except Exception:
+            log.exception("event_handler_failed", fd=key.fd)
+            conn = next((c for c in self.conns.values() if c.sock is key.fileobj), None)
+            if conn is not None:
+                self._close(conn)
+
     def _update_interest(self, conn: Connection) -> None:
         if conn.closed:
             return
         events = 0
         reading_allowed = (
-            conn.pending < self.config.MAX_PENDING_PER_CONNECTION
+            not conn.held
+            and conn.pending < self.config.MAX_PENDING_PER_CONNECTION
             and len(conn.out) < self.config.MAX_OUTPUT_BYTES
         )
         if not (conn.eof or conn.closing) and reading_allowed:
@@ -451,10 +426,36 @@ class Server:
 
     def _finish_if_done(self, conn: Connection) -> None:
         """Close a connection that has nothing more to do."""
-        if conn.closed or not conn.idle or conn.batches:
-            return
-        if conn.eof or conn.closing or self._draining:
+        if not conn.closed and conn.idle and (conn.eof or conn.closing):
             self._close(conn)
+
+    def _handle_held_if_room(self) -> None:
+        if not self._waiting_for_room or self.pool.full:
+            return
+        self._waiting_for_room = False
+        for conn in list(self.conns.values()):
+            if conn.held:
+                self._handle_held(conn)
+                if not conn.closed:
+                    self._update_interest(conn)
+                    self._finish_if_done(conn)
+
+    def _needs_worker(self, message: protocol.Message) -> bool:
+        if isinstance(message, Request):
+            return message.method not in self._builtins
+        if isinstance(message, protocol.Batch):
+            return any(self._needs_worker(item) for item in message.items)
+        return False
+
+    def _handle_held(self, conn: Connection) -> None:
+        """Handle *conn*'s messages in order, holding back work while the queue is full."""
+        while conn.held and not conn.closed:
+            message = conn.held[0]
+            if self.pool.full and not self._refusing and self._needs_worker(message):
+                self._waiting_for_room = True
+                return
+            conn.held.popleft()
+            self._handle_message(conn, message)
 
     def _read(self, conn: Connection) -> None:
         try:
@@ -469,7 +470,8 @@ class Server:
             conn.eof = True
             rest = conn.framer.take_rest()
             if rest is not None:
-                self._handle_line(conn, rest)
+                conn.held.append(protocol.parse(rest))
+                self._handle_held(conn)
             self._update_interest(conn)
             self._finish_if_done(conn)
             return
@@ -478,10 +480,8 @@ class Server:
         except protocol.MessageTooLarge as exc:
             self._refuse_oversize(conn, exc.limit)
             return
-        for line in lines:
-            self._handle_line(conn, line)
-            if conn.closed:
-                return
+        conn.held.extend(protocol.parse(line) for line in lines)
+        self._handle_held(conn)
         self._update_interest(conn)
 
     def _refuse_oversize(self, conn: Connection, limit: int) -> None:
@@ -528,8 +528,7 @@ class Server:
 
     # -- requests ----------------------------------------------------------
 
-    def _handle_line(self, conn: Connection, line: bytes) -> None:
-        message = protocol.parse(line)
+    def _handle_message(self, conn: Connection, message: protocol.Message) -> None:
         if isinstance(message, protocol.Batch):
             self._handle_batch(conn, message)
         elif isinstance(message, Request):
@@ -538,10 +537,12 @@ class Server:
                 self._send(conn, reply)
         else:
             self.stats.errors += 1
+            error = message["error"]
+            log.warning("bad_message", conn=conn.id, peer_pid=conn.pid, error=error["message"])
             self._send(conn, protocol.encode(message))
 
     def _handle_batch(self, conn: Connection, batch: protocol.Batch) -> None:
-        collector = BatchReply(conn, len(batch.items))
+        collector = BatchReply(len(batch.items))
         conn.batches += 1
         whole: bytes | None = None
         for item in batch.items:
@@ -574,104 +575,84 @@ class Server:
             self.stats.notifications += 1
         else:
             self.stats.requests += 1
+        received = time.monotonic()
+        request_id = next(self._request_ids)
         try:
             routed = self._route(request)
         except RPCError as exc:
-            return self._error_reply(request, exc)
-        except Exception:
-            log.exception("resolve_failed", method=request.method)
-            return self._error_reply(
+            outcome = self.dispatcher.refusal(request, exc)
+        except Exception as exc:
+            outcome = self.dispatcher.refusal(
                 request, RPCError(protocol.INTERNAL_ERROR, "Internal error: see the service log")
             )
-        if isinstance(routed, bytes):
-            return routed
-        if not self.pool.submit(Job(conn, routed, batch, time.monotonic())):
-            log.warning("queue_full", method=request.method, queued=self.config.MAX_QUEUED)
-            return self._error_reply(
-                request,
-                RPCError(
-                    protocol.SERVER_BUSY,
-                    f"Server busy: {self.config.MAX_QUEUED} requests already queued; retry later",
-                ),
-            )
-        conn.pending += 1
-        return None
+            outcome = dataclasses.replace(outcome, exception=exc)
+        else:
+            if isinstance(routed, bytes):
+                if not request.method.startswith("rpc."):
+                    log_request(request_id, conn, request.method, received, Outcome(routed))
+                return routed
+            self.pool.submit(Job(request_id, conn, routed, batch, received))
+            conn.pending += 1
+            self._outstanding += 1
+            return None
+        self.stats.errors += 1
+        log_request(request_id, conn, request.method, received, outcome)
+        return outcome.reply or b""
 
     def _route(self, request: Request) -> bytes | Call:
         """Return a builtin's reply, or the call a worker must run; raise RPCError."""
-        if self._draining:
-            raise RPCError(
-                protocol.SHUTTING_DOWN,
-                "Shutting down: the service is draining and takes no new requests; retry",
-            )
+        if self._refusing:
+            raise self._shutting_down_error()
         builtin = self._builtins.get(request.method)
         if builtin is None:
             return self.dispatcher.resolve(request)
         if request.params:
             raise RPCError(protocol.INVALID_PARAMS, f"Invalid params: {request.method} takes none")
-        return self._immediate(request, builtin())
-
-    def _error_reply(self, request: Request, exc: RPCError) -> bytes:
-        self.stats.errors += 1
         if request.is_notification:
             return b""
-        return protocol.encode(protocol.error_response(request.id, exc.code, exc.message, exc.data))
-
-    @staticmethod
-    def _immediate(request: Request, result: JSONValue) -> bytes:
-        if request.is_notification:
-            return b""
-        return protocol.encode(protocol.result_response(request.id, result))
+        return protocol.encode(protocol.result_response(request.id, builtin()))
 
     def _deliver_results(self) -> None:
         done = self.pool.done
         while done:
             job, outcome = done.popleft()
-            conn = job.conn
-            conn.pending -= 1
-            if outcome.error_code is not None:
-                self.stats.errors += 1
-            self._log_outcome(job, outcome)
-            if job.batch is not None:
-                whole = job.batch.add(outcome.reply)
-                if conn.closed:
-                    if whole:
-                        self.stats.dropped_replies += 1
-                    continue
-                self._complete_batch(conn, whole)
-            elif conn.closed:
-                if outcome.reply is not None:
-                    self.stats.dropped_replies += 1
-                continue
-            elif outcome.reply is not None:
-                self._send(conn, outcome.reply)
-            if not conn.closed:
-                self._update_interest(conn)
-                self._finish_if_done(conn)
+            job.conn.pending -= 1
+            self._outstanding -= 1
+            self._complete(job, outcome)
 
-    @staticmethod
-    def _log_outcome(job: Job, outcome: Outcome) -> None:
+    def _complete(self, job: Job, outcome: Outcome) -> None:
         conn = job.conn
-        log.info(
-            "request",
-            method=job.call.method.name,
-            request_id=job.call.request.id,
-            conn=conn.id,
-            peer_pid=conn.pid,
-            peer_uid=conn.uid,
-            duration_ms=round((time.monotonic() - job.queued) * 1000, 3),
-            outcome="ok" if outcome.error_code is None else "error",
-            error_code=outcome.error_code,
-            error_type=outcome.error_type,
-        )
+        if outcome.error_code is not None:
+            self.stats.errors += 1
+        if job.batch is not None:
+            whole = job.batch.add(outcome.reply)
+            if conn.closed:
+                if whole:
+                    self.stats.dropped_replies += 1
+                return
+            self._complete_batch(conn, whole)
+        elif conn.closed:
+            if outcome.reply is not None:
+                self.stats.dropped_replies += 1
+            return
+        elif outcome.reply is not None:
+            self._send(conn, outcome.reply)
+        if not conn.closed:
+            self._update_interest(conn)
+            self._finish_if_done(conn)
 
-    def _sweep_idle(self) -> None:
-        now = time.monotonic()
+    def _sweep(self, now: float) -> None:
+        """Close idle connections: past IDLE_TIMEOUT, or at once (after a grace) when draining."""
+        if self._draining:
+            for conn in list(self.conns.values()):
+                if conn.quiet and now - conn.last_active >= _DRAIN_GRACE:
+                    self._close(conn)
+            return
         if now < self._next_sweep:
             return
         self._next_sweep = now + 1.0
         limit = self.config.IDLE_TIMEOUT
         for conn in list(self.conns.values()):
-            if conn.idle and not conn.batches and now - conn.last_active > limit:
+            if conn.quiet and now - conn.last_active > limit:
                 log.info("idle_connection_closed", conn=conn.id, peer_pid=conn.pid)
                 self._close(conn)

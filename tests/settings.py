@@ -34,6 +34,7 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 SOCKETSVC = {
     "SOCKET": os.environ.get("SOCKETSVC_SOCKET", "/tmp/socketsvc-tests-unused.sock"),
     "WORKERS": int(os.environ.get("TEST_WORKERS", "4")),
+    "MAX_QUEUED": int(os.environ.get("TEST_MAX_QUEUED", "256")),
     "DRAIN_TIMEOUT": float(os.environ.get("TEST_DRAIN_TIMEOUT", "10")),
     "MAX_MESSAGE_BYTES": 64 * 1024,
     "CALL_TIMEOUT": 20.0,

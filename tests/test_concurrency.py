@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.daemon import RawClient
-from tests.waiting import busy_workers_at_least
+from tests.waiting import busy_workers_at_least, poll
 
 
 def test_ping_answered_while_a_slow_handler_runs(sqlite_daemon):
@@ -39,3 +39,20 @@ def test_same_connection_ping_overtakes_its_own_slow_request(sqlite_daemon):
         client.request({"jsonrpc": "2.0", "method": "rpc.ping", "id": "ping"})
         assert client.reply()["id"] == "ping"
         assert client.reply()["id"] == "slow"
+
+
+def test_full_queue_applies_backpressure_and_refuses_nothing(start_daemon, sqlite_url):
+    """With the worker queue full the daemon stops reading; every request is answered once room frees."""
+    daemon = start_daemon(sqlite_url, "--workers", "1", TEST_MAX_QUEUED="2")
+    with RawClient(daemon.socket) as client:
+        client.request({"jsonrpc": "2.0", "method": "testapp.sleep", "params": [0.5], "id": "slow"})
+        for n in range(40):
+            client.request({"jsonrpc": "2.0", "method": "testapp.add", "params": [n, 0], "id": n})
+        status = poll(lambda: (s := daemon.call("rpc.status"))["queued"] >= 2 and s)
+        assert status["queued"] <= 3  # bounded: held back, not queued
+        assert daemon.call("rpc.ping") == "pong"
+        replies = {}
+        for _ in range(41):
+            reply = client.reply()
+            replies[reply["id"]] = reply.get("result", reply.get("error"))
+    assert replies == {"slow": 0.5, **{n: n for n in range(40)}}

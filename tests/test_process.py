@@ -46,8 +46,8 @@ def test_sigterm_with_request_in_flight_delivers_reply_and_exits_0(sqlite_daemon
     assert not os.path.exists(sqlite_daemon.socket)
 
 
-def test_draining_daemon_refuses_new_connections_and_requests(sqlite_daemon):
-    """Once draining, new connections are refused and new requests on open ones get -32004."""
+def test_draining_daemon_refuses_new_connections_but_serves_open_ones(sqlite_daemon):
+    """Once draining, new connections are refused; requests on open ones are still served."""
     with RawClient(sqlite_daemon.socket) as client, RawClient(sqlite_daemon.socket) as other:
         client.request({"jsonrpc": "2.0", "method": "testapp.sleep", "params": [2], "id": 1})
         busy_workers_at_least(sqlite_daemon, 1)
@@ -56,9 +56,9 @@ def test_draining_daemon_refuses_new_connections_and_requests(sqlite_daemon):
         poll(lambda: not os.path.exists(sqlite_daemon.socket))
         with pytest.raises((FileNotFoundError, ConnectionRefusedError)):
             RawClient(sqlite_daemon.socket)
-        client.request({"jsonrpc": "2.0", "method": "rpc.ping", "id": 2})
-        assert client.reply()["error"]["code"] == -32004
-        assert client.reply()["result"] == 2
+        client.request({"jsonrpc": "2.0", "method": "testapp.add", "params": [2, 3], "id": 2})
+        replies = {reply["id"]: reply["result"] for reply in (client.reply(), client.reply())}
+        assert replies == {1: 2, 2: 5}
         # An idle connection is closed without waiting for the drain to end.
         assert other.closed_by_server()
     assert sqlite_daemon.process.wait(30) == 0
@@ -71,13 +71,18 @@ def test_sigint_drains_like_sigterm(sqlite_daemon):
     assert not os.path.exists(sqlite_daemon.socket)
 
 
-def test_drain_deadline_abandons_stuck_request_with_nonzero_exit(start_daemon, sqlite_url):
-    """A request still running at the drain deadline is abandoned; the exit status says so."""
-    daemon = start_daemon(sqlite_url, "--drain-timeout", "0.5")
+def test_drain_deadline_abandons_stuck_request_and_refuses_waiting_ones(start_daemon, sqlite_url):
+    """At the drain deadline a running request is abandoned (exit 1); queued ones get -32004."""
+    daemon = start_daemon(sqlite_url, "--drain-timeout", "0.5", "--workers", "1")
     with RawClient(daemon.socket) as client:
         client.request({"jsonrpc": "2.0", "method": "testapp.sleep", "params": [30], "id": 1})
         busy_workers_at_least(daemon, 1)
+        client.request({"jsonrpc": "2.0", "method": "testapp.add", "params": [1, 1], "id": 2})
+        poll(lambda: daemon.call("rpc.status")["queued"] == 1)
         daemon.signal(signal.SIGTERM)
+        reply = client.reply()
+        assert reply["id"] == 2
+        assert reply["error"]["code"] == -32004
         assert daemon.process.wait(20) == 1
         assert client.closed_by_server()
     assert "drain_deadline_passed" in daemon.log()

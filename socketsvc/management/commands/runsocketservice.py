@@ -1,4 +1,4 @@
-"""``manage.py runsocketservice``: run the socketsvc daemon in the foreground."""
+"""``manage.py runsocketservice``: run the socketsvc daemon (foreground unless --daemonize)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from socketsvc.conf import get_config
+from socketsvc.conf import get_config, reread_config
 from socketsvc.logconfig import configure_logging
-from socketsvc.service import StartupError, run
+from socketsvc.service import Options, StartupError, run
 
 
 def _mode(value: str) -> int:
@@ -30,21 +30,37 @@ class Command(BaseCommand):
         parser.add_argument("--max-message-bytes", type=int, help="longest request line")
         parser.add_argument("--drain-timeout", type=float, help="seconds to finish on SIGTERM")
         parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ...")
+        parser.add_argument("--log-file", help="append logs to this file (reopened on SIGHUP)")
+        parser.add_argument(
+            "--daemonize",
+            action="store_true",
+            help="detach into the background (hosts without systemd; ignored under systemd)",
+        )
+        parser.add_argument("--pidfile", help="write the daemon's pid here")
 
     def handle(self, *args: Any, **options: Any) -> None:
         self.check(databases=[])
-        configure_logging(options["log_level"].upper())
+        overrides = {
+            "SOCKET": options["socket"],
+            "WORKERS": options["workers"],
+            "SOCKET_MODE": options["socket_mode"],
+            "SOCKET_GROUP": options["socket_group"],
+            "MAX_MESSAGE_BYTES": options["max_message_bytes"],
+            "DRAIN_TIMEOUT": options["drain_timeout"],
+        }
         try:
-            config = get_config(
-                SOCKET=options["socket"],
-                WORKERS=options["workers"],
-                SOCKET_MODE=options["socket_mode"],
-                SOCKET_GROUP=options["socket_group"],
-                MAX_MESSAGE_BYTES=options["max_message_bytes"],
-                DRAIN_TIMEOUT=options["drain_timeout"],
+            config = get_config(**overrides)
+            handler = configure_logging(options["log_level"].upper(), options["log_file"])
+            status = run(
+                config,
+                Options(
+                    daemonize=options["daemonize"],
+                    pidfile=options["pidfile"],
+                    log_stream=getattr(handler, "stream", None),
+                ),
+                reload_config=lambda: reread_config(**overrides),
             )
-            status = run(config)
-        except (ImproperlyConfigured, StartupError) as exc:
+        except (ImproperlyConfigured, StartupError, OSError) as exc:
             raise CommandError(str(exc)) from None
         if status:
             raise CommandError("stopped before every request was answered", returncode=status)
