@@ -62,7 +62,10 @@ class Daemon:
             if self.process.poll() is not None:
                 raise RuntimeError(f"daemon exited with {self.process.returncode}:\n{self.log()}")
             try:
-                if invoke("rpc.ping", socket=self.socket, timeout=2) == "pong":
+                # An activated socket accepts before the daemon is up: the
+                # ping then waits in the backlog, so allow it time.
+                remaining = max(deadline - time.monotonic(), 0.1)
+                if invoke("rpc.ping", socket=self.socket, timeout=remaining) == "pong":
                     return
             except ServiceUnavailable:
                 time.sleep(0.05)

@@ -32,10 +32,17 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.mysql":
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 SOCKETSVC = {
-    "SOCKET": os.environ.get("SOCKETSVC_SOCKET", "/tmp/socketsvc-tests-unused.sock"),
+    "SOCKET": os.environ.get("SOCKETSVC_SOCKET", "/run/socketsvc-tests/unused.sock"),
     "WORKERS": int(os.environ.get("TEST_WORKERS", "4")),
     "MAX_QUEUED": int(os.environ.get("TEST_MAX_QUEUED", "256")),
     "DRAIN_TIMEOUT": float(os.environ.get("TEST_DRAIN_TIMEOUT", "10")),
     "MAX_MESSAGE_BYTES": 64 * 1024,
     "CALL_TIMEOUT": 20.0,
 }
+
+# Overrides re-read on SIGHUP (the settings module is executed again).
+if os.environ.get("TEST_SOCKETSVC_FILE"):
+    import json
+    from pathlib import Path
+
+    SOCKETSVC.update(json.loads(Path(os.environ["TEST_SOCKETSVC_FILE"]).read_text()))

@@ -1,15 +1,19 @@
 """Handlers that misbehave on purpose, for the daemon tests."""
 
 import contextlib
+import logging
 import time
 from typing import Any
 
+import structlog
 from django.db import DatabaseError, connection, transaction
 
 from socketsvc import handler
 from socketsvc.lifecycle import refresh_connections
 
 from .models import Note
+
+log = structlog.get_logger("testapp")
 
 
 @handler
@@ -151,3 +155,19 @@ def pause_refresh_then_query(seconds: float) -> int:
     time.sleep(seconds)
     refresh_connections()
     return Note.objects.count()
+
+
+@handler
+def log_steps(tag: str, steps: int = 3, pause: float = 0.01) -> str:
+    """Log a few lines of its own, pausing between them, then return the tag."""
+    for step in range(steps):
+        log.info("handler_step", tag=tag, step=step)
+        time.sleep(pause)
+    return tag
+
+
+@handler
+def stdlib_log(message: str) -> str:
+    """Log through a plain stdlib logger, as Django and most libraries do."""
+    logging.getLogger("django.testapp").warning(message)
+    return message

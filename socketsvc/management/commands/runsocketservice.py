@@ -4,12 +4,33 @@ from __future__ import annotations
 
 from typing import Any
 
+import structlog
+from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from socketsvc.conf import get_config, reread_config
 from socketsvc.logconfig import configure_logging
 from socketsvc.service import Options, StartupError, run
+
+log = structlog.get_logger("socketsvc.checks")
+
+
+def run_system_checks() -> None:
+    """Run Django's checks without database access; log warnings, refuse to start on errors.
+
+    The daemon must start (and answer "database unavailable") while the
+    database is down, so database-backed checks are left to ``manage.py check``.
+    """
+    issues = [issue for issue in checks.run_checks(databases=[]) if not issue.is_silenced()]
+    for issue in issues:
+        if not issue.is_serious():
+            log.warning("system_check", id=issue.id, msg=issue.msg, hint=issue.hint)
+    serious = [issue for issue in issues if issue.is_serious()]
+    if serious:
+        raise CommandError(
+            "system checks failed: " + "; ".join(f"{issue.id}: {issue.msg}" for issue in serious)
+        )
 
 
 def _mode(value: str) -> int:
@@ -18,8 +39,7 @@ def _mode(value: str) -> int:
 
 class Command(BaseCommand):
     help = "Serve socketsvc handlers over JSON-RPC on a Unix socket until SIGTERM."
-    # Checks run in handle() without database access: the daemon must start
-    # (and answer "database unavailable") while the database is down.
+    # Checks run in handle(), logged in the daemon's format (see run_system_checks).
     requires_system_checks: list[str] = []
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -39,7 +59,6 @@ class Command(BaseCommand):
         parser.add_argument("--pidfile", help="write the daemon's pid here")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        self.check(databases=[])
         overrides = {
             "SOCKET": options["socket"],
             "WORKERS": options["workers"],
@@ -51,6 +70,7 @@ class Command(BaseCommand):
         try:
             config = get_config(**overrides)
             handler = configure_logging(options["log_level"].upper(), options["log_file"])
+            run_system_checks()
             status = run(
                 config,
                 Options(

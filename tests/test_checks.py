@@ -1,0 +1,101 @@
+"""System checks: each fires on its risky setting and stays silent on the demo's settings."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from django.core import checks
+from django.test import override_settings
+
+from tests.daemon import REPO
+
+MYSQL = {
+    "ENGINE": "django.db.backends.mysql",
+    "NAME": "app",
+    "CONN_MAX_AGE": 0,
+    "CONN_HEALTH_CHECKS": False,
+}
+
+
+def socketsvc_ids() -> set[str]:
+    return {m.id for m in checks.run_checks(tags=["socketsvc"])}
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        ({"SOCKET": "/tmp/app/socketsvc.sock"}, "socketsvc.W001"),
+        ({"SOCKET": "/run/app/s.sock", "SOCKET_MODE": 0o666}, "socketsvc.W002"),
+        ({"SOCKET": "/run/app/s.sock", "SOCKET_MODE": 0o662}, "socketsvc.W002"),
+        ({"SOCKET": "/run/app/s.sock", "SOCKET_GROUP": "no-such-group-x"}, "socketsvc.E002"),
+        ({"SOCKET": "/run/app/s.sock", "DB_CHECK_AFTER_IDLE": 30000}, "socketsvc.W005"),
+        ({"SOCKET": "relative.sock"}, "socketsvc.E001"),
+        ({"SOCKET": "/run/app/s.sock", "WORKRES": 4}, "socketsvc.E001"),
+    ],
+    ids=["tmp", "mode-0666", "mode-world-write", "no-group", "check-idle", "relative", "typo"],
+)
+def test_each_socket_check_fires_on_its_bad_setting(setting, expected):
+    """A risky SOCKETSVC value produces its check message, and only the expected one."""
+    with override_settings(SOCKETSVC=setting):
+        assert socketsvc_ids() == {expected}
+
+
+def test_world_writable_socket_directory_is_flagged():
+    """A socket in a world-writable directory (not a known /tmp) gets W003."""
+    directory = Path(tempfile.mkdtemp(prefix="socketsvc-check-", dir="/run"))
+    try:
+        os.chmod(directory, 0o777)
+        with override_settings(SOCKETSVC={"SOCKET": str(directory / "s.sock")}):
+            assert socketsvc_ids() == {"socketsvc.W003"}
+    finally:
+        shutil.rmtree(directory)
+
+
+@pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")
+@pytest.mark.parametrize(
+    ("database", "fires"),
+    [
+        ({"CONN_MAX_AGE": None}, True),
+        ({"CONN_MAX_AGE": 30000}, True),
+        ({"CONN_MAX_AGE": None, "CONN_HEALTH_CHECKS": True}, False),
+        ({"CONN_MAX_AGE": 600}, False),
+        ({"CONN_MAX_AGE": 0}, False),
+    ],
+    ids=["forever", "over-wait-timeout", "forever-with-checks", "below", "zero"],
+)
+def test_conn_max_age_above_wait_timeout_without_health_checks(database, fires):
+    """CONN_MAX_AGE above MySQL's wait_timeout without health checks gives W004."""
+    with override_settings(
+        DATABASES={"default": {**MYSQL, **database}}, SOCKETSVC={"SOCKET": "/run/app/s.sock"}
+    ):
+        assert ("socketsvc.W004" in socketsvc_ids()) is fires
+
+
+def test_demo_settings_pass_every_check():
+    """manage.py check on the demo project reports no issue at all."""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings"}
+    for name in ("DATABASE_URL", "SOCKETSVC_VAR_DIR", "SOCKETSVC_SOCKET"):
+        env.pop(name, None)
+    done = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "System check identified no issues (0 silenced)." in done.stdout
+
+
+def test_daemon_logs_check_warnings_as_json(start_daemon, sqlite_url):
+    """The daemon reports a check warning as a log line in its own format."""
+    daemon = start_daemon(sqlite_url, SOCKETSVC_SOCKET="/tmp/socketsvc-check-test.sock")
+    events = [e for e in daemon.log_events() if e["event"] == "system_check"]
+    assert [e["id"] for e in events] == ["socketsvc.W001"]

@@ -1,0 +1,311 @@
+"""systemd integration, emulated without systemd: socket activation, sd_notify, watchdog, reload."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from socketsvc import call
+from socketsvc.client import SocketServiceError
+from tests.activation import _EXEC_WITH_FD3, Activator
+from tests.daemon import REPO, Daemon, RawClient
+from tests.waiting import busy_workers_at_least, poll
+
+
+@pytest.fixture
+def activator(short_tmp):
+    parent = Activator(str(short_tmp / "act.sock"))
+    yield parent
+    parent.close()
+
+
+class NotifySocket:
+    """What systemd listens on: a datagram socket collecting KEY=VALUE messages."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+
+    def receive(self, timeout: float) -> list[str] | None:
+        """Return the fields of the next datagram, or None if none came within *timeout*."""
+        self.sock.settimeout(timeout)
+        try:
+            data = self.sock.recv(4096)
+        except TimeoutError:
+            return None
+        return data.decode().split("\n")
+
+    def wait_for(self, field: str, timeout: float = 30.0) -> list[list[str]]:
+        """Collect datagrams until one holds *field*; return all of them."""
+        seen = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            fields = self.receive(deadline - time.monotonic())
+            if fields is None:
+                break
+            seen.append(fields)
+            if field in fields:
+                return seen
+        raise AssertionError(f"no {field} within {timeout} s; got {seen}")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def notify_socket(short_tmp):
+    listener = NotifySocket(str(short_tmp / "notify"))
+    yield listener
+    listener.close()
+
+
+def test_activated_daemon_serves_and_leaves_the_socket_on_sigterm(activator, sqlite_url, daemons):
+    """A daemon given the socket as fd 3 serves on it, exits 0 on SIGTERM, and never removes it."""
+    daemon = activator.spawn({"DATABASE_URL": sqlite_url})
+    daemons.append(daemon)
+    assert daemon.call("testapp.add", 2, 2) == 4
+    assert daemon.stop() == 0
+    assert os.path.exists(activator.path)
+    # The socket still works: a successor started on it serves.
+    successor = activator.spawn({"DATABASE_URL": sqlite_url})
+    daemons.append(successor)
+    assert successor.call("rpc.ping") == "pong"
+    assert successor.call("rpc.status")["pid"] == successor.pid
+
+
+def test_restart_with_the_socket_held_loses_no_request(activator, sqlite_url, daemons):
+    """Restarting the daemon while 8 clients call continuously fails no request."""
+    first = activator.spawn({"DATABASE_URL": sqlite_url})
+    daemons.append(first)
+    stop = threading.Event()
+    results: list[tuple[int, bool]] = []
+    lock = threading.Lock()
+
+    def client(k: int) -> None:
+        n = 0
+        deadline = time.monotonic() + 60
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                ok = call("testapp.add", k, n, socket=activator.path, timeout=30) == k + n
+            except SocketServiceError:
+                ok = False
+            with lock:
+                results.append((k, ok))
+            n += 1
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+    for thread in threads:
+        thread.start()
+    try:
+        poll(lambda: len(results) >= 200)
+        first.signal(signal.SIGTERM)  # as systemctl restart: stop, then start
+        assert first.process.wait(30) == 0
+        served_by_first = len(results)
+        second = activator.spawn({"DATABASE_URL": sqlite_url}, wait=False)
+        daemons.append(second)
+        poll(lambda: len(results) >= served_by_first + 200)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+    failed = [result for result in results if not result[1]]
+    assert failed == []
+    assert second.call("rpc.status")["requests"] >= 200
+
+
+@pytest.mark.parametrize(
+    ("make_fd", "message"),
+    [
+        (lambda tmp: os.open(tmp / "plain-file", os.O_CREAT | os.O_RDWR), "is not a socket"),
+        (
+            lambda tmp: socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).detach(),
+            "not SOCK_STREAM",
+        ),
+        (lambda tmp: socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).detach(), "not listening"),
+    ],
+    ids=["regular-file", "datagram-socket", "unlistened-socket"],
+)
+def test_activation_with_a_wrong_fd_fails_clearly(short_tmp, sqlite_url, make_fd, message):
+    """An inherited fd that is not a listening Unix stream socket stops startup with a clear error."""
+    fd = make_fd(short_tmp)
+    try:
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "DATABASE_URL": sqlite_url,
+            "ACTIVATION_FD": str(fd),
+        }
+        done = subprocess.run(
+            [sys.executable, "-c", _EXEC_WITH_FD3, "manage.py", "runsocketservice"],
+            cwd=REPO,
+            env=env,
+            pass_fds=(fd,),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(fd)
+    assert done.returncode != 0
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_listen_pid_of_another_process_means_no_activation(sock_path, sqlite_url, daemons):
+    """LISTEN_FDS meant for another pid is ignored: the daemon binds its own socket."""
+    daemon = Daemon(sock_path, {"DATABASE_URL": sqlite_url, "LISTEN_FDS": "1", "LISTEN_PID": "1"})
+    daemons.append(daemon)
+    daemon.start()
+    assert daemon.call("rpc.ping") == "pong"
+    assert daemon.stop() == 0
+    assert not os.path.exists(sock_path)
+
+
+def test_notify_ready_status_watchdog_and_stopping(notify_socket, sock_path, sqlite_url, daemons):
+    """READY=1 comes once the socket listens; WATCHDOG=1 comes from the loop; STOPPING=1 on SIGTERM."""
+    daemon = Daemon(
+        sock_path,
+        {
+            "DATABASE_URL": sqlite_url,
+            "NOTIFY_SOCKET": notify_socket.path,
+            "WATCHDOG_USEC": "400000",
+        },
+    )
+    daemons.append(daemon)
+    daemon.start(wait=False)
+    ready = notify_socket.wait_for("READY=1")[-1]
+    RawClient(sock_path).close()  # already listening when READY=1 was sent
+    assert f"MAINPID={daemon.pid}" in ready
+    assert any(field.startswith("STATUS=Serving") for field in ready)
+
+    pings = 0
+    window_end = time.monotonic() + 1.0
+    while (left := window_end - time.monotonic()) > 0:
+        fields = notify_socket.receive(left)
+        if fields and "WATCHDOG=1" in fields:
+            pings += 1
+    assert pings >= 3
+
+    daemon.signal(signal.SIGSTOP)
+    try:
+        # Drain what was sent before the stop took effect, then expect silence.
+        while notify_socket.receive(0.3) is not None:
+            pass
+        assert notify_socket.receive(1.0) is None
+    finally:
+        daemon.signal(signal.SIGCONT)
+    assert "WATCHDOG=1" in notify_socket.wait_for("WATCHDOG=1", timeout=5)[-1]
+
+    daemon.signal(signal.SIGTERM)
+    notify_socket.wait_for("STOPPING=1", timeout=10)
+    assert daemon.process.wait(30) == 0
+
+
+def test_notify_to_an_abstract_socket(short_tmp, sock_path, sqlite_url, daemons):
+    """NOTIFY_SOCKET=@name (abstract namespace) receives READY=1 too."""
+    name = f"socketsvc-test-{os.getpid()}-{short_tmp.name}"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind("\0" + name)
+    listener.settimeout(30)
+    try:
+        daemon = Daemon(sock_path, {"DATABASE_URL": sqlite_url, "NOTIFY_SOCKET": "@" + name})
+        daemons.append(daemon)
+        daemon.start(wait=False)
+        fields = set()
+        while "READY=1" not in fields:
+            fields = set(listener.recv(4096).decode().split("\n"))
+    finally:
+        listener.close()
+
+
+def test_ready_waits_for_the_database(notify_socket, private_mariadb, short_tmp, daemons):
+    """With MariaDB down the daemon serves pings but is not READY; READY=1 follows its return."""
+    private_mariadb.stop()
+    daemon = Daemon(
+        str(short_tmp / "d.sock"),
+        {"DATABASE_URL": private_mariadb.url(), "NOTIFY_SOCKET": notify_socket.path},
+    )
+    daemons.append(daemon)
+    daemon.start()
+    assert daemon.call("rpc.status")["ready"] is False
+    assert notify_socket.receive(1.0) is None
+    private_mariadb.start()
+    notify_socket.wait_for("READY=1", timeout=30)
+    assert daemon.call("rpc.status")["ready"] is True
+
+
+def test_sighup_rereads_settings_without_dropping_requests(
+    notify_socket, short_tmp, sqlite_url, daemons
+):
+    """SIGHUP applies new SOCKETSVC values (RELOADING=1 then READY=1); a request in flight completes."""
+    overrides = short_tmp / "socketsvc.json"
+    overrides.write_text(json.dumps({"IDLE_TIMEOUT": 50, "WORKERS": 2}))
+    daemon = Daemon(
+        str(short_tmp / "d.sock"),
+        {
+            "DATABASE_URL": sqlite_url,
+            "NOTIFY_SOCKET": notify_socket.path,
+            "TEST_SOCKETSVC_FILE": str(overrides),
+        },
+    )
+    daemons.append(daemon)
+    daemon.start()
+    notify_socket.wait_for("READY=1")
+    assert daemon.call("rpc.status")["config"]["IDLE_TIMEOUT"] == 50
+    with RawClient(daemon.socket) as client:
+        client.request({"jsonrpc": "2.0", "method": "testapp.sleep", "params": [1], "id": 1})
+        busy_workers_at_least(daemon, 1)
+        overrides.write_text(json.dumps({"IDLE_TIMEOUT": 70, "WORKERS": 3, "SOCKET_MODE": 0o600}))
+        daemon.signal(signal.SIGHUP)
+        seen = notify_socket.wait_for("READY=1")
+        assert any("RELOADING=1" in fields for fields in seen)
+        status = daemon.call("rpc.status")
+        assert status["reloads"] == 1
+        assert status["config"]["IDLE_TIMEOUT"] == 70
+        assert status["workers"] == 3
+        assert status["config"]["SOCKET_MODE"] == 0o660  # needs a restart: kept, and logged
+        assert client.reply() == {"jsonrpc": "2.0", "id": 1, "result": 1}
+    assert "reload_needs_restart" in daemon.log()
+
+
+def test_sighup_with_a_broken_setting_keeps_the_old_ones(short_tmp, sqlite_url, daemons):
+    """A reload that fails validation is logged and changes nothing."""
+    overrides = short_tmp / "socketsvc.json"
+    overrides.write_text(json.dumps({"IDLE_TIMEOUT": 50}))
+    daemon = Daemon(
+        str(short_tmp / "d.sock"),
+        {"DATABASE_URL": sqlite_url, "TEST_SOCKETSVC_FILE": str(overrides)},
+    )
+    daemons.append(daemon)
+    daemon.start()
+    overrides.write_text(json.dumps({"IDLE_TIMEOUT": -1}))
+    daemon.signal(signal.SIGHUP)
+    poll(lambda: "reload_failed" in daemon.log())
+    status = daemon.call("rpc.status")
+    assert status["config"]["IDLE_TIMEOUT"] == 50
+    assert status["reloads"] == 0
+
+
+def test_sighup_reopens_the_log_file(short_tmp, sqlite_url, daemons):
+    """After the log file is moved away, SIGHUP makes the daemon write to a new one at the path."""
+    log_file = short_tmp / "daemon.log"
+    daemon = Daemon(
+        str(short_tmp / "d.sock"), {"DATABASE_URL": sqlite_url}, "--log-file", str(log_file)
+    )
+    daemons.append(daemon)
+    daemon.start()
+    poll(lambda: log_file.exists() and "listening" in log_file.read_text())
+    log_file.rename(short_tmp / "daemon.log.1")
+    daemon.signal(signal.SIGHUP)
+    poll(lambda: log_file.exists() and "reloaded" in log_file.read_text())
+    daemon.call("testapp.add", 1, 1)
+    poll(lambda: '"method": "testapp.add"' in log_file.read_text())
