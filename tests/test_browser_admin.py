@@ -1,0 +1,183 @@
+"""The seed's user story in a real browser: a staff user presses an admin button, the daemon works.
+
+Headless Chromium drives the demo shop's admin served by a real ``runserver``,
+which calls a real ``runsocketservice`` over its Unix socket; both share one
+migrated SQLite database, which the test reads to see what the daemon wrote.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from tests.browser import DevServer, chromium
+from tests.daemon import REPO, Daemon
+
+SCREENSHOT = REPO / "docs" / "admin-button.png"
+PASSWORD = "browser-test-password"
+
+
+def create_superuser(database_url: str) -> None:
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DATABASE_URL": database_url,
+        "DJANGO_SUPERUSER_PASSWORD": PASSWORD,
+    }
+    subprocess.run(
+        [
+            *(sys.executable, "manage.py", "createsuperuser", "--noinput"),
+            *("--username", "admin", "--email", "admin@example.com"),
+        ],
+        cwd=REPO,
+        env=env,
+        check=True,
+        timeout=60,
+        capture_output=True,
+    )
+
+
+class ShopDatabase:
+    """Read the shop's tables straight from the SQLite file the daemon writes."""
+
+    def __init__(self, database_url: str) -> None:
+        self.path = database_url.removeprefix("sqlite:///")
+
+    def _query(self, sql: str, *args: object) -> list[tuple]:
+        with sqlite3.connect(self.path) as db:
+            return db.execute(sql, args).fetchall()
+
+    def pk(self, sku: str) -> int:
+        return self._query("SELECT id FROM shop_product WHERE sku = ?", sku)[0][0]
+
+    def stock(self, sku: str) -> int:
+        return self._query("SELECT stock FROM shop_product WHERE sku = ?", sku)[0][0]
+
+    def movements(self, sku: str, reason: str) -> list[int]:
+        return [
+            change
+            for (change,) in self._query(
+                "SELECT change FROM shop_stockmovement m JOIN shop_product p ON p.id = m.product_id"
+                " WHERE p.sku = ? AND m.reason = ? ORDER BY m.id",
+                sku,
+                reason,
+            )
+        ]
+
+
+@dataclass
+class Shop:
+    database_url: str
+    db: ShopDatabase
+    daemon: Daemon
+    server: DevServer
+
+
+@pytest.fixture
+def shop(sqlite_url, start_daemon, short_tmp):
+    """A migrated shop database with an admin login, its daemon, and runserver in front."""
+    create_superuser(sqlite_url)
+    daemon = start_daemon(sqlite_url, SOCKETSVC_VAR_DIR=str(short_tmp))
+    server = DevServer(
+        {"DATABASE_URL": sqlite_url, "SOCKETSVC_SOCKET": daemon.socket},
+        short_tmp / "runserver.log",
+    ).start()
+    yield Shop(sqlite_url, ShopDatabase(sqlite_url), daemon, server)
+    server.stop()
+
+
+def wait_for(driver, css: str, timeout: float = 20):
+    return WebDriverWait(driver, timeout).until(
+        EC.visibility_of_element_located((By.CSS_SELECTOR, css))
+    )
+
+
+def message(driver, level: str) -> str:
+    return wait_for(driver, f"ul.messagelist li.{level}").text
+
+
+def response_status(driver) -> int:
+    """Return the HTTP status of the document now shown (after any redirect)."""
+    return driver.execute_script(
+        "return performance.getEntriesByType('navigation')[0].responseStatus"
+    )
+
+
+def test_admin_button_and_action_reach_the_daemon_in_a_real_browser(shop, start_daemon):
+    """Log in, press "Restock now", see the daemon's change; stop it, press again; run an action."""
+    daemon, server, db = shop.daemon, shop.server, shop.db
+    mug = db.pk("MUG-01")
+    change_url = f"{server.url}/admin/shop/product/{mug}/change/"
+
+    with chromium() as driver:
+        driver.get(f"{server.url}/admin/login/?next=/admin/shop/product/{mug}/change/")
+        driver.find_element(By.NAME, "username").send_keys("admin")
+        driver.find_element(By.NAME, "password").send_keys(PASSWORD)
+        driver.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+        wait_for(driver, 'button[data-socketsvc-method="shop.restock"]').click()
+
+        assert message(driver, "success") == "Restock now: sku MUG-01, added 24, stock 27"
+        assert driver.current_url == change_url
+        assert response_status(driver) == 200
+        assert driver.find_element(By.CSS_SELECTOR, ".field-stock .readonly").text == "27"
+        newest = driver.find_element(By.CSS_SELECTOR, "#movements-group tbody tr")
+        assert "manual restock" in newest.text
+        assert "24" in newest.text
+        assert db.stock("MUG-01") == 27
+        assert db.movements("MUG-01", "manual restock") == [24]
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        assert driver.save_screenshot(str(SCREENSHOT))
+
+        assert daemon.stop() == 0
+        driver.find_element(By.CSS_SELECTOR, 'button[data-socketsvc-method="shop.restock"]').click()
+        error = message(driver, "error")
+        assert error.startswith("Restock now: the background service is not running.")
+        assert driver.current_url == change_url
+        assert response_status(driver) == 200
+        assert "Traceback" not in driver.page_source
+        assert driver.find_element(By.CSS_SELECTOR, ".field-stock .readonly").text == "27"
+        assert db.stock("MUG-01") == 27
+
+        start_daemon(shop.database_url, socket_path=daemon.socket)
+        driver.get(f"{server.url}/admin/shop/product/")
+        for sku in ("MUG-01", "PEN-03", "LAMP-05"):
+            row = driver.find_element(By.XPATH, f'//tr[.//a[text()="{sku}"]]')
+            row.find_element(By.CSS_SELECTOR, "input.action-select").click()
+        menu = Select(driver.find_element(By.NAME, "action"))
+        option = driver.find_element(
+            By.CSS_SELECTOR, 'option[data-socketsvc-method="shop.restock_products"]'
+        )
+        menu.select_by_value(option.get_attribute("value"))
+        driver.find_element(By.CSS_SELECTOR, "button[name=index]").click()
+
+        assert message(driver, "success") == (
+            "Restock selected products: Restocked 3 product(s), 40 unit(s) in all: "
+            "LAMP-05 +6, MUG-01 +24, PEN-03 +10"
+        )
+        assert response_status(driver) == 200
+        stock_cells = {
+            row.find_element(By.CSS_SELECTOR, ".field-sku").text: row.find_element(
+                By.CSS_SELECTOR, ".field-stock"
+            ).text
+            for row in driver.find_elements(By.CSS_SELECTOR, "#result_list tbody tr")
+        }
+        assert stock_cells == {
+            "LAMP-05": "8",
+            "MUG-01": "51",
+            "NB-04": "12",
+            "PEN-03": "10",
+            "TEA-02": "40",
+        }
+    assert {sku: db.stock(sku) for sku in ("LAMP-05", "MUG-01", "PEN-03")} == {
+        "LAMP-05": 8,
+        "MUG-01": 51,
+        "PEN-03": 10,
+    }
