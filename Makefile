@@ -1,5 +1,5 @@
 # The two commands of the README:
-#   make demo    create .venv, migrate the demo database, start the daemon, call the demo handlers
+#   make demo    create .venv, migrate the demo database, start the daemon and the admin (Ctrl-C stops)
 #   make test    the whole suite on every Python x Django pair the machine has
 PYTHON ?= python3
 VENV ?= .venv
