@@ -137,3 +137,25 @@ def test_every_demo_admin_page_renders(admin_client, model):
     assert (
         admin_client.get(reverse(f"admin:shop_{model}_change", args=[first.pk])).status_code == 200
     )
+
+
+@pytest.mark.mariadb
+def test_button_works_the_morning_after_the_daemon_idled_past_wait_timeout(
+    admin_client, private_mariadb, start_daemon, settings
+):
+    """On MariaDB, a button pressed after the daemon's connection idled out still succeeds."""
+    private_mariadb.set_wait_timeout(1)
+    daemon = start_daemon(private_mariadb.url(), conn_max_age="none")
+    settings.SOCKETSVC = {"SOCKET": daemon.socket, "CALL_TIMEOUT": 20.0}
+    mug = Product.objects.get(sku="MUG-01")
+    assert press(admin_client, mug, "shop_restock") == [
+        ("success", "Restock now: sku MUG-01, added 24, stock 27")
+    ]
+    assert private_mariadb.sessions(), "the daemon keeps its connection (CONN_MAX_AGE=None)"
+
+    poll(lambda: not private_mariadb.sessions(), timeout=30, interval=0.2)
+
+    assert press(admin_client, mug, "shop_restock") == [
+        ("success", "Restock now: sku MUG-01, added 24, stock 51")
+    ]
+    assert daemon.call("rpc.status")["errors"] == 0
