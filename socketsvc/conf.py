@@ -36,9 +36,18 @@ class Config:
     MAX_QUEUED: int = 256
     MAX_MESSAGE_BYTES: int = 1024 * 1024
     MAX_CONNECTIONS: int = 1024
+    MAX_CONNECTIONS_PER_UID: int = 256
     MAX_PENDING_PER_CONNECTION: int = 64
     MAX_OUTPUT_BYTES: int = 16 * 1024 * 1024
+    MAX_BATCH: int = 100
+    MAX_JSON_DEPTH: int = 64
+    MAX_NUMBER_DIGITS: int = 100
     IDLE_TIMEOUT: float = 300.0
+    REQUEST_TIMEOUT: float = 10.0
+    # None: the daemon's own uid and root. Peers whose uid is listed, or who
+    # belong to a listed group (default: the socket file's group), may connect.
+    ALLOWED_UIDS: tuple[int, ...] | None = None
+    ALLOWED_GIDS: tuple[int, ...] | None = None
     DRAIN_TIMEOUT: float = 10.0
     CALL_TIMEOUT: float = 30.0
     DB_CHECK_AFTER_IDLE: float = 0.0
@@ -56,11 +65,22 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "MAX_QUEUED": (1, 1_000_000),
     "MAX_MESSAGE_BYTES": (64, 1024**3),
     "MAX_CONNECTIONS": (1, 1_000_000),
+    "MAX_CONNECTIONS_PER_UID": (1, 1_000_000),
     "MAX_PENDING_PER_CONNECTION": (1, 1_000_000),
     "MAX_OUTPUT_BYTES": (1024, 1024**3),
+    "MAX_BATCH": (1, 1_000_000),
+    "MAX_JSON_DEPTH": (2, 10_000),
+    "MAX_NUMBER_DIGITS": (1, 4300),
     "BACKLOG": (1, 65535),
 }
-_SECONDS = ("IDLE_TIMEOUT", "DRAIN_TIMEOUT", "CALL_TIMEOUT", "DB_CHECK_AFTER_IDLE")
+_SECONDS = (
+    "IDLE_TIMEOUT",
+    "REQUEST_TIMEOUT",
+    "DRAIN_TIMEOUT",
+    "CALL_TIMEOUT",
+    "DB_CHECK_AFTER_IDLE",
+)
+_POSITIVE_SECONDS = ("IDLE_TIMEOUT", "REQUEST_TIMEOUT", "DRAIN_TIMEOUT", "CALL_TIMEOUT")
 
 
 def _fail(key: str, problem: str) -> ImproperlyConfigured:
@@ -100,6 +120,14 @@ def _check_value(key: str, value: Any) -> Any:
         if not value & 0o200:
             raise _fail(key, f"{value:#o} does not let the owner write: no one could connect")
         return value
+    if key in ("ALLOWED_UIDS", "ALLOWED_GIDS"):
+        if value is None:
+            return None
+        if isinstance(value, list | tuple | set | frozenset) and all(
+            isinstance(item, int) and not isinstance(item, bool) and item >= 0 for item in value
+        ):
+            return tuple(sorted(value))
+        raise _fail(key, f"must be a list of numeric ids (>= 0), or None, not {value!r}")
     if key == "ACTIVATION_NAME":
         if value is None or (isinstance(value, str) and value and ":" not in value):
             return value
@@ -122,7 +150,7 @@ def _check_value(key: str, value: Any) -> Any:
     if key in _SECONDS:
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             raise _fail(key, f"must be a number of seconds >= 0, not {value!r}")
-        if key in ("CALL_TIMEOUT", "DRAIN_TIMEOUT", "IDLE_TIMEOUT") and value == 0:
+        if key in _POSITIVE_SECONDS and value == 0:
             raise _fail(key, "must be greater than 0")
         return float(value)
     raise AssertionError(key)

@@ -16,6 +16,7 @@ class Connection:
     """One client: its socket, peer credentials, buffers and in-flight count."""
 
     __slots__ = (
+        "admitted",
         "batches",
         "closed",
         "closing",
@@ -27,6 +28,7 @@ class Connection:
         "id",
         "last_active",
         "out",
+        "partial_since",
         "pending",
         "pid",
         "sock",
@@ -36,6 +38,7 @@ class Connection:
     def __init__(self, conn_id: int, sock: socket.socket, max_bytes: int) -> None:
         self.id = conn_id
         self.sock = sock
+        self.admitted = False  # passed the access policy and the per-uid limit
         self.framer = protocol.LineFramer(max_bytes)
         self.out = bytearray()
         # Messages read but not yet handled because the worker queue was full;
@@ -48,6 +51,8 @@ class Connection:
         self.closed = False
         self.events = 0
         self.last_active = time.monotonic()
+        # When the unterminated line now in the buffer began arriving.
+        self.partial_since: float | None = None
         try:
             raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
             self.pid, self.uid, self.gid = _PEERCRED.unpack(raw)

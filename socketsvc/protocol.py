@@ -17,6 +17,8 @@ JSON encoders never put a raw newline inside a message (it is escaped as
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
 
@@ -37,6 +39,8 @@ DATABASE_UNAVAILABLE: Final = -32001
 SERVER_BUSY: Final = -32002
 MESSAGE_TOO_LARGE: Final = -32003
 SHUTTING_DOWN: Final = -32004
+ACCESS_DENIED: Final = -32005
+REQUEST_TIMEOUT: Final = -32006
 
 ERROR_NAMES: Final[dict[int, str]] = {
     PARSE_ERROR: "Parse error",
@@ -49,6 +53,8 @@ ERROR_NAMES: Final[dict[int, str]] = {
     SERVER_BUSY: "Server busy",
     MESSAGE_TOO_LARGE: "Message too large",
     SHUTTING_DOWN: "Shutting down",
+    ACCESS_DENIED: "Access denied",
+    REQUEST_TIMEOUT: "Request timeout",
 }
 
 
@@ -120,18 +126,65 @@ def error_response(
     return {"jsonrpc": VERSION, "id": request_id, "error": RPCError(code, message, data).to_dict()}
 
 
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on what one message may hold, checked before and while decoding."""
+
+    max_batch: int = 100
+    max_depth: int = 64
+    max_digits: int = 100
+
+
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_BRACKETS = bytes(range(256)).translate(None, b"[{]}")
+_LONG_NUMBER: dict[int, re.Pattern[bytes]] = {}
+
+
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def decode_json(raw: bytes) -> JSONValue:
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:20]} is out of range")
+    return value
+
+
+def _nesting_too_deep(raw: bytes, max_depth: int) -> bool:
+    # Cheap test first: few brackets cannot nest deeply.
+    if raw.count(b"[") + raw.count(b"{") <= max_depth:
+        return False
+    depth = 0
+    for byte in _STRING.sub(b"", raw).translate(None, _BRACKETS):
+        depth += 1 if byte in b"[{" else -1
+        if depth > max_depth:
+            return True
+    return False
+
+
+def _number_too_long(raw: bytes, max_digits: int) -> bool:
+    pattern = _LONG_NUMBER.get(max_digits)
+    if pattern is None:
+        pattern = _LONG_NUMBER[max_digits] = re.compile(rb"\d{%d}" % (max_digits + 1))
+    # Digits inside strings are text, not numbers: look again without strings.
+    return bool(pattern.search(raw)) and bool(pattern.search(_STRING.sub(b"", raw)))
+
+
+def decode_json(raw: bytes, limits: Limits = Limits()) -> JSONValue:
     """Decode one message; raise RPCError(PARSE_ERROR) for anything that is not strict JSON."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise RPCError(PARSE_ERROR, f"Parse error: invalid UTF-8 at byte {exc.start}") from None
+    if _nesting_too_deep(raw, limits.max_depth):
+        raise RPCError(PARSE_ERROR, f"Parse error: JSON nested deeper than {limits.max_depth}")
+    if _number_too_long(raw, limits.max_digits):
+        raise RPCError(
+            PARSE_ERROR, f"Parse error: a number has more than {limits.max_digits} digits"
+        )
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except RecursionError:
         raise RPCError(PARSE_ERROR, "Parse error: JSON nested too deeply") from None
     except ValueError as exc:
@@ -173,15 +226,21 @@ def _request_or_error(obj: JSONValue) -> Request | dict[str, JSONValue]:
         return error_response(_id_for_error(obj), exc.code, exc.message)
 
 
-def parse(raw: bytes) -> Message:
+def parse(raw: bytes, limits: Limits = Limits()) -> Message:
     """Parse one line (without its terminator) into a request, a batch, or an error reply."""
     try:
-        obj = decode_json(raw)
+        obj = decode_json(raw, limits)
     except RPCError as exc:
         return error_response(None, exc.code, exc.message)
     if isinstance(obj, list):
         if not obj:
             return error_response(None, INVALID_REQUEST, "Invalid Request: empty batch")
+        if len(obj) > limits.max_batch:
+            return error_response(
+                None,
+                INVALID_REQUEST,
+                f"Invalid Request: batch of {len(obj)} exceeds the limit of {limits.max_batch}",
+            )
         return Batch([_request_or_error(item) for item in obj])
     return _request_or_error(obj)
 

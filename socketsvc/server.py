@@ -37,6 +37,7 @@ import django
 import structlog
 
 from . import lifecycle, protocol
+from .access import AccessPolicy
 from .conf import RESTART_ONLY, Config
 from .connection import BatchReply, Connection
 from .dispatch import Call, Dispatcher, Outcome
@@ -78,8 +79,13 @@ class Server:
         reload_config: Callable[[], Config] | None = None,
         on_reload: Callable[[], None] | None = None,
         notifier: Notifier | None = None,
+        socket_gid: int | None = None,
     ) -> None:
         self.config = config
+        self._socket_gid = socket_gid
+        self.access = AccessPolicy.build(config.ALLOWED_UIDS, config.ALLOWED_GIDS, socket_gid)
+        self.limits = self._limits(config)
+        self._per_uid: collections.Counter[int] = collections.Counter()
         self.dispatcher = dispatcher
         self.listener = listener
         self.listener.setblocking(False)
@@ -117,6 +123,10 @@ class Server:
             "rpc.status": self.status,
             "rpc.methods": self.methods,
         }
+
+    @staticmethod
+    def _limits(config: Config) -> protocol.Limits:
+        return protocol.Limits(config.MAX_BATCH, config.MAX_JSON_DEPTH, config.MAX_NUMBER_DIGITS)
 
     # -- public surface ----------------------------------------------------
 
@@ -191,6 +201,7 @@ class Server:
             "busy_workers": self.pool.busy,
             "queued": self.pool.jobs.qsize(),
             "handlers": len(self.dispatcher.registry),
+            "access": self.access.describe(),
             "python": sys.version.split()[0],
             "django": django.get_version(),
             "config": dataclasses.asdict(self.config),
@@ -266,6 +277,10 @@ class Server:
         for key in deferred:
             new[key] = old[key]
         self.config = Config(**new)
+        self.access = AccessPolicy.build(
+            self.config.ALLOWED_UIDS, self.config.ALLOWED_GIDS, self._socket_gid
+        )
+        self.limits = self._limits(self.config)
         self.pool.resize(self.config.WORKERS)
         self.pool.max_queued = self.config.MAX_QUEUED
         self.pool.log_params = self.config.LOG_PARAMS
@@ -322,7 +337,7 @@ class Server:
 
     def _select_timeout(self) -> float:
         now = time.monotonic()
-        timeout = 1.0
+        timeout = self._sweep_interval()
         if self._draining:
             timeout = min(_DRAIN_GRACE, max(0.0, self._drain_deadline - now))
         ping = self.notifier.seconds_to_ping(now)
@@ -366,7 +381,52 @@ class Server:
             conn = Connection(next(self._conn_ids), sock, self.config.MAX_MESSAGE_BYTES)
             self.conns[conn.id] = conn
             self.stats.connections += 1
-            self._update_interest(conn)
+            self._admit(conn)
+
+    def _admit(self, conn: Connection) -> None:
+        """Check the peer against the access policy and the per-uid limit; refuse or serve."""
+        if not self.access.allows(conn.uid, conn.gid):
+            log.warning(
+                "connection_refused",
+                reason="access_denied",
+                peer_uid=conn.uid,
+                peer_gid=conn.gid,
+                peer_pid=conn.pid,
+            )
+            self._send_error_and_close(
+                conn,
+                protocol.ACCESS_DENIED,
+                f"Access denied: uid {conn.uid} may not use this service",
+            )
+            return
+        if self._per_uid[conn.uid] >= self.config.MAX_CONNECTIONS_PER_UID:
+            log.warning(
+                "connection_refused",
+                reason="too_many_connections_for_uid",
+                peer_uid=conn.uid,
+                peer_pid=conn.pid,
+                limit=self.config.MAX_CONNECTIONS_PER_UID,
+            )
+            self._send_error_and_close(
+                conn,
+                protocol.SERVER_BUSY,
+                f"Server busy: uid {conn.uid} already has "
+                f"{self.config.MAX_CONNECTIONS_PER_UID} connections open",
+            )
+            return
+        self._per_uid[conn.uid] += 1
+        conn.admitted = True
+        self._update_interest(conn)
+
+    def _send_error_and_close(
+        self, conn: Connection, code: int, message: str, data: JSONValue = None
+    ) -> None:
+        """Send one error reply (id null), read nothing more, and close once it is out."""
+        self.stats.errors += 1
+        conn.closing = True
+        conn.held.clear()
+        self._send(conn, protocol.encode(protocol.error_response(None, code, message, data)))
+        self._finish_if_done(conn)
 
     # -- connections -------------------------------------------------------
 
@@ -421,6 +481,10 @@ class Server:
             conn.events = 0
         conn.sock.close()
         del self.conns[conn.id]
+        if conn.admitted:
+            self._per_uid[conn.uid] -= 1
+            if not self._per_uid[conn.uid]:
+                del self._per_uid[conn.uid]
         if not self._draining and len(self.conns) < self.config.MAX_CONNECTIONS:
             self._set_accepting(True)
 
@@ -470,7 +534,7 @@ class Server:
             conn.eof = True
             rest = conn.framer.take_rest()
             if rest is not None:
-                conn.held.append(protocol.parse(rest))
+                conn.held.append(protocol.parse(rest, self.limits))
                 self._handle_held(conn)
             self._update_interest(conn)
             self._finish_if_done(conn)
@@ -480,27 +544,24 @@ class Server:
         except protocol.MessageTooLarge as exc:
             self._refuse_oversize(conn, exc.limit)
             return
-        conn.held.extend(protocol.parse(line) for line in lines)
+        if conn.framer.pending == 0:
+            conn.partial_since = None
+        elif conn.partial_since is None or lines:
+            conn.partial_since = conn.last_active
+        limits = self.limits
+        conn.held.extend(protocol.parse(line, limits) for line in lines)
         self._handle_held(conn)
         self._update_interest(conn)
 
     def _refuse_oversize(self, conn: Connection, limit: int) -> None:
         log.warning("message_too_large", conn=conn.id, peer_pid=conn.pid, limit=limit)
-        self.stats.errors += 1
-        conn.closing = True
-        self._send(
+        self._send_error_and_close(
             conn,
-            protocol.encode(
-                protocol.error_response(
-                    None,
-                    protocol.MESSAGE_TOO_LARGE,
-                    f"Message too large: a request line may hold at most {limit} bytes; "
-                    "closing the connection",
-                    {"limit": limit},
-                )
-            ),
+            protocol.MESSAGE_TOO_LARGE,
+            f"Message too large: a request line may hold at most {limit} bytes; "
+            "closing the connection",
+            {"limit": limit},
         )
-        self._finish_if_done(conn)
 
     def _send(self, conn: Connection, data: bytes) -> None:
         if conn.closed:
@@ -508,6 +569,17 @@ class Server:
             return
         conn.out += data
         self._flush(conn)
+        if not conn.closed and len(conn.out) > self.config.MAX_OUTPUT_BYTES:
+            # The client sends but does not read: stop buffering for it.
+            log.warning(
+                "output_cap_exceeded",
+                conn=conn.id,
+                peer_pid=conn.pid,
+                unsent=len(conn.out),
+                limit=self.config.MAX_OUTPUT_BYTES,
+            )
+            self.stats.dropped_replies += 1
+            self._close(conn)
 
     def _flush(self, conn: Connection) -> None:
         while conn.out:
@@ -650,9 +722,23 @@ class Server:
             return
         if now < self._next_sweep:
             return
-        self._next_sweep = now + 1.0
-        limit = self.config.IDLE_TIMEOUT
+        self._next_sweep = now + self._sweep_interval()
+        idle_limit = self.config.IDLE_TIMEOUT
+        request_limit = self.config.REQUEST_TIMEOUT
         for conn in list(self.conns.values()):
-            if conn.quiet and now - conn.last_active > limit:
+            if conn.closing:
+                continue
+            if conn.partial_since is not None and now - conn.partial_since > request_limit:
+                log.warning("request_timeout", conn=conn.id, peer_pid=conn.pid, limit=request_limit)
+                self._send_error_and_close(
+                    conn,
+                    protocol.REQUEST_TIMEOUT,
+                    f"Request timeout: a request line stayed incomplete for {request_limit:g} s; "
+                    "closing the connection",
+                )
+            elif conn.quiet and now - conn.last_active > idle_limit:
                 log.info("idle_connection_closed", conn=conn.id, peer_pid=conn.pid)
                 self._close(conn)
+
+    def _sweep_interval(self) -> float:
+        return min(1.0, self.config.IDLE_TIMEOUT / 4, self.config.REQUEST_TIMEOUT / 4)

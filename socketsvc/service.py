@@ -13,6 +13,7 @@ import structlog
 from django.db import connections
 
 from . import lifecycle
+from .access import socket_group
 from .binding import BindError, bind_unix_socket
 from .conf import Config
 from .daemonize import PidFile, PidFileError, daemonize
@@ -113,6 +114,12 @@ class Listener:
     preserve: list[int]
     activated: bool
 
+    @property
+    def group(self) -> int | None:
+        """Return the gid owning the socket file (the default allowed group)."""
+        name = self.sock.getsockname()
+        return socket_group(name) if isinstance(name, str) and name else None
+
 
 def _acquire_listener(config: Config) -> Listener:
     try:
@@ -170,6 +177,7 @@ def run(
         on_listener_closed=listener.release,
         reload_config=reload,
         notifier=Notifier(),
+        socket_gid=listener.group,
     )
     server.install_signal_handlers()
     log.info(
