@@ -233,6 +233,16 @@ def test_missing_object_is_a_warning_not_a_call(admin_client, service):
     assert stub.requests == []
 
 
+def test_changelist_filters_survive_the_round_trip(admin_client, service, mug):
+    """A button pressed on a filtered object's page comes back with the changelist filters kept."""
+    service(result("ok"))
+    filters = "_changelist_filters=supplier__id__exact%3D1"
+    page = admin_client.get(f"{change_url(mug)}?{filters}").content.decode()
+    assert f'action="{button_url(mug, "shop_restock")}?{filters}"' in page
+    response = admin_client.post(f"{button_url(mug, 'shop_restock')}?{filters}")
+    assert response["Location"] == f"{change_url(mug)}?{filters}"
+
+
 # -- replies become messages -----------------------------------------------------
 
 
