@@ -1,0 +1,306 @@
+"""Faults under load: clients call continuously while the database is killed and restarted.
+
+Used by tests/test_reliability.py (a short slice in CI) and as a script for the
+long run that writes docs/reliability.md::
+
+    .venv/bin/python -m tests.reliability --duration 60 --write docs/reliability.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from socketsvc.protocol import DATABASE_UNAVAILABLE, HANDLER_ERROR
+from tests.daemon import Daemon, RawClient
+from tests.mariadb import MariaDB, migrate
+
+CLIENTS = 8
+PIPELINE = 4
+# (method, params, share): the mix each client draws from.
+MIX: list[tuple[str, Any, float]] = [
+    ("testapp.count_notes", {}, 0.45),
+    ("testapp.write_note", {"text": "load"}, 0.15),
+    ("testapp.add", [2, 3], 0.2),
+    ("rpc.ping", None, 0.1),
+    ("testapp.fail", ["injected crash"], 0.1),
+]
+EXPECTED_ERRORS = {HANDLER_ERROR, DATABASE_UNAVAILABLE}
+
+
+@dataclass
+class Resources:
+    """What the daemon holds: open fds, threads, resident memory, DB sessions."""
+
+    fds: int
+    threads: int
+    rss_kib: int
+    db_sessions: int
+
+    @classmethod
+    def of(cls, pid: int, server: MariaDB) -> Resources:
+        status = Path(f"/proc/{pid}/status").read_text()
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        return cls(
+            fds=_settled_fds(pid),
+            threads=int(fields["Threads"]),
+            rss_kib=int(fields["VmRSS"].split()[0]),
+            db_sessions=len(server.sessions()),
+        )
+
+
+@dataclass
+class Report:
+    """What happened to every request sent."""
+
+    duration: float = 0.0
+    sent: int = 0
+    ok: int = 0
+    errors: collections.Counter[int] = field(default_factory=collections.Counter)
+    lost: int = 0
+    duplicated: int = 0
+    mismatched: int = 0
+    faults: list[str] = field(default_factory=list)
+    before: Resources | None = None
+    after: Resources | None = None
+
+    @property
+    def unexpected_errors(self) -> int:
+        return sum(n for code, n in self.errors.items() if code not in EXPECTED_ERRORS)
+
+    def merge(self, other: Report) -> None:
+        self.sent += other.sent
+        self.ok += other.ok
+        self.errors.update(other.errors)
+        self.lost += other.lost
+        self.duplicated += other.duplicated
+        self.mismatched += other.mismatched
+
+
+def _settled_fds(pid: int, timeout: float = 5.0) -> int:
+    """Count open fds once the count stops falling (the last client's close is in flight)."""
+    count = len(os.listdir(f"/proc/{pid}/fd"))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        again = len(os.listdir(f"/proc/{pid}/fd"))
+        if again >= count:
+            return count
+        count = again
+    return count
+
+
+def _pick(rng: random.Random) -> tuple[str, Any]:
+    roll = rng.random()
+    for method, params, share in MIX:
+        roll -= share
+        if roll <= 0:
+            return method, params
+    return MIX[0][0], MIX[0][1]
+
+
+def _client(path: str, k: int, stop: threading.Event, report: Report) -> None:
+    """Pipeline PIPELINE requests at a time; check each id is answered exactly once."""
+    rng = random.Random(k)
+    serial = 0
+    with RawClient(path, timeout=60) as client:
+        while not stop.is_set():
+            outstanding: dict[str, str] = {}
+            for _ in range(PIPELINE):
+                serial += 1
+                method, params = _pick(rng)
+                request_id = f"{k}-{serial}"
+                message: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": request_id}
+                if params is not None:
+                    message["params"] = params
+                client.request(message)
+                outstanding[request_id] = method
+                report.sent += 1
+            seen: set[str] = set()
+            for _ in range(len(outstanding)):
+                try:
+                    reply = client.reply()
+                except (EOFError, OSError):
+                    report.lost += len(outstanding) - len(seen)
+                    return
+                request_id = reply.get("id")
+                if request_id in seen:
+                    report.duplicated += 1
+                elif request_id not in outstanding:
+                    report.mismatched += 1
+                seen.add(request_id)
+                if "error" in reply:
+                    report.errors[reply["error"]["code"]] += 1
+                else:
+                    report.ok += 1
+
+
+def _quiesce(daemon: Daemon, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = daemon.call("rpc.status")
+        # The status call itself holds one connection.
+        if status["busy_workers"] == 0 and status["connections"] <= 1 and status["queued"] == 0:
+            return
+        time.sleep(0.1)
+    raise AssertionError("the daemon did not settle after the load")
+
+
+def run_load(daemon: Daemon, server: MariaDB, duration: float, faults: bool = True) -> Report:
+    """Run CLIENTS clients for *duration* seconds, injecting faults on a schedule."""
+    warm = Report()
+    warm_stop = threading.Event()
+    warm_thread = threading.Thread(target=_client, args=(daemon.socket, 99, warm_stop, warm))
+    warm_thread.start()
+    time.sleep(min(1.0, duration / 10))  # warm-up traffic, not a wait for a condition
+    warm_stop.set()
+    warm_thread.join(60)
+    _quiesce(daemon)
+    report = Report(before=Resources.of(daemon.pid, server))
+
+    stop = threading.Event()
+    parts = [Report() for _ in range(CLIENTS)]
+    threads = [
+        threading.Thread(target=_client, args=(daemon.socket, k, stop, parts[k]))
+        for k in range(CLIENTS)
+    ]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    schedule = [(0.25, "kill DB sessions"), (0.5, "restart MariaDB")] if faults else []
+    for at, fault in schedule:
+        pause = started + at * duration - time.monotonic()
+        if pause > 0:
+            stop.wait(pause)
+        if fault == "kill DB sessions":
+            killed = server.kill_sessions()
+            report.faults.append(
+                f"t={time.monotonic() - started:.1f}s: KILL {len(killed)} sessions"
+            )
+        else:
+            server.stop()
+            server.start()
+            report.faults.append(f"t={time.monotonic() - started:.1f}s: MariaDB restarted")
+    remaining = started + duration - time.monotonic()
+    if remaining > 0:
+        stop.wait(remaining)
+    stop.set()
+    for thread in threads:
+        thread.join(120)
+    report.duration = time.monotonic() - started
+    for part in parts:
+        report.merge(part)
+    _quiesce(daemon)
+    report.after = Resources.of(daemon.pid, server)
+    return report
+
+
+def sigkill_and_restart(daemon: Daemon, env: dict[str, str]) -> tuple[Daemon, bool]:
+    """SIGKILL the daemon, start a new one on the same path; return it and whether clients got in."""
+    daemon.process.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
+    daemon.process.wait(10)  # type: ignore[union-attr]
+    stale = os.path.exists(daemon.socket)
+    successor = Daemon(daemon.socket, env)
+    successor.start()
+    served = successor.call("testapp.add", 1, 1) == 2
+    return successor, stale and served
+
+
+# -- the long run, as a script -------------------------------------------------
+
+
+def _markdown(report: Report, restart_ok: bool, rss_bound_kib: int) -> str:
+    before, after = report.before, report.after
+    assert before is not None and after is not None
+    answered = report.ok + sum(report.errors.values())
+    lines = [
+        "# Reliability: faults under load",
+        "",
+        f"{CLIENTS} clients, each pipelining {PIPELINE} requests at a time, called the daemon",
+        f"for {report.duration:.0f} s on a throwaway MariaDB (CONN_MAX_AGE=60, 4 workers).",
+        "The mix: 45% ORM read, 15% ORM write, 20% no-DB call, 10% `rpc.ping`,",
+        "10% a handler that raises. Faults injected during the run:",
+        "",
+        *[f"- {fault}" for fault in report.faults],
+        "",
+        "| requests | count |",
+        "|---|---|",
+        f"| sent | {report.sent} |",
+        f"| answered | {answered} |",
+        f"| succeeded | {report.ok} |",
+        f"| failed with a clear error: handler raised (-32000) | {report.errors[HANDLER_ERROR]} |",
+        f"| failed with a clear error: database unavailable (-32001) "
+        f"| {report.errors[DATABASE_UNAVAILABLE]} |",
+        f"| failed with any other error | {report.unexpected_errors} |",
+        f"| **lost (no reply)** | **{report.lost}** |",
+        f"| duplicated replies | {report.duplicated} |",
+        f"| replies with an unknown id | {report.mismatched} |",
+        "",
+        "| daemon resources | before the load | after the load | bound |",
+        "|---|---|---|---|",
+        f"| open file descriptors | {before.fds} | {after.fds} | no growth |",
+        f"| threads | {before.threads} | {after.threads} | no growth |",
+        f"| DB server sessions | {before.db_sessions} | {after.db_sessions} | at most 4 (workers) |",
+        f"| RSS | {before.rss_kib / 1024:.1f} MiB | {after.rss_kib / 1024:.1f} MiB "
+        f"| +{rss_bound_kib / 1024:.0f} MiB |",
+        "",
+        f"SIGKILL of the daemon, then a restart on the same path: stale socket removed "
+        f"and clients served: {'yes' if restart_ok else 'NO'}.",
+        "",
+        f"Run on a {os.cpu_count()}-core machine ({platform.machine()}), Python "
+        f"{platform.python_version()}, {time.strftime('%Y-%m-%d')}, with",
+        "`.venv/bin/python -m tests.reliability --duration 60 --write docs/reliability.md`.",
+        "The same scenario runs for a few seconds in the test suite (`tests/test_reliability.py`).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+RSS_BOUND_KIB = 16 * 1024
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--duration", type=float, default=60.0)
+    parser.add_argument("--write", type=Path, help="write the markdown table here")
+    args = parser.parse_args()
+
+    base = Path(tempfile.mkdtemp(prefix="rel", dir="/tmp"))
+    server = MariaDB(base / "db")
+    daemon = None
+    try:
+        server.install()
+        server.start()
+        migrate(server, Path(__file__).resolve().parent.parent)
+        env = {"DATABASE_URL": server.url(), "TEST_CONN_MAX_AGE": "60"}
+        daemon = Daemon(str(base / "s.sock"), env).start()
+        report = run_load(daemon, server, args.duration)
+        daemon, restart_ok = sigkill_and_restart(daemon, env)
+        text = _markdown(report, restart_ok, RSS_BOUND_KIB)
+        print(text)
+        print(json.dumps({"errors": dict(report.errors)}), file=sys.stderr)
+        if args.write:
+            args.write.write_text(text)
+        return 0 if report.lost == 0 and report.unexpected_errors == 0 else 1
+    finally:
+        if daemon is not None:
+            daemon.kill()
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Access control: the socket's mode is the first gate, the peer's credentials the second."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+
+import pytest
+
+from socketsvc import protocol
+from socketsvc.conf import build_config
+from tests.daemon import Daemon, RawClient
+
+NOBODY = 65534
+
+# Dropping to another uid needs root; CI runs as root and must not skip these.
+pytestmark = pytest.mark.skipif(
+    os.getuid() != 0 and not os.environ.get("CI"), reason="needs root to drop to uid 65534"
+)
+
+
+def as_nobody(path: str) -> dict:
+    """Connect from a forked child running as uid/gid 65534; return what it saw."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: only plain system calls, then _exit
+        result: dict = {}
+        try:
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            try:
+                client = RawClient(path, timeout=10)
+            except PermissionError:
+                result["connect"] = "EACCES"
+            else:
+                result["connect"] = "ok"
+                client.request({"jsonrpc": "2.0", "method": "rpc.ping", "id": 1})
+                try:
+                    result["reply"] = client.reply()
+                    result["closed"] = client.closed_by_server()
+                except (EOFError, OSError) as exc:
+                    result["error"] = repr(exc)
+        except BaseException as exc:
+            result["error"] = repr(exc)
+        os.write(write_end, json.dumps(result).encode())
+        os._exit(0)
+    os.close(write_end)
+    data = b""
+    while chunk := os.read(read_end, 65536):
+        data += chunk
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    return json.loads(data)
+
+
+@pytest.fixture
+def reachable_dir(short_tmp):
+    """The socket directory, traversable by other users (the file mode is what is tested)."""
+    os.chmod(short_tmp, 0o755)
+    return short_tmp
+
+
+def start(reachable_dir, sqlite_url, daemons, mode: str, **settings) -> Daemon:
+    overrides = reachable_dir / "access.json"
+    overrides.write_text(json.dumps(settings))
+    daemon = Daemon(
+        str(reachable_dir / "a.sock"),
+        {"DATABASE_URL": sqlite_url, "TEST_SOCKETSVC_FILE": str(overrides)},
+        "--socket-mode",
+        mode,
+    )
+    daemons.append(daemon)
+    return daemon.start()
+
+
+def test_socket_mode_keeps_other_users_out(reachable_dir, sqlite_url, daemons):
+    """With mode 0660 owned by root, uid 65534 cannot even connect (EACCES)."""
+    daemon = start(reachable_dir, sqlite_url, daemons, "660")
+    assert as_nobody(daemon.socket) == {"connect": "EACCES"}
+    assert daemon.call("rpc.ping") == "pong"
+
+
+def test_peer_credentials_refuse_a_user_not_allowed(reachable_dir, sqlite_url, daemons):
+    """Past an open socket mode, uid 65534 gets -32005, is disconnected, and the refusal is logged."""
+    daemon = start(reachable_dir, sqlite_url, daemons, "666")
+    seen = as_nobody(daemon.socket)
+    assert seen["connect"] == "ok"
+    assert seen["reply"]["error"]["code"] == protocol.ACCESS_DENIED
+    assert seen["reply"]["id"] is None
+    assert seen["closed"] is True
+    refusals = [e for e in daemon.log_events() if e["event"] == "connection_refused"]
+    assert refusals[0]["reason"] == "access_denied"
+    assert refusals[0]["peer_uid"] == NOBODY
+    assert refusals[0]["peer_gid"] == NOBODY
+    assert refusals[0]["peer_pid"] > 0
+    assert daemon.call("rpc.ping") == "pong"  # root (the daemon's own uid) is served
+
+
+def test_an_allowed_uid_is_served(reachable_dir, sqlite_url, daemons):
+    """A uid listed in ALLOWED_UIDS is served."""
+    daemon = start(reachable_dir, sqlite_url, daemons, "666", ALLOWED_UIDS=[0, NOBODY])
+    seen = as_nobody(daemon.socket)
+    assert seen["reply"] == {"jsonrpc": "2.0", "id": 1, "result": "pong"}
+
+
+def test_an_allowed_group_is_served(reachable_dir, sqlite_url, daemons):
+    """A peer whose group is listed in ALLOWED_GIDS is served."""
+    daemon = start(reachable_dir, sqlite_url, daemons, "666", ALLOWED_GIDS=[NOBODY])
+    seen = as_nobody(daemon.socket)
+    assert seen["reply"]["result"] == "pong"
+    [allowed] = daemon.call("rpc.status")["access"]["gids"]
+    assert str(NOBODY) in allowed
+
+
+def test_abstract_socket_names_are_rejected_in_configuration():
+    """An abstract socket name is refused by the settings validation."""
+    for name in ("@socketsvc", "\0socketsvc"):
+        with pytest.raises(Exception, match="abstract socket"):
+            build_config({"SOCKET": name})
+
+
+def test_nobody_exists_here():
+    """The uid the tests drop to exists on this machine (sanity check for the tests above)."""
+    assert pwd.getpwuid(NOBODY).pw_name
