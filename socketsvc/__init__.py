@@ -6,6 +6,7 @@ them with Django's request-cycle DB hygiene around every call.
 """
 
 from .client import (
+    AccessDenied,
     CallTimeout,
     DatabaseUnavailable,
     HandlerError,
@@ -23,6 +24,7 @@ from .protocol import RPCError
 from .registry import handler
 
 __all__ = [
+    "AccessDenied",
     "CallTimeout",
     "DatabaseUnavailable",
     "HandlerError",

@@ -46,6 +46,7 @@ from django.urls import URLPattern, path, reverse
 
 from . import protocol
 from .client import (
+    AccessDenied,
     CallTimeout,
     DatabaseUnavailable,
     HandlerError,
@@ -221,6 +222,11 @@ def describe_failure(exc: SocketServiceError, method: str, timeout: float) -> st
         return f"the job failed with {error_type}: {_shorten(text)}"
     if isinstance(exc, DatabaseUnavailable):
         return "the background service cannot reach its database right now; try again later."
+    if isinstance(exc, AccessDenied):
+        return (
+            "the background service does not accept requests from the web server's user; "
+            "add it to SOCKETSVC['ALLOWED_UIDS'] or to an allowed group."
+        )
     if isinstance(exc, ServiceBusy):
         if exc.code == protocol.SHUTTING_DOWN:
             return "the background service is shutting down; try again in a moment."

@@ -94,6 +94,10 @@ class DatabaseUnavailable(RemoteError):
     """The handler could not reach its database."""
 
 
+class AccessDenied(RemoteError):
+    """The service refused this process's user (its uid and groups are not allowed)."""
+
+
 class ServiceBusy(RemoteError):
     """The service refused the request because its queue is full or it is shutting down."""
 
@@ -105,6 +109,7 @@ _BY_CODE: dict[int, type[RemoteError]] = {
     protocol.DATABASE_UNAVAILABLE: DatabaseUnavailable,
     protocol.SERVER_BUSY: ServiceBusy,
     protocol.SHUTTING_DOWN: ServiceBusy,
+    protocol.ACCESS_DENIED: AccessDenied,
 }
 
 
@@ -161,6 +166,20 @@ def _connect(path: str, deadline: float) -> _socket.socket:
     return sock
 
 
+def _refusal(sock: _socket.socket) -> dict[str, JSONValue] | None:
+    """Return the error the service sent before closing on us (refused on accept), if any."""
+    sock.settimeout(0.5)
+    try:
+        line = sock.recv(65536).split(b"\n", 1)[0]
+        reply = json.loads(line)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(reply, dict) or reply.get("id") is not None:
+        return None
+    error = reply.get("error")
+    return error if isinstance(error, dict) else None
+
+
 def _send(sock: _socket.socket, data: bytes, path: str, deadline: float) -> None:
     sock.settimeout(max(deadline - time.monotonic(), 0.001))
     try:
@@ -168,6 +187,9 @@ def _send(sock: _socket.socket, data: bytes, path: str, deadline: float) -> None
     except TimeoutError:
         raise CallTimeout(f"timed out sending to {path}") from None
     except OSError as exc:
+        error = _refusal(sock)
+        if error is not None:
+            raise RemoteError.from_error(error) from None
         raise ServiceUnavailable(
             f"connection to {path} lost while sending: {exc.strerror}", path, "lost"
         ) from None
@@ -257,7 +279,11 @@ def invoke(
         reply = json.loads(raw)
     except ValueError as exc:
         raise ProtocolError(f"reply from {path} is not JSON: {exc}") from None
-    if not isinstance(reply, dict) or reply.get("id") != request_id:
+    if not isinstance(reply, dict):
+        raise ProtocolError(f"unexpected reply from {path}: {raw[:200]!r}")
+    # An error with id null answers the connection itself: refused on accept.
+    refused = reply.get("id") is None and isinstance(reply.get("error"), dict)
+    if reply.get("id") != request_id and not refused:
         raise ProtocolError(f"unexpected reply from {path}: {raw[:200]!r}")
     if "error" in reply:
         error = reply["error"]

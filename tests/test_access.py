@@ -8,7 +8,7 @@ import pwd
 
 import pytest
 
-from socketsvc import protocol
+from socketsvc import AccessDenied, call, protocol
 from socketsvc.conf import build_config
 from tests.daemon import Daemon, RawClient
 
@@ -36,7 +36,11 @@ def as_nobody(path: str) -> dict:
                 result["connect"] = "EACCES"
             else:
                 result["connect"] = "ok"
-                client.request({"jsonrpc": "2.0", "method": "rpc.ping", "id": 1})
+                try:
+                    client.request({"jsonrpc": "2.0", "method": "rpc.ping", "id": 1})
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # refused and closed before the request went out: read why
+
                 try:
                     result["reply"] = client.reply()
                     result["closed"] = client.closed_by_server()
@@ -124,3 +128,28 @@ def test_abstract_socket_names_are_rejected_in_configuration():
 def test_nobody_exists_here():
     """The uid the tests drop to exists on this machine (sanity check for the tests above)."""
     assert pwd.getpwuid(NOBODY).pw_name
+
+
+def test_client_raises_access_denied_for_a_refused_user(reachable_dir, sqlite_url, daemons):
+    """call() from a refused user raises AccessDenied (the refusal arrives with id null)."""
+    daemon = start(reachable_dir, sqlite_url, daemons, "666")
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        outcome = "no exception"
+        try:
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            call("rpc.ping", socket=daemon.socket, timeout=10)
+        except AccessDenied as exc:
+            outcome = f"AccessDenied {exc.code}"
+        except BaseException as exc:
+            outcome = repr(exc)
+        os.write(write_end, outcome.encode())
+        os._exit(0)
+    os.close(write_end)
+    outcome = os.read(read_end, 4096).decode()
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    assert outcome == f"AccessDenied {protocol.ACCESS_DENIED}"
