@@ -272,7 +272,7 @@ def refresh_connections() -> None:
         if conn.in_atomic_block or conn.connection is None:
             continue
         _close_if_stale(conn)
-        if conn.connection is not None and not conn.is_usable():
+        if conn.connection is not None and not _usable(conn):
             _close_quietly(conn)
 
 

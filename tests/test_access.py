@@ -14,10 +14,14 @@ from tests.daemon import Daemon, RawClient
 
 NOBODY = 65534
 
-# Dropping to another uid needs root; CI runs as root and must not skip these.
-pytestmark = pytest.mark.skipif(
-    os.getuid() != 0 and not os.environ.get("CI"), reason="needs root to drop to uid 65534"
-)
+pytestmark = [
+    # Dropping to another uid needs root; CI runs as root and must not skip these.
+    pytest.mark.skipif(
+        os.getuid() != 0 and not os.environ.get("CI"), reason="needs root to drop to uid 65534"
+    ),
+    # The forked child makes a few system calls and _exits; it takes no lock.
+    pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning"),
+]
 
 
 def as_nobody(path: str) -> dict:
