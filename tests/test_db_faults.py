@@ -11,6 +11,21 @@ from socketsvc.protocol import DATABASE_UNAVAILABLE
 from tests.waiting import poll
 
 
+def slow_query_in_background(daemon) -> tuple[threading.Thread, dict[str, BaseException]]:
+    """Start a 30 s SELECT SLEEP() call in a thread; the dict gets its exception, if any."""
+    outcome: dict[str, BaseException] = {}
+
+    def slow_query() -> None:
+        try:
+            daemon.call("testapp.db_sleep", seconds=30)
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    caller = threading.Thread(target=slow_query)
+    caller.start()
+    return caller, outcome
+
+
 @pytest.mark.parametrize("health_checks", [False, True], ids=["hc-off", "hc-on"])
 def test_killed_session_between_requests_is_replaced_transparently(
     mariadb, start_daemon, health_checks
@@ -30,16 +45,7 @@ def test_killed_session_between_requests_is_replaced_transparently(
 def test_session_killed_during_a_query_fails_that_request_only(mariadb, start_daemon):
     """A KILL mid-query gives the client error -32001; the next request succeeds."""
     daemon = start_daemon(mariadb.url(), "--workers", "1", conn_max_age="60")
-    outcome: dict[str, BaseException] = {}
-
-    def slow_query() -> None:
-        try:
-            daemon.call("testapp.db_sleep", seconds=30)
-        except BaseException as exc:
-            outcome["error"] = exc
-
-    caller = threading.Thread(target=slow_query)
-    caller.start()
+    caller, outcome = slow_query_in_background(daemon)
     sleeping = poll(
         lambda: [s for s, command in mariadb.sessions() if command == "Query"], timeout=20
     )
@@ -119,16 +125,7 @@ def test_kill_query_fails_the_request_but_keeps_the_session(mariadb, start_daemo
     """KILL QUERY interrupts the statement (a handler error), and the still-usable session is kept."""
     daemon = start_daemon(mariadb.url(), "--workers", "1", conn_max_age="none")
     session = daemon.call("testapp.connection_id")
-    outcome: dict[str, BaseException] = {}
-
-    def slow_query() -> None:
-        try:
-            daemon.call("testapp.db_sleep", seconds=30)
-        except BaseException as exc:
-            outcome["error"] = exc
-
-    caller = threading.Thread(target=slow_query)
-    caller.start()
+    caller, outcome = slow_query_in_background(daemon)
     poll(lambda: (session, "Query") in mariadb.sessions())
     mariadb.query(f"KILL QUERY {session}")
     caller.join(30)
