@@ -59,6 +59,7 @@ class Outcome:
     # The handler's unexpected exception, for the log (never for the client).
     exception: BaseException | None = None
     db_connects: int = 0
+    db_reconnects: int = 0
 
 
 def _simple_types(annotation: Any) -> tuple[type, ...] | None:
@@ -167,8 +168,14 @@ class Dispatcher:
             outcome = self._failure(request, exc)
         else:
             outcome = self._success(call, result)
-        connects = lifecycle.thread_connects() - connects_before
-        return replace(outcome, db_connects=connects) if connects else outcome
+        connects_after = lifecycle.thread_connects()
+        if connects_after == connects_before:
+            return outcome
+        return replace(
+            outcome,
+            db_connects=connects_after[0] - connects_before[0],
+            db_reconnects=connects_after[1] - connects_before[1],
+        )
 
     def refusal(self, request: Request, exc: RPCError) -> Outcome:
         """Return the outcome of a request answered without running its handler."""

@@ -93,15 +93,16 @@ def _on_connection_created(sender: Any, connection: BaseDatabaseWrapper, **kwarg
     _local.connects = getattr(_local, "connects", 0) + 1
     if getattr(connection, _CONNECTED_BEFORE, False):
         stats.bump("reconnects")
+        _local.reconnects = getattr(_local, "reconnects", 0) + 1
     setattr(connection, _CONNECTED_BEFORE, True)
 
 
 connection_created.connect(_on_connection_created, dispatch_uid="socketsvc.lifecycle")
 
 
-def thread_connects() -> int:
-    """Return how many DB connections this thread has opened (for per-request logs)."""
-    return int(getattr(_local, "connects", 0))
+def thread_connects() -> tuple[int, int]:
+    """Return (connections opened, of which reconnects) by this thread, for per-request logs."""
+    return int(getattr(_local, "connects", 0)), int(getattr(_local, "reconnects", 0))
 
 
 def _discard(conn: BaseDatabaseWrapper) -> None:

@@ -57,6 +57,7 @@ def log_request(  # noqa: PLR0917
         "duration_ms": round((time.monotonic() - received) * 1000, 3),
         "outcome": "ok" if outcome.error_code is None else "error",
         "db_connects": outcome.db_connects,
+        "db_reconnects": outcome.db_reconnects,
     }
     if outcome.error_code is not None:
         fields["error_code"] = outcome.error_code

@@ -40,6 +40,9 @@ def test_killed_session_between_requests_is_replaced_transparently(
     assert after != before
     assert daemon.call("testapp.write_note", text="after-kill") >= 1
     assert daemon.call("rpc.status")["errors"] == 0
+    # The request that met the dead session says so in its log line.
+    lines = [e for e in daemon.log_events() if e.get("method") == "testapp.connection_id"]
+    assert [line["db_reconnects"] for line in lines] == [0, 1]
 
 
 def test_session_killed_during_a_query_fails_that_request_only(mariadb, start_daemon):

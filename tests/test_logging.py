@@ -59,6 +59,7 @@ def test_every_line_is_json_and_interleaved_clients_keep_their_request_ids(sqlit
             "duration_ms",
             "outcome",
             "db_connects",
+            "db_reconnects",
             "timestamp",
             "level",
         }
