@@ -1,0 +1,1 @@
+"""Benchmarks: socketsvc against the Python floor, gunicorn, Celery and huey (``bench/run.py``)."""

@@ -1,0 +1,155 @@
+"""Client processes: one way to make the request per kind of server, and the measuring loops.
+
+Every loop runs in a process of its own (forked by :mod:`bench.run`), so the
+clients never share the benchmark's interpreter or each other's GIL. Celery
+and huey are imported only inside those processes, never in the parent, so no
+Redis connection is ever shared across a fork.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.synchronize
+import random
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.queues import Queue
+from typing import Any
+
+from socketsvc.client import invoke
+
+Caller = Callable[[int], object]
+TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """How to reach one server: ``kind`` is rpc, http, celery or huey."""
+
+    kind: str
+    address: str = ""
+    method: str = "bench.lookup"
+
+
+class RequestFailed(Exception):
+    """The server answered, but not with the product's name."""
+
+
+def _rpc(endpoint: Endpoint) -> Caller:
+    path, method = endpoint.address, endpoint.method
+    if method == "rpc.ping":
+        return lambda pk: invoke(method, None, socket=path, timeout=TIMEOUT)
+    return lambda pk: invoke(method, {"pk": pk}, socket=path, timeout=TIMEOUT)
+
+
+def _http(endpoint: Endpoint) -> Caller:
+    path = endpoint.address
+
+    def get(pk: int) -> object:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(TIMEOUT)
+            sock.connect(path)
+            sock.sendall(
+                b"GET /lookup/%d HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n" % pk
+            )
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        response = b"".join(chunks)
+        if not response.startswith(b"HTTP/1.1 200"):
+            raise RequestFailed(response[:200].decode(errors="replace"))
+        return response.partition(b"\r\n\r\n")[2]
+
+    return get
+
+
+def _celery(endpoint: Endpoint) -> Caller:
+    from bench.celery_app import lookup
+
+    return lambda pk: lookup.delay(pk).get(timeout=TIMEOUT)
+
+
+def _huey(endpoint: Endpoint) -> Caller:
+    from bench.huey_app import lookup
+
+    return lambda pk: lookup(pk).get(blocking=True, timeout=TIMEOUT)
+
+
+_FACTORIES: dict[str, Callable[[Endpoint], Caller]] = {
+    "rpc": _rpc,
+    "http": _http,
+    "celery": _celery,
+    "huey": _huey,
+}
+
+
+def make_caller(endpoint: Endpoint) -> Caller:
+    """Return a function that makes one request for a primary key and returns the answer."""
+    return _FACTORIES[endpoint.kind](endpoint)
+
+
+def _warm(call: Caller, ids: list[int], count: int) -> None:
+    for pk in ids[:count]:
+        call(pk)
+
+
+def latency_client(endpoint: Endpoint, ids: list[int], count: int, out: Queue[Any]) -> None:
+    """Make *count* requests one after another; report each one's seconds and the failures."""
+    call = make_caller(endpoint)
+    _warm(call, ids, 20)
+    picks = random.Random(1).choices(ids, k=count)  # noqa: S311 (not security)
+    samples: list[float] = []
+    failures = 0
+    for pk in picks:
+        started = time.perf_counter()
+        try:
+            call(pk)
+        except Exception:
+            failures += 1
+            continue
+        samples.append(time.perf_counter() - started)
+    out.put((samples, failures))
+
+
+def throughput_client(  # noqa: PLR0917
+    endpoint: Endpoint,
+    ids: list[int],
+    seconds: float,
+    seed: int,
+    barrier: multiprocessing.synchronize.Barrier,
+    out: Queue[Any],
+) -> None:
+    """After the start barrier, make requests for *seconds*; report how many succeeded."""
+    call = make_caller(endpoint)
+    _warm(call, ids, 5)
+    rng = random.Random(seed)  # noqa: S311 (not security)
+    done = failures = 0
+    barrier.wait()
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        try:
+            call(rng.choice(ids))
+        except Exception:
+            failures += 1
+        else:
+            done += 1
+    out.put((done, failures))
+
+
+def probe_client(endpoint: Endpoint, pk: int, seconds: float, out: Queue[Any]) -> None:
+    """Retry one request until it succeeds or *seconds* pass; report the last error or None."""
+    deadline = time.monotonic() + seconds
+    error: str | None = "never tried"
+    while time.monotonic() < deadline:
+        try:
+            call = make_caller(endpoint)
+            call(pk)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            time.sleep(0.2)
+            continue
+        error = None
+        break
+    out.put(error)
