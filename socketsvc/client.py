@@ -180,6 +180,10 @@ def _refusal(sock: _socket.socket) -> dict[str, JSONValue] | None:
     return error if isinstance(error, dict) else None
 
 
+class _Unanswered(Exception):
+    """The connection ended before one byte of the reply: the request was never read."""
+
+
 def _send(sock: _socket.socket, data: bytes, path: str, deadline: float) -> None:
     sock.settimeout(max(deadline - time.monotonic(), 0.001))
     try:
@@ -190,9 +194,7 @@ def _send(sock: _socket.socket, data: bytes, path: str, deadline: float) -> None
         error = _refusal(sock)
         if error is not None:
             raise RemoteError.from_error(error) from None
-        raise ServiceUnavailable(
-            f"connection to {path} lost while sending: {exc.strerror}", path, "lost"
-        ) from None
+        raise _Unanswered(f"connection to {path} lost while sending: {exc.strerror}") from None
 
 
 def _read_reply(sock: _socket.socket, path: str, deadline: float, timeout: float) -> bytes:
@@ -206,6 +208,14 @@ def _read_reply(sock: _socket.socket, path: str, deadline: float, timeout: float
             chunk = sock.recv(65536)
         except TimeoutError:
             raise CallTimeout(f"no reply from {path} within {timeout:g} s") from None
+        except ConnectionResetError:
+            # The service closed with our request unread (that is what a reset
+            # means on a Unix socket).
+            if not buffer:
+                raise _Unanswered(f"socketsvc at {path} closed the connection unread") from None
+            raise ServiceUnavailable(
+                f"connection to {path} reset during the reply", path, "lost"
+            ) from None
         except OSError as exc:
             raise ServiceUnavailable(
                 f"connection to {path} lost while waiting for the reply: {exc.strerror}",
@@ -213,9 +223,10 @@ def _read_reply(sock: _socket.socket, path: str, deadline: float, timeout: float
                 "lost",
             ) from None
         if not chunk:
-            raise ServiceUnavailable(
-                f"socketsvc at {path} closed the connection before replying", path, "lost"
-            )
+            message = f"socketsvc at {path} closed the connection before replying"
+            if not buffer:
+                raise _Unanswered(message)
+            raise ServiceUnavailable(message, path, "lost")
         newline = chunk.find(b"\n")
         if newline >= 0:
             buffer += chunk[:newline]
@@ -223,6 +234,49 @@ def _read_reply(sock: _socket.socket, path: str, deadline: float, timeout: float
         buffer += chunk
         if len(buffer) > _MAX_REPLY_BYTES:
             raise ProtocolError(f"reply from {path} exceeds {_MAX_REPLY_BYTES} bytes")
+
+
+_pool = threading.local()
+
+
+def _exchange(path: str, data: bytes, deadline: float, timeout: float) -> bytes:
+    """Send one request and return its reply line, on this thread's kept connection.
+
+    A kept connection the service has closed meanwhile (idle timeout, restart)
+    ends before any byte of the reply; the service never read the request, so
+    it is sent again, once, on a new connection.
+    """
+    kept: dict[str, tuple[int, _socket.socket]] = _pool.__dict__.setdefault("sockets", {})
+    pid, sock = kept.pop(path, (0, None))
+    if sock is not None and pid != os.getpid():
+        sock.close()  # inherited across fork: the parent's, not ours to use
+        sock = None
+    for fresh in (sock is None, True):
+        if sock is None:
+            sock = _connect(path, deadline)
+        try:
+            _send(sock, data, path, deadline)
+            raw = _read_reply(sock, path, deadline, timeout)
+        except _Unanswered as exc:
+            sock.close()
+            sock = None
+            if fresh:
+                raise ServiceUnavailable(str(exc), path, "lost") from None
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        kept[path] = (os.getpid(), sock)
+        return raw
+    raise AssertionError("unreachable")
+
+
+def close_connections() -> None:
+    """Close this thread's kept connections (they are also closed when the thread ends)."""
+    kept: dict[str, tuple[int, _socket.socket]] = _pool.__dict__.pop("sockets", {})
+    for pid, sock in kept.values():
+        if pid == os.getpid():
+            sock.close()
 
 
 def _build(method: str, params: list[Any] | dict[str, Any] | None) -> dict[str, Any]:
@@ -269,12 +323,7 @@ def invoke(
     request_id = _next_id()
     data = _encode({**_build(method, params), "id": request_id})
     deadline = time.monotonic() + timeout
-    sock = _connect(path, deadline)
-    try:
-        _send(sock, data, path, deadline)
-        raw = _read_reply(sock, path, deadline, timeout)
-    finally:
-        sock.close()
+    raw = _exchange(path, data, deadline, timeout)
     try:
         reply = json.loads(raw)
     except ValueError as exc:

@@ -31,6 +31,7 @@ class Connection:
         "partial_since",
         "pending",
         "pid",
+        "requests",
         "sock",
         "uid",
     )
@@ -45,6 +46,7 @@ class Connection:
         # while any are held, nothing more is read from this connection.
         self.held: collections.deque[protocol.Message] = collections.deque()
         self.pending = 0
+        self.requests = 0  # messages handled
         self.batches = 0
         self.eof = False
         self.closing = False

@@ -41,6 +41,36 @@ class ReopenableFileHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.release()
 
 
+class _HandlerStreamLogger:
+    """A structlog logger that writes rendered lines straight to a handler's stream.
+
+    It skips the second pass through stdlib logging (twice as fast per line)
+    and shares the handler's lock, so its lines never interleave with those of
+    stdlib loggers and follow the stream when the handler reopens its file.
+    """
+
+    def __init__(self, handler: logging.StreamHandler, name: str) -> None:  # type: ignore[type-arg]
+        self._handler = handler
+        self.name = name
+
+    def msg(self, message: str) -> None:
+        """Write one line."""
+        handler = self._handler
+        handler.acquire()
+        try:
+            handler.stream.write(message + "\n")
+            handler.stream.flush()
+        finally:
+            handler.release()
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = msg
+
+
+def _add_logger_name(logger: Any, method_name: str, event_dict: Any) -> Any:
+    event_dict["logger"] = getattr(logger, "name", None)
+    return event_dict
+
+
 def configure_logging(
     level: str = "INFO", log_file: str | None = None, json: bool | None = None
 ) -> logging.Handler:
@@ -61,13 +91,16 @@ def configure_logging(
     pre_render: list[Any] = [structlog.processors.dict_tracebacks] if json else []
     structlog.configure(
         processors=[
-            *_SHARED,
-            structlog.stdlib.PositionalArgumentsFormatter(),
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            _add_logger_name,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+            *pre_render,
+            renderer,
         ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        logger_factory=lambda name="socketsvc", *args: _HandlerStreamLogger(handler, name),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
         cache_logger_on_first_use=True,
     )
     formatter = structlog.stdlib.ProcessorFormatter(

@@ -112,8 +112,9 @@ class Server:
         self._sig_r, self._sig_w = socket.socketpair()
         for sock in (self._wake_r, self._wake_w, self._sig_r, self._sig_w):
             sock.setblocking(False)
+        self._wake_pending = False
         self.selector.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
-        self.selector.register(self._sig_r, selectors.EVENT_READ, self._on_wake)
+        self.selector.register(self._sig_r, selectors.EVENT_READ, self._on_signal_wake)
         self.pool = WorkerPool(
             config.WORKERS, config.MAX_QUEUED, dispatcher, self._wake, config.LOG_PARAMS
         )
@@ -224,10 +225,20 @@ class Server:
         self._signals_seen.append(signum)
 
     def _wake(self) -> None:
+        # One byte per loop turn is enough: workers finishing together share it.
+        if self._wake_pending:
+            return
+        self._wake_pending = True
         with contextlib.suppress(BlockingIOError, OSError):
             self._wake_w.send(b"\0")
 
     def _on_wake(self, sock: Any, mask: int) -> None:
+        self._on_signal_wake(sock, mask)
+        # Cleared after draining and before the loop reads the done deque: a
+        # worker that finds it set has a byte on its way or its result seen.
+        self._wake_pending = False
+
+    def _on_signal_wake(self, sock: Any, mask: int) -> None:
         with contextlib.suppress(BlockingIOError, OSError):
             while sock.recv(4096):
                 pass
@@ -302,6 +313,8 @@ class Server:
         self._drain_deadline = time.monotonic() + self.config.DRAIN_TIMEOUT
         self.notifier.stopping(self._status_line())
         self._close_listener()
+        for conn in list(self.conns.values()):
+            self._finish_if_done(conn)
 
     def _in_flight(self) -> int:
         return self._outstanding
@@ -489,8 +502,16 @@ class Server:
             self._set_accepting(True)
 
     def _finish_if_done(self, conn: Connection) -> None:
-        """Close a connection that has nothing more to do."""
-        if not conn.closed and conn.idle and (conn.eof or conn.closing):
+        """Close a connection that has nothing more to do.
+
+        While draining, that includes one whose requests are all answered: a
+        client's next request then finds it closed before anything was read,
+        so a client can safely send it again, to the successor.
+        """
+        if conn.closed or not conn.idle:
+            return
+        served = self._draining and conn.requests and not conn.framer.pending
+        if conn.eof or conn.closing or served:
             self._close(conn)
 
     def _handle_held_if_room(self) -> None:
@@ -601,6 +622,7 @@ class Server:
     # -- requests ----------------------------------------------------------
 
     def _handle_message(self, conn: Connection, message: protocol.Message) -> None:
+        conn.requests += 1
         if isinstance(message, protocol.Batch):
             self._handle_batch(conn, message)
         elif isinstance(message, Request):

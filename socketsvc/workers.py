@@ -90,7 +90,7 @@ class WorkerPool:
         self.max_queued = max_queued
         # Unbounded underneath: the loop applies the bound by not reading more
         # requests (see full), and sentinels that retire threads never block.
-        self.jobs: queue.Queue[Job | None] = queue.Queue()
+        self.jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self.done: collections.deque[tuple[Job, Outcome]] = collections.deque()
         self.busy = 0
         self._busy_lock = threading.Lock()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from socketsvc.client import close_connections
 from tests.daemon import REPO, Daemon
 from tests.mariadb import MariaDB, migrate
 
@@ -125,6 +126,7 @@ def daemons() -> Iterator[list[Daemon]]:
     yield started
     for daemon in started:
         daemon.kill()
+    close_connections()
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from socketsvc import protocol
+from socketsvc.client import close_connections
 from tests.daemon import Daemon, RawClient
 from tests.waiting import poll
 
@@ -36,7 +37,9 @@ def limited(short_tmp, sqlite_url, daemons):
             {"DATABASE_URL": sqlite_url, "TEST_SOCKETSVC_FILE": str(settings)},
         )
         daemons.append(daemon)
-        return daemon.start()
+        daemon.start()
+        close_connections()  # the readiness ping's kept connection would count
+        return daemon
 
     return start
 
