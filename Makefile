@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 DJANGO ?= Django>=5.2,<5.3
 
-.PHONY: demo test venv lint
+.PHONY: demo test venv lint bench
 
 demo:
 	@.ci/system-deps build
@@ -14,6 +14,14 @@ demo:
 
 test:
 	.ci/test
+
+# socketsvc against the Python floor, gunicorn, Celery and huey (a few minutes;
+# needs Redis on 127.0.0.1:6379); writes docs/benchmarks.md and the chart.
+bench:
+	@.ci/system-deps test
+	@$(MAKE) --no-print-directory venv
+	$(VENV)/bin/pip install -q -e '.[test,bench]'
+	$(VENV)/bin/python bench/run.py
 
 # (Re)build the virtualenv when pyproject.toml or the Django pin changes.
 venv:
@@ -27,6 +35,6 @@ venv:
 	fi
 
 lint:
-	$(VENV)/bin/ruff check socketsvc project tests manage.py
-	$(VENV)/bin/ruff format --check socketsvc project tests manage.py
+	$(VENV)/bin/ruff check socketsvc project tests bench manage.py
+	$(VENV)/bin/ruff format --check socketsvc project tests bench manage.py
 	$(VENV)/bin/mypy

@@ -58,10 +58,14 @@ TEMPLATES = [
     },
 ]
 
+# Connections are kept for a minute and checked before reuse: socketsvc pings
+# a reused connection before each request anyway, and the web process gets
+# Django's own health check, so neither meets one the server has dropped.
 DATABASES = {
     "default": dj_database_url.config(
         default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}",
-        conn_max_age=0,
+        conn_max_age=60,
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.mysql":
