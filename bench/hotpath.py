@@ -355,11 +355,11 @@ def daemon_variants(
     from bench.stack import rss_kib
 
     variants = {
-        "socketsvc-60, --log-level WARNING": (
+        "socketsvc, --log-level WARNING": (
             ["--log-level", "WARNING"],
-            stack.env(conn_max_age=60),
+            stack.env(conn_max_age=60, health_checks=True),
         ),
-        "socketsvc, MALLOC_ARENA_MAX=2": ([], {**stack.env(), "MALLOC_ARENA_MAX": "2"}),
+        "socketsvc-0, MALLOC_ARENA_MAX=2": ([], {**stack.env(), "MALLOC_ARENA_MAX": "2"}),
     }
     targets = {persistent.name: persistent, default.name: default}
     for label, (extra, env) in variants.items():
@@ -430,14 +430,14 @@ def run(stack: Stack, persistent: Target, default: Target, ids: list[int]) -> di
             "title": "Where the daemon's threads spend their busy time (py-spy, 8 clients)",
             "text": "Share of sampled non-idle stacks, by the innermost frame that falls in a "
             "bucket. Loop thread and worker threads together.",
-            "header": ["bucket", "% socketsvc-60", "% socketsvc (CONN_MAX_AGE=0)", "% rpc.ping"],
+            "header": ["bucket", "% socketsvc", "% socketsvc-0 (CONN_MAX_AGE=0)", "% rpc.ping"],
             "rows": [
                 [b, *(f"{share.get(b, 0):.1f}" for share in (share_60, share_0, share_ping))]
                 for b in buckets
             ],
         },
         {
-            "title": "Hottest leaf frames (py-spy, socketsvc-60)",
+            "title": "Hottest leaf frames (py-spy, socketsvc)",
             "text": "Innermost frame of each sample.",
             "header": ["frame", "% of samples"],
             "rows": [[f"`{frame}`", f"{pct:.1f}"] for frame, pct in top_60],

@@ -117,11 +117,15 @@ def start_servers(stack: Stack, full: bool) -> list[Target]:
             [sys.executable, bare, "--orm", "--socket", sock("bare-orm-60")],
             stack.env(conn_max_age=60),
         ),
-        ("socketsvc", _manage("runsocketservice", "--socket", sock("socketsvc")), stack.env()),
         (
-            "socketsvc-60",
-            _manage("runsocketservice", "--socket", sock("socketsvc-60")),
-            stack.env(conn_max_age=60),
+            "socketsvc",
+            _manage("runsocketservice", "--socket", sock("socketsvc")),
+            stack.env(conn_max_age=60, health_checks=True),
+        ),
+        (
+            "socketsvc-0",
+            _manage("runsocketservice", "--socket", sock("socketsvc-0")),
+            stack.env(conn_max_age=0),
         ),
         (
             "socketsvc-60-idle1",
@@ -129,6 +133,8 @@ def start_servers(stack: Stack, full: bool) -> list[Target]:
             stack.env(conn_max_age=60, check_after_idle=1.0),
         ),
     ]
+    # The demo's settings for every Django server the comparison runs.
+    demo = stack.env(conn_max_age=60, health_checks=True)
     if full:
         stack.flush_redis()
         servers += [
@@ -146,7 +152,7 @@ def start_servers(stack: Stack, full: bool) -> list[Target]:
                     "warning",
                     "bench.wsgi:application",
                 ],
-                stack.env(),
+                demo,
             ),
             (
                 "celery",
@@ -163,7 +169,7 @@ def start_servers(stack: Stack, full: bool) -> list[Target]:
                     "--loglevel",
                     "WARNING",
                 ],
-                stack.env(),
+                demo,
             ),
             (
                 "huey",
@@ -176,7 +182,7 @@ def start_servers(stack: Stack, full: bool) -> list[Target]:
                     "thread",
                     "--quiet",
                 ],
-                stack.env(),
+                demo,
             ),
         ]
     for name, argv, env in servers:
@@ -197,10 +203,10 @@ def start_servers(stack: Stack, full: bool) -> list[Target]:
         ),
         Target(
             "socketsvc",
-            "socketsvc, demo defaults (CONN_MAX_AGE=0)",
+            "socketsvc, demo defaults (CONN_MAX_AGE=60, CONN_HEALTH_CHECKS)",
             Endpoint("rpc", sock("socketsvc")),
             "socketsvc",
-            "connects per request",
+            "pings every reused connection",
         ),
         Target(
             "socketsvc-ping",
@@ -216,11 +222,11 @@ def start_servers(stack: Stack, full: bool) -> list[Target]:
             "no ping: fails once per dead connection",
         ),
         Target(
-            "socketsvc-60",
-            "socketsvc, CONN_MAX_AGE=60, DB_CHECK_AFTER_IDLE=0",
-            Endpoint("rpc", sock("socketsvc-60")),
-            "socketsvc-60",
-            "pings every reused connection",
+            "socketsvc-0",
+            "socketsvc, CONN_MAX_AGE=0",
+            Endpoint("rpc", sock("socketsvc-0")),
+            "socketsvc-0",
+            "connects per request",
         ),
         Target(
             "socketsvc-60-idle1",
@@ -237,17 +243,21 @@ def start_servers(stack: Stack, full: bool) -> list[Target]:
                 "gunicorn sync worker + Django view",
                 Endpoint("http", sock("gunicorn")),
                 "gunicorn",
-                "CONN_MAX_AGE=0, no middleware",
+                "demo DB settings, no middleware",
             ),
             Target(
                 "celery",
                 "Celery solo pool, Redis broker+backend",
                 Endpoint("celery"),
                 "celery",
-                "CONN_MAX_AGE=0",
+                "demo DB settings (Celery closes them per task)",
             ),
             Target(
-                "huey", "huey, Redis, result via BLPOP", Endpoint("huey"), "huey", "CONN_MAX_AGE=0"
+                "huey",
+                "huey, Redis, result via BLPOP",
+                Endpoint("huey"),
+                "huey",
+                "demo DB settings",
             ),
         ]
     return targets
@@ -495,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
                     "bare-orm",
                     "bare-orm-60",
                     "socketsvc",
-                    "socketsvc-60",
+                    "socketsvc-0",
                     "socketsvc-60-idle1",
                 )
             ],
@@ -507,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
             from bench import hotpath
 
             print("profiling the hot path", flush=True)
-            profile = hotpath.run(stack, by_name["socketsvc-60"], by_name["socketsvc"], ids)
+            profile = hotpath.run(stack, by_name["socketsvc"], by_name["socketsvc-0"], ids)
         elapsed = time.monotonic() - started
         results = report.Results(
             targets,

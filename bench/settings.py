@@ -1,6 +1,6 @@
 """Settings for every benchmarked server: the demo project, tuned by environment variables.
 
-``BENCH_CONN_MAX_AGE`` (default 0, the demo's safe setting) and
+``BENCH_CONN_MAX_AGE``, ``BENCH_CONN_HEALTH_CHECKS`` (the demo: 60 and on) and
 ``BENCH_DB_CHECK_AFTER_IDLE`` (default 0, socketsvc's default) let one run
 compare connection policies; the database comes from ``DATABASE_URL`` as in
 the demo. ``DEBUG`` is off and the middleware list is empty so the Django
@@ -27,6 +27,7 @@ DATABASES = {
     "default": dj_database_url.config(
         default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}",
         conn_max_age=int(os.environ.get("BENCH_CONN_MAX_AGE", "0")),
+        conn_health_checks=os.environ.get("BENCH_CONN_HEALTH_CHECKS") == "1",
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.mysql":

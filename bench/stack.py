@@ -72,7 +72,9 @@ class Stack:
 
     # -- servers -----------------------------------------------------------
 
-    def env(self, conn_max_age: int = 0, check_after_idle: float = 0.0) -> dict[str, str]:
+    def env(
+        self, conn_max_age: int = 0, check_after_idle: float = 0.0, health_checks: bool = False
+    ) -> dict[str, str]:
         """Return the environment of a server with this connection policy."""
         return {
             **os.environ,
@@ -82,6 +84,7 @@ class Stack:
             "DATABASE_URL": self.db.url(DB_NAME),
             "BENCH_CONN_MAX_AGE": str(conn_max_age),
             "BENCH_DB_CHECK_AFTER_IDLE": str(check_after_idle),
+            "BENCH_CONN_HEALTH_CHECKS": "1" if health_checks else "0",
             "BENCH_CELERY_REDIS": f"redis://{REDIS_HOST}:6379/{CELERY_REDIS_DB}",
             "BENCH_HUEY_REDIS_DB": str(HUEY_REDIS_DB),
         }

@@ -151,6 +151,11 @@ def _finite_float(text: str) -> float:
     return value
 
 
+# Built once: json.loads() and json.dumps() with options build one per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def _nesting_too_deep(raw: bytes, max_depth: int) -> bool:
     # Cheap test first: few brackets cannot nest deeply.
     if raw.count(b"[") + raw.count(b"{") <= max_depth:
@@ -184,7 +189,7 @@ def decode_json(raw: bytes, limits: Limits = Limits()) -> JSONValue:
             PARSE_ERROR, f"Parse error: a number has more than {limits.max_digits} digits"
         )
     try:
-        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        return _DECODER.decode(text)
     except RecursionError:
         raise RPCError(PARSE_ERROR, "Parse error: JSON nested too deeply") from None
     except ValueError as exc:
@@ -247,7 +252,7 @@ def parse(raw: bytes, limits: Limits = Limits()) -> Message:
 
 def encode(message: JSONValue) -> bytes:
     """Serialize a reply (or request) as one line; raise ValueError/TypeError if not JSON."""
-    return json.dumps(message, separators=(",", ":"), allow_nan=False).encode("ascii") + b"\n"
+    return _ENCODER.encode(message).encode("ascii") + b"\n"
 
 
 class LineFramer:

@@ -104,6 +104,7 @@ class Server:
         self._stop_now = False
         self._ready = threading.Event()
         self._announced_ready = False
+        self._next_status = 0.0
         self._next_sweep = 0.0
         self._on_listener_closed = on_listener_closed
         self._reload_config = reload_config
@@ -152,7 +153,7 @@ class Server:
             self._handle_held_if_room()
             now = time.monotonic()
             self.notifier.ping_if_due(now)
-            self._announce_ready()
+            self._announce(now)
             self._sweep(now)
         return clean
 
@@ -256,12 +257,16 @@ class Server:
                 log.info("draining", signal=name, in_flight=self._in_flight())
                 self._begin_drain()
 
-    def _announce_ready(self) -> None:
-        if self._ready.is_set() and not self._announced_ready and not self._draining:
-            self._announced_ready = True
-            self.notifier.ready(self._status_line())
-            log.info("ready")
-        elif self._announced_ready:
+    def _announce(self, now: float) -> None:
+        """Send READY=1 once ready, then STATUS= at most once a second (when under systemd)."""
+        if not self._announced_ready:
+            if self._ready.is_set() and not self._draining:
+                self._announced_ready = True
+                self._next_status = now + 1.0
+                self.notifier.ready(self._status_line())
+                log.info("ready")
+        elif self.notifier.enabled and now >= self._next_status:
+            self._next_status = now + 1.0
             self.notifier.status(self._status_line())
 
     def _status_line(self) -> str:
