@@ -50,7 +50,7 @@ class Config:
     ALLOWED_GIDS: tuple[int, ...] | None = None
     DRAIN_TIMEOUT: float = 10.0
     CALL_TIMEOUT: float = 30.0
-    DB_CHECK_AFTER_IDLE: float = 0.0
+    DB_CHECK_AFTER_IDLE: float = 1.0
     BACKLOG: int = 128
     ACTIVATION_NAME: str | None = None
     LOG_PARAMS: bool = False

@@ -127,7 +127,7 @@ def _error_type(exc: BaseException) -> str:
 class Dispatcher:
     """Turn requests into handler calls and their outcomes into replies."""
 
-    def __init__(self, registry: Registry, check_idle_after: float = 0.0) -> None:
+    def __init__(self, registry: Registry, check_idle_after: float = 1.0) -> None:
         self.registry = registry
         self.check_idle_after = check_idle_after
         # Per method name: the JSON types each simply-annotated parameter admits.

@@ -7,10 +7,10 @@ dead and the next query raises ``OperationalError(2006)``. :func:`request_scope`
 does what Django does around an HTTP request, plus what Django leaves open:
 
 * before: for each of this thread's connections that is not inside an outer
-  ``atomic`` block, drop it if unusable or past ``CONN_MAX_AGE``, and ping one
-  that sat idle for ``check_idle_after`` seconds or more (default 0: every
-  reused connection), whatever ``CONN_HEALTH_CHECKS`` says, replacing it if
-  dead; reset the query log.
+  ``atomic`` block, drop it if unusable or past ``CONN_MAX_AGE``, and check it
+  is alive whatever ``CONN_HEALTH_CHECKS`` says, replacing it if dead: a MySQL
+  connection used in the last ``check_idle_after`` seconds without a round
+  trip (has the server closed it?), any other with a ping; reset the query log.
 * the work runs; an exception that is not a database error (a timeout, a
   signal, a bug) marks the connections suspect so they are pinged afterwards.
 * after: roll back any ``atomic`` block the work left open, roll back and
@@ -31,6 +31,7 @@ own by anyone writing a long-running loop::
 
 from __future__ import annotations
 
+import select
 import threading
 import time
 from collections.abc import Iterator
@@ -144,6 +145,26 @@ def _usable(conn: BaseDatabaseWrapper) -> bool:
         return False
 
 
+def _server_closed(conn: BaseDatabaseWrapper) -> bool | None:
+    """Tell without a round trip whether the server has closed an idle MySQL connection.
+
+    An idle connection has nothing to read: readable means the server closed it
+    (KILL, wait_timeout, restart) or sent an error before doing so. None when
+    this cannot be told cheaply (another database, no file descriptor).
+    """
+    fileno = getattr(conn.connection, "fileno", None)
+    if conn.vendor != "mysql" or fileno is None:
+        return None
+    try:
+        poller = select.poll()
+        poller.register(fileno(), select.POLLIN | select.POLLPRI)
+        return bool(poller.poll(0))
+    except (OSError, ValueError, TypeError):
+        return None
+    except Exception:
+        return True  # the driver refused to give its descriptor: it is closed
+
+
 def _prepare(conn: BaseDatabaseWrapper, now: float, check_idle_after: float) -> None:
     if conn.in_atomic_block:
         # An outer transaction (a caller's, or a test's) owns this connection.
@@ -151,12 +172,16 @@ def _prepare(conn: BaseDatabaseWrapper, now: float, check_idle_after: float) -> 
     _close_if_stale(conn)
     if conn.connection is None:
         return
-    idle = now - getattr(conn, _LAST_USED, 0.0)
-    check = conn.settings_dict["CONN_HEALTH_CHECKS"] or idle >= check_idle_after
-    # Ping here, guarded, rather than leave it to Django's lazy check at the
-    # first cursor: that one raises out of the handler when the driver
-    # connection was closed behind Django's back.
-    if check and not _usable(conn):
+    # Every reused connection is checked here, guarded, rather than by Django's
+    # lazy health check at the first cursor (which raises out of the handler
+    # when the driver connection was closed behind Django's back). One used
+    # recently is checked without a round trip; an older one, whose server or
+    # network may have dropped it silently, is pinged.
+    recent = now - getattr(conn, _LAST_USED, 0.0) < check_idle_after
+    closed = _server_closed(conn) if recent else None
+    if closed is None:
+        closed = not _usable(conn)
+    if closed:
         stats.bump("dead_connections_replaced")
         _close_quietly(conn)
         return
@@ -219,7 +244,7 @@ def _initialized() -> list[BaseDatabaseWrapper]:
     return list(connections.all(initialized_only=True))
 
 
-def before_request(check_idle_after: float = 0.0) -> tuple[float, dict[str, int]]:
+def before_request(check_idle_after: float = 1.0) -> tuple[float, dict[str, int]]:
     """Prepare this thread's connections; return the state :func:`after_request` needs."""
     now = time.monotonic()
     depths: dict[str, int] = {}
@@ -248,7 +273,7 @@ def after_request(state: tuple[float, dict[str, int]], exc: BaseException | None
 
 
 @contextmanager
-def request_scope(check_idle_after: float = 0.0) -> Iterator[None]:
+def request_scope(check_idle_after: float = 1.0) -> Iterator[None]:
     """Run a block of work with Django's request-cycle DB hygiene, hardened (see module doc).
 
     Usable as ``with request_scope():`` or as a decorator ``@request_scope()``.

@@ -77,3 +77,30 @@ def test_close_thread_connections_closes_what_a_thread_opened():
     thread.start()
     thread.join(10)
     assert seen == {"open_before": True, "open_after": False}
+
+
+def mysql_wrapper(server):
+    """A Django MySQL connection wrapper to the throwaway server, outside DATABASES."""
+    from django.db.utils import ConnectionHandler
+
+    settings = {
+        "ENGINE": "django.db.backends.mysql",
+        "NAME": "socketsvc_test",
+        "USER": "root",
+        "HOST": server.socket,
+        "CONN_MAX_AGE": None,
+    }
+    return ConnectionHandler({"default": settings})["default"]
+
+
+def test_closed_connection_is_seen_without_a_round_trip(mariadb, django_db_blocker):
+    """An idle MySQL connection reads as open; once KILLed, as closed, with no query sent."""
+    conn = mysql_wrapper(mariadb)
+    with django_db_blocker.unblock():
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT CONNECTION_ID()")
+            (session,) = cursor.fetchone()
+        assert lifecycle._server_closed(conn) is False
+        mariadb.query(f"KILL {session}")
+        assert lifecycle._server_closed(conn) is True
+        conn.close()
