@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from bench.stack import Stack
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-PERSISTENT = ("socketsvc", "socketsvc-60-idle1")
+PERSISTENT = ("socketsvc", "socketsvc-pingall")
 
 
 @dataclass

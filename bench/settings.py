@@ -1,7 +1,7 @@
 """Settings for every benchmarked server: the demo project, tuned by environment variables.
 
 ``BENCH_CONN_MAX_AGE``, ``BENCH_CONN_HEALTH_CHECKS`` (the demo: 60 and on) and
-``BENCH_DB_CHECK_AFTER_IDLE`` (default 0, socketsvc's default) let one run
+``BENCH_DB_CHECK_AFTER_IDLE`` (default 1.0, socketsvc's default) let one run
 compare connection policies; the database comes from ``DATABASE_URL`` as in
 the demo. ``DEBUG`` is off and the middleware list is empty so the Django
 view behind gunicorn pays only for what the other servers pay for too.
@@ -36,7 +36,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.mysql":
 
 SOCKETSVC = {
     **SOCKETSVC,
-    "DB_CHECK_AFTER_IDLE": float(os.environ.get("BENCH_DB_CHECK_AFTER_IDLE", "0")),
+    "DB_CHECK_AFTER_IDLE": float(os.environ.get("BENCH_DB_CHECK_AFTER_IDLE", "1.0")),
     "IDLE_TIMEOUT": 600.0,
     "MAX_CONNECTIONS": 4096,
 }

@@ -73,7 +73,7 @@ class Stack:
     # -- servers -----------------------------------------------------------
 
     def env(
-        self, conn_max_age: int = 0, check_after_idle: float = 0.0, health_checks: bool = False
+        self, conn_max_age: int = 0, check_after_idle: float = 1.0, health_checks: bool = False
     ) -> dict[str, str]:
         """Return the environment of a server with this connection policy."""
         return {
