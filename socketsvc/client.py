@@ -113,11 +113,19 @@ _BY_CODE: dict[int, type[RemoteError]] = {
 }
 
 
-def default_socket() -> str:
-    """Return ``SOCKETSVC['SOCKET']`` (or the built-in default without Django settings)."""
+def _resolve(
+    socket: str | os.PathLike[str] | None, timeout: float | None
+) -> tuple[str, float]:
+    """Return the socket path and timeout, reading SOCKETSVC (once) for what was not given."""
+    if socket is not None and timeout is not None:
+        return os.fspath(socket), timeout
     from .conf import get_config
 
-    return get_config().SOCKET
+    config = get_config()
+    return (
+        os.fspath(socket) if socket is not None else config.SOCKET,
+        timeout if timeout is not None else config.CALL_TIMEOUT,
+    )
 
 
 def default_timeout() -> float:
@@ -318,8 +326,7 @@ def invoke(
     socket: str | os.PathLike[str] | None = None,
 ) -> Any:
     """Call *method* with a params array or object (for params named like call()'s options)."""
-    path = os.fspath(socket) if socket is not None else default_socket()
-    timeout = default_timeout() if timeout is None else timeout
+    path, timeout = _resolve(socket, timeout)
     request_id = _next_id()
     data = _encode({**_build(method, params), "id": request_id})
     deadline = time.monotonic() + timeout
@@ -355,8 +362,7 @@ def notify(
     """
     if args and params:
         raise TypeError("JSON-RPC params are either positional or named, not both")
-    path = os.fspath(socket) if socket is not None else default_socket()
-    timeout = default_timeout() if timeout is None else timeout
+    path, timeout = _resolve(socket, timeout)
     data = _encode(_build(method, list(args) if args else params))
     deadline = time.monotonic() + timeout
     sock = _connect(path, deadline)
