@@ -17,6 +17,15 @@ from socketsvc.client import ServiceUnavailable, invoke
 REPO = Path(__file__).resolve().parent.parent
 
 
+def socketsvc_settings(path: Path, **values: Any) -> dict[str, str]:
+    """Write SOCKETSVC overrides to *path*; return the env that makes tests.settings read them.
+
+    The daemon reads the file again on SIGHUP, so rewriting it tests a reload.
+    """
+    path.write_text(json.dumps(values))
+    return {"TEST_SOCKETSVC_FILE": str(path)}
+
+
 class Daemon:
     """One daemon process serving *socket_path*, with its log captured to a file."""
 

@@ -10,7 +10,7 @@ import pytest
 
 from socketsvc import AccessDenied, call, protocol
 from socketsvc.conf import build_config
-from tests.daemon import Daemon, RawClient
+from tests.daemon import Daemon, RawClient, socketsvc_settings
 
 NOBODY = 65534
 
@@ -71,11 +71,12 @@ def reachable_dir(short_tmp):
 
 
 def start(reachable_dir, sqlite_url, daemons, mode: str, **settings) -> Daemon:
-    overrides = reachable_dir / "access.json"
-    overrides.write_text(json.dumps(settings))
     daemon = Daemon(
         str(reachable_dir / "a.sock"),
-        {"DATABASE_URL": sqlite_url, "TEST_SOCKETSVC_FILE": str(overrides)},
+        {
+            "DATABASE_URL": sqlite_url,
+            **socketsvc_settings(reachable_dir / "access.json", **settings),
+        },
         "--socket-mode",
         mode,
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 
@@ -10,7 +9,7 @@ import pytest
 
 from socketsvc import call
 from socketsvc.client import close_connections
-from tests.daemon import Daemon
+from tests.daemon import Daemon, socketsvc_settings
 from tests.waiting import poll
 
 
@@ -38,12 +37,8 @@ def test_calls_from_one_thread_share_one_connection(sqlite_daemon):
 
 def test_kept_connection_closed_by_the_service_is_replaced(short_tmp, sqlite_url, daemons):
     """After the service closes an idle kept connection, the next call reconnects and succeeds."""
-    settings = short_tmp / "idle.json"
-    settings.write_text(json.dumps({"IDLE_TIMEOUT": 0.3}))
-    daemon = Daemon(
-        str(short_tmp / "c.sock"),
-        {"DATABASE_URL": sqlite_url, "TEST_SOCKETSVC_FILE": str(settings)},
-    )
+    settings = socketsvc_settings(short_tmp / "idle.json", IDLE_TIMEOUT=0.3)
+    daemon = Daemon(str(short_tmp / "c.sock"), {"DATABASE_URL": sqlite_url, **settings})
     daemons.append(daemon)
     daemon.start()
     assert call("testapp.add", 1, 2, socket=daemon.socket) == 3

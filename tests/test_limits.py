@@ -10,7 +10,7 @@ import pytest
 
 from socketsvc import protocol
 from socketsvc.client import close_connections
-from tests.daemon import Daemon, RawClient
+from tests.daemon import Daemon, RawClient, socketsvc_settings
 from tests.waiting import poll
 
 LIMITS = {
@@ -30,12 +30,8 @@ def limited(short_tmp, sqlite_url, daemons):
     """A daemon with small limits (see LIMITS), the per-uid cap above the connection cap."""
 
     def start(**overrides) -> Daemon:
-        settings = short_tmp / "limits.json"
-        settings.write_text(json.dumps({**LIMITS, **overrides}))
-        daemon = Daemon(
-            str(short_tmp / "l.sock"),
-            {"DATABASE_URL": sqlite_url, "TEST_SOCKETSVC_FILE": str(settings)},
-        )
+        settings = socketsvc_settings(short_tmp / "limits.json", **{**LIMITS, **overrides})
+        daemon = Daemon(str(short_tmp / "l.sock"), {"DATABASE_URL": sqlite_url, **settings})
         daemons.append(daemon)
         daemon.start()
         close_connections()  # the readiness ping's kept connection would count

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -16,7 +15,7 @@ import pytest
 from socketsvc import call
 from socketsvc.client import SocketServiceError
 from tests.activation import _EXEC_WITH_FD3, Activator
-from tests.daemon import REPO, Daemon, RawClient
+from tests.daemon import REPO, Daemon, RawClient, socketsvc_settings
 from tests.waiting import busy_workers_at_least, poll
 
 
@@ -248,13 +247,12 @@ def test_sighup_rereads_settings_without_dropping_requests(
 ):
     """SIGHUP applies new SOCKETSVC values (RELOADING=1 then READY=1); a request in flight completes."""
     overrides = short_tmp / "socketsvc.json"
-    overrides.write_text(json.dumps({"IDLE_TIMEOUT": 50, "WORKERS": 2}))
     daemon = Daemon(
         str(short_tmp / "d.sock"),
         {
             "DATABASE_URL": sqlite_url,
             "NOTIFY_SOCKET": notify_socket.path,
-            "TEST_SOCKETSVC_FILE": str(overrides),
+            **socketsvc_settings(overrides, IDLE_TIMEOUT=50, WORKERS=2),
         },
     )
     daemons.append(daemon)
@@ -264,7 +262,7 @@ def test_sighup_rereads_settings_without_dropping_requests(
     with RawClient(daemon.socket) as client:
         client.request({"jsonrpc": "2.0", "method": "testapp.sleep", "params": [1], "id": 1})
         busy_workers_at_least(daemon, 1)
-        overrides.write_text(json.dumps({"IDLE_TIMEOUT": 70, "WORKERS": 3, "SOCKET_MODE": 0o600}))
+        socketsvc_settings(overrides, IDLE_TIMEOUT=70, WORKERS=3, SOCKET_MODE=0o600)
         daemon.signal(signal.SIGHUP)
         seen = notify_socket.wait_for("READY=1")
         assert any("RELOADING=1" in fields for fields in seen)
@@ -280,14 +278,13 @@ def test_sighup_rereads_settings_without_dropping_requests(
 def test_sighup_with_a_broken_setting_keeps_the_old_ones(short_tmp, sqlite_url, daemons):
     """A reload that fails validation is logged and changes nothing."""
     overrides = short_tmp / "socketsvc.json"
-    overrides.write_text(json.dumps({"IDLE_TIMEOUT": 50}))
     daemon = Daemon(
         str(short_tmp / "d.sock"),
-        {"DATABASE_URL": sqlite_url, "TEST_SOCKETSVC_FILE": str(overrides)},
+        {"DATABASE_URL": sqlite_url, **socketsvc_settings(overrides, IDLE_TIMEOUT=50)},
     )
     daemons.append(daemon)
     daemon.start()
-    overrides.write_text(json.dumps({"IDLE_TIMEOUT": -1}))
+    socketsvc_settings(overrides, IDLE_TIMEOUT=-1)
     daemon.signal(signal.SIGHUP)
     poll(lambda: "reload_failed" in daemon.log())
     status = daemon.call("rpc.status")
