@@ -113,9 +113,7 @@ _BY_CODE: dict[int, type[RemoteError]] = {
 }
 
 
-def _resolve(
-    socket: str | os.PathLike[str] | None, timeout: float | None
-) -> tuple[str, float]:
+def _resolve(socket: str | os.PathLike[str] | None, timeout: float | None) -> tuple[str, float]:
     """Return the socket path and timeout, reading SOCKETSVC (once) for what was not given."""
     if socket is not None and timeout is not None:
         return os.fspath(socket), timeout
