@@ -18,7 +18,9 @@ from .client import (
     ServiceUnavailable,
     SocketServiceError,
     call,
+    call_with,
     notify,
+    notify_with,
 )
 from .protocol import RPCError
 from .registry import handler
@@ -37,6 +39,8 @@ __all__ = [
     "ServiceUnavailable",
     "SocketServiceError",
     "call",
+    "call_with",
     "handler",
     "notify",
+    "notify_with",
 ]

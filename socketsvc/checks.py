@@ -10,11 +10,9 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 
+from .backends import ops_for
 from .conf import get_config
 
-# MySQL's and MariaDB's default wait_timeout; the daemon reads the real value
-# at startup and logs a warning if a setting exceeds it.
-DEFAULT_WAIT_TIMEOUT = 28800
 _SHARED_TMP = ("/tmp/", "/var/tmp/", "/dev/shm/")  # noqa: S108 (detecting, not using)
 
 
@@ -75,39 +73,14 @@ def check_socket(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
 
 
 @register("socketsvc")
-def check_connection_age(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    """Warn about MySQL connections kept longer than the server keeps idle ones."""
+def check_databases(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Ask each database's vendor module about risky connection settings."""
     try:
         config = get_config()
     except ImproperlyConfigured:
         return []  # reported by check_socket
     messages: list[CheckMessage] = []
     for alias, database in settings.DATABASES.items():
-        if database.get("ENGINE") != "django.db.backends.mysql":
-            continue
-        max_age = database.get("CONN_MAX_AGE", 0)
-        too_old = max_age is None or max_age > DEFAULT_WAIT_TIMEOUT
-        if too_old and not database.get("CONN_HEALTH_CHECKS", False):
-            messages.append(
-                Warning(
-                    f"DATABASES[{alias!r}] keeps connections for "
-                    f"{'ever' if max_age is None else f'{max_age} s'}, longer than "
-                    f"MySQL's default wait_timeout ({DEFAULT_WAIT_TIMEOUT} s), without "
-                    "CONN_HEALTH_CHECKS.",
-                    hint="socketsvc checks its own connections, but other processes with "
-                    "these settings will fail with 'MySQL server has gone away'. Set "
-                    "CONN_HEALTH_CHECKS=True or a CONN_MAX_AGE below wait_timeout.",
-                    id="socketsvc.W004",
-                )
-            )
-    if config.DB_CHECK_AFTER_IDLE >= DEFAULT_WAIT_TIMEOUT:
-        messages.append(
-            Warning(
-                f"SOCKETSVC['DB_CHECK_AFTER_IDLE'] ({config.DB_CHECK_AFTER_IDLE:g} s) is not "
-                f"below MySQL's default wait_timeout ({DEFAULT_WAIT_TIMEOUT} s).",
-                hint="A connection idle that long is dead when reused without a check. "
-                "Keep it well below wait_timeout (0 checks every reused connection).",
-                id="socketsvc.W005",
-            )
-        )
+        vendor = str(database.get("ENGINE", "")).rsplit(".", 1)[-1]
+        messages.extend(ops_for(vendor).check(alias, database, config))
     return messages

@@ -18,99 +18,49 @@ import itertools
 import json
 import os
 import socket as _socket
+import struct
 import threading
 import time
 from typing import Any
 
 from . import protocol
+from .errors import (
+    AccessDenied,
+    CallTimeout,
+    DatabaseUnavailable,
+    HandlerError,
+    InvalidParams,
+    MethodNotFound,
+    ProtocolError,
+    RemoteError,
+    ServiceBusy,
+    ServiceUnavailable,
+    SocketServiceError,
+)
 from .protocol import JSONValue
+
+__all__ = [
+    "AccessDenied",
+    "CallTimeout",
+    "DatabaseUnavailable",
+    "HandlerError",
+    "InvalidParams",
+    "MethodNotFound",
+    "ProtocolError",
+    "RemoteError",
+    "ServiceBusy",
+    "ServiceUnavailable",
+    "SocketServiceError",
+    "call",
+    "call_with",
+    "close_connections",
+    "notify",
+    "notify_with",
+]
 
 _ids = itertools.count(1)
 _ids_lock = threading.Lock()
 _MAX_REPLY_BYTES = 64 * 1024 * 1024
-
-
-class SocketServiceError(Exception):
-    """Base class of every client-side error."""
-
-
-class ServiceUnavailable(SocketServiceError):
-    """The service could not be reached: not running, refused, or no permission."""
-
-    def __init__(self, message: str, path: str, reason: str) -> None:
-        super().__init__(message)
-        self.path = path
-        self.reason = reason
-
-
-class CallTimeout(SocketServiceError):
-    """No reply arrived within the timeout (the request may still run)."""
-
-
-class ProtocolError(SocketServiceError):
-    """The service answered with something that is not a valid JSON-RPC reply."""
-
-
-class RemoteError(SocketServiceError):
-    """The service answered with a JSON-RPC error."""
-
-    def __init__(self, code: int, message: str, data: JSONValue = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.data = data
-
-    @classmethod
-    def from_error(cls, error: dict[str, JSONValue]) -> RemoteError:
-        """Build the most specific subclass for a JSON-RPC error object."""
-        code = error.get("code")
-        message = error.get("message")
-        if not isinstance(code, int) or not isinstance(message, str):
-            raise ProtocolError(f"malformed error object in reply: {error!r}")
-        subclass = _BY_CODE.get(code, RemoteError)
-        return subclass(code, message, error.get("data"))
-
-    @property
-    def error_type(self) -> str | None:
-        """Return the handler's exception type name, for handler errors."""
-        if isinstance(self.data, dict) and isinstance(self.data.get("type"), str):
-            return str(self.data["type"])
-        return None
-
-
-class MethodNotFound(RemoteError):
-    """No handler has that name."""
-
-
-class InvalidParams(RemoteError):
-    """The params do not fit the handler's signature."""
-
-
-class HandlerError(RemoteError):
-    """The handler raised; ``error_type`` and ``message`` say what."""
-
-
-class DatabaseUnavailable(RemoteError):
-    """The handler could not reach its database."""
-
-
-class AccessDenied(RemoteError):
-    """The service refused this process's user (its uid and groups are not allowed)."""
-
-
-class ServiceBusy(RemoteError):
-    """The service refused the request because its queue is full or it is shutting down."""
-
-
-_BY_CODE: dict[int, type[RemoteError]] = {
-    protocol.METHOD_NOT_FOUND: MethodNotFound,
-    protocol.INVALID_PARAMS: InvalidParams,
-    protocol.HANDLER_ERROR: HandlerError,
-    protocol.DATABASE_UNAVAILABLE: DatabaseUnavailable,
-    protocol.SERVER_BUSY: ServiceBusy,
-    protocol.SHUTTING_DOWN: ServiceBusy,
-    protocol.ACCESS_DENIED: AccessDenied,
-}
 
 
 def _resolve(socket: str | os.PathLike[str] | None, timeout: float | None) -> tuple[str, float]:
@@ -139,8 +89,19 @@ def _next_id() -> int:
 
 
 def _connect(path: str, deadline: float) -> _socket.socket:
+    """Connect, waiting (until *deadline*) while the service's listen backlog is full.
+
+    A non-blocking connect to a Unix socket whose backlog is full fails at once
+    with EAGAIN; a blocking one waits for room, bounded by ``SO_SNDTIMEO``.
+    """
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
-    sock.settimeout(max(deadline - time.monotonic(), 0.001))
+    wait = max(deadline - time.monotonic(), 0.001)
+    seconds = int(wait)
+    sock.setsockopt(
+        _socket.SOL_SOCKET,
+        _socket.SO_SNDTIMEO,
+        struct.pack("ll", seconds, int((wait - seconds) * 1_000_000)),
+    )
     try:
         sock.connect(path)
     except FileNotFoundError:
@@ -161,14 +122,15 @@ def _connect(path: str, deadline: float) -> _socket.socket:
             path,
             "permission_denied",
         ) from None
-    except TimeoutError:
+    except (TimeoutError, BlockingIOError):
         sock.close()
-        raise CallTimeout(f"timed out connecting to {path}") from None
+        raise CallTimeout(f"timed out connecting to {path} (its backlog stayed full)") from None
     except OSError as exc:
         sock.close()
         raise ServiceUnavailable(
             f"cannot connect to {path}: {exc.strerror}", path, "unreachable"
         ) from None
+    sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDTIMEO, struct.pack("ll", 0, 0))
     return sock
 
 
@@ -245,12 +207,33 @@ def _read_reply(sock: _socket.socket, path: str, deadline: float, timeout: float
 _pool = threading.local()
 
 
-def _exchange(path: str, data: bytes, deadline: float, timeout: float) -> bytes:
-    """Send one request and return its reply line, on this thread's kept connection.
+def _validated(raw: bytes, request_id: int, path: str) -> dict[str, JSONValue]:
+    """Return the reply object if it answers *request_id* (or refuses the connection)."""
+    try:
+        reply = json.loads(raw)
+    except ValueError as exc:
+        raise ProtocolError(f"reply from {path} is not JSON: {exc}") from None
+    if not isinstance(reply, dict):
+        raise ProtocolError(f"unexpected reply from {path}: {raw[:200]!r}")
+    # An error with id null answers the connection itself: refused on accept.
+    refused = reply.get("id") is None and isinstance(reply.get("error"), dict)
+    if reply.get("id") != request_id and not refused:
+        raise ProtocolError(f"unexpected reply from {path}: {raw[:200]!r}")
+    if "error" not in reply and "result" not in reply:
+        raise ProtocolError(f"reply from {path} has neither result nor error")
+    return reply
 
-    A kept connection the service has closed meanwhile (idle timeout, restart)
-    ends before any byte of the reply; the service never read the request, so
-    it is sent again, once, on a new connection.
+
+def _exchange(
+    path: str, data: bytes, request_id: int, deadline: float, timeout: float
+) -> dict[str, JSONValue]:
+    """Send one request and return its validated reply, on this thread's kept connection.
+
+    A kept connection the service has closed meanwhile (idle timeout, restart,
+    eviction) ends before any byte of the reply; the service never read the
+    request, so it is sent again, once, on a new connection. The connection is
+    kept for the next call only after a reply that answers this request: a
+    refusal, a reply to another id or anything unreadable closes it.
     """
     kept: dict[str, tuple[int, _socket.socket]] = _pool.__dict__.setdefault("sockets", {})
     pid, sock = kept.pop(path, (0, None))
@@ -262,7 +245,7 @@ def _exchange(path: str, data: bytes, deadline: float, timeout: float) -> bytes:
             sock = _connect(path, deadline)
         try:
             _send(sock, data, path, deadline)
-            raw = _read_reply(sock, path, deadline, timeout)
+            reply = _validated(_read_reply(sock, path, deadline, timeout), request_id, path)
         except _Unanswered as exc:
             sock.close()
             sock = None
@@ -272,8 +255,11 @@ def _exchange(path: str, data: bytes, deadline: float, timeout: float) -> bytes:
         except BaseException:
             sock.close()
             raise
-        kept[path] = (os.getpid(), sock)
-        return raw
+        if reply.get("id") == request_id:
+            kept[path] = (os.getpid(), sock)
+        else:
+            sock.close()
+        return reply
     raise AssertionError("unreachable")
 
 
@@ -285,7 +271,12 @@ def close_connections() -> None:
             sock.close()
 
 
-def _build(method: str, params: list[Any] | dict[str, Any] | None) -> dict[str, Any]:
+Params = list[Any] | dict[str, Any] | None
+
+
+def _build(method: str, params: Params) -> dict[str, Any]:
+    if params is not None and not isinstance(params, list | dict):
+        raise TypeError(f"params must be a list or a dict, not {type(params).__name__}")
     message: dict[str, Any] = {"jsonrpc": protocol.VERSION, "method": method}
     if params:
         message["params"] = params
@@ -299,6 +290,12 @@ def _encode(message: dict[str, Any]) -> bytes:
         raise TypeError(f"params must be JSON-serializable: {exc}") from None
 
 
+def _params(args: tuple[Any, ...], named: dict[str, Any]) -> Params:
+    if args and named:
+        raise TypeError("JSON-RPC params are either positional or named, not both")
+    return list(args) if args else named
+
+
 def call(
     method: str,
     *args: Any,
@@ -309,41 +306,28 @@ def call(
     """Call *method* with positional *args* or named *params*; return its result.
 
     Raises ServiceUnavailable, CallTimeout, RemoteError (or a subclass) or
-    ProtocolError. *timeout* bounds the whole call, connect included.
+    ProtocolError. *timeout* bounds the whole call, connect included. For a
+    param named ``timeout`` or ``socket``, use :func:`call_with`.
     """
-    if args and params:
-        raise TypeError("JSON-RPC params are either positional or named, not both")
-    return invoke(method, list(args) if args else params, timeout=timeout, socket=socket)
+    return call_with(method, _params(args, params), timeout=timeout, socket=socket)
 
 
-def invoke(
+def call_with(
     method: str,
-    params: list[Any] | dict[str, Any] | None = None,
+    params: Params = None,
     *,
     timeout: float | None = None,
     socket: str | os.PathLike[str] | None = None,
 ) -> Any:
-    """Call *method* with a params array or object (for params named like call()'s options)."""
+    """Call *method* with a params array or object (any names, ``timeout`` and ``socket`` too)."""
     path, timeout = _resolve(socket, timeout)
     request_id = _next_id()
     data = _encode({**_build(method, params), "id": request_id})
     deadline = time.monotonic() + timeout
-    raw = _exchange(path, data, deadline, timeout)
-    try:
-        reply = json.loads(raw)
-    except ValueError as exc:
-        raise ProtocolError(f"reply from {path} is not JSON: {exc}") from None
-    if not isinstance(reply, dict):
-        raise ProtocolError(f"unexpected reply from {path}: {raw[:200]!r}")
-    # An error with id null answers the connection itself: refused on accept.
-    refused = reply.get("id") is None and isinstance(reply.get("error"), dict)
-    if reply.get("id") != request_id and not refused:
-        raise ProtocolError(f"unexpected reply from {path}: {raw[:200]!r}")
+    reply = _exchange(path, data, request_id, deadline, timeout)
     if "error" in reply:
         error = reply["error"]
         raise RemoteError.from_error(error if isinstance(error, dict) else {})
-    if "result" not in reply:
-        raise ProtocolError(f"reply from {path} has neither result nor error")
     return reply["result"]
 
 
@@ -356,12 +340,22 @@ def notify(
 ) -> None:
     """Send *method* as a notification: delivered to the service, no result, no reply.
 
-    Raises ServiceUnavailable or CallTimeout if it could not be delivered.
+    Raises ServiceUnavailable or CallTimeout if it could not be delivered. For
+    a param named ``timeout`` or ``socket``, use :func:`notify_with`.
     """
-    if args and params:
-        raise TypeError("JSON-RPC params are either positional or named, not both")
+    notify_with(method, _params(args, params), timeout=timeout, socket=socket)
+
+
+def notify_with(
+    method: str,
+    params: Params = None,
+    *,
+    timeout: float | None = None,
+    socket: str | os.PathLike[str] | None = None,
+) -> None:
+    """Send a notification with a params array or object (any names)."""
     path, timeout = _resolve(socket, timeout)
-    data = _encode(_build(method, list(args) if args else params))
+    data = _encode(_build(method, params))
     deadline = time.monotonic() + timeout
     sock = _connect(path, deadline)
     try:

@@ -49,6 +49,9 @@ class Config:
     ALLOWED_UIDS: tuple[int, ...] | None = None
     ALLOWED_GIDS: tuple[int, ...] | None = None
     DRAIN_TIMEOUT: float = 10.0
+    # Calls waiting this long with no worker taking one: the pool is wedged,
+    # and the systemd watchdog is no longer fed.
+    STALL_TIMEOUT: float = 120.0
     CALL_TIMEOUT: float = 30.0
     DB_CHECK_AFTER_IDLE: float = 1.0
     BACKLOG: int = 128
@@ -77,10 +80,17 @@ _SECONDS = (
     "IDLE_TIMEOUT",
     "REQUEST_TIMEOUT",
     "DRAIN_TIMEOUT",
+    "STALL_TIMEOUT",
     "CALL_TIMEOUT",
     "DB_CHECK_AFTER_IDLE",
 )
-_POSITIVE_SECONDS = ("IDLE_TIMEOUT", "REQUEST_TIMEOUT", "DRAIN_TIMEOUT", "CALL_TIMEOUT")
+_POSITIVE_SECONDS = (
+    "IDLE_TIMEOUT",
+    "REQUEST_TIMEOUT",
+    "DRAIN_TIMEOUT",
+    "STALL_TIMEOUT",
+    "CALL_TIMEOUT",
+)
 
 
 def _fail(key: str, problem: str) -> ImproperlyConfigured:

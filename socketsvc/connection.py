@@ -1,75 +1,63 @@
-"""One client connection's state, and the collector that turns a batch into one reply."""
+"""One client connection's request state, and the collector that turns a batch into one reply."""
 
 from __future__ import annotations
 
 import collections
+import selectors
 import socket
-import struct
-import time
 
 from . import protocol
-
-_PEERCRED = struct.Struct("3i")
+from .transport import Transport, peer_of
 
 
 class Connection:
-    """One client: its socket, peer credentials, buffers and in-flight count."""
+    """What the loop tracks for one client beyond bytes: messages held, calls in flight."""
 
     __slots__ = (
         "admitted",
         "batches",
-        "closed",
         "closing",
-        "eof",
-        "events",
-        "framer",
-        "gid",
         "held",
         "id",
-        "last_active",
-        "out",
         "partial_since",
+        "peer",
         "pending",
-        "pid",
         "requests",
-        "sock",
-        "uid",
+        "transport",
     )
 
-    def __init__(self, conn_id: int, sock: socket.socket, max_bytes: int) -> None:
+    def __init__(
+        self, conn_id: int, sock: socket.socket, selector: selectors.BaseSelector, max_bytes: int
+    ) -> None:
         self.id = conn_id
-        self.sock = sock
+        # The selector hands this connection's events to the loop with the connection itself.
+        self.transport = Transport(sock, selector, max_bytes, owner=self)
+        self.peer = peer_of(sock)
         self.admitted = False  # passed the access policy and the per-uid limit
-        self.framer = protocol.LineFramer(max_bytes)
-        self.out = bytearray()
         # Messages read but not yet handled because the worker queue was full;
         # while any are held, nothing more is read from this connection.
         self.held: collections.deque[protocol.Message] = collections.deque()
-        self.pending = 0
+        self.pending = 0  # calls of this connection queued or running
         self.requests = 0  # messages handled
-        self.batches = 0
-        self.eof = False
-        self.closing = False
-        self.closed = False
-        self.events = 0
-        self.last_active = time.monotonic()
+        self.batches = 0  # batches waiting for members' replies
+        self.closing = False  # reads nothing more; closes once its output is out
         # When the unterminated line now in the buffer began arriving.
         self.partial_since: float | None = None
-        try:
-            raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
-            self.pid, self.uid, self.gid = _PEERCRED.unpack(raw)
-        except OSError:
-            self.pid = self.uid = self.gid = -1
+
+    @property
+    def closed(self) -> bool:
+        """Return True once the socket is closed."""
+        return self.transport.closed
 
     @property
     def idle(self) -> bool:
         """Return True if nothing is held, in flight, or waiting to be sent."""
-        return self.pending == 0 and not self.out and not self.batches and not self.held
+        return self.pending == 0 and not self.transport.out and not self.batches and not self.held
 
     @property
     def quiet(self) -> bool:
         """Return True if idle and no partial request is buffered."""
-        return self.idle and self.framer.pending == 0
+        return self.idle and self.transport.framer.pending == 0
 
 
 class BatchReply:

@@ -1,42 +1,33 @@
 """Request -> handler call -> encoded reply or JSON-RPC error. No sockets.
 
-:meth:`Dispatcher.resolve` runs on the event loop (cheap: look-up and
-parameter binding); :meth:`Dispatcher.execute` runs on a worker thread inside
-:func:`socketsvc.lifecycle.request_scope`.
+:meth:`Dispatcher.resolve` runs on the event loop (cheap: look-up and the
+binding prepared at registration); :meth:`Dispatcher.execute` runs on a worker
+thread inside :func:`socketsvc.lifecycle.request_scope` and never raises,
+whatever the handler does or returns.
+
+What a client is told of a failure:
+
+* a handler's own ``RPCError``: its code, message and data, as the handler chose;
+* an error from the database layer: the exception type, the driver's code
+  (MySQL error number or SQLSTATE) and the request id, never the driver's text,
+  which can carry SQL, host and user names; the full text goes to the log line
+  of that request id;
+* any other exception: its type and message (the handler's own words);
+* a result that cannot be encoded: ``-32603``.
 """
 
 from __future__ import annotations
 
 import inspect
-import types
-import typing
 from dataclasses import dataclass, replace
-from typing import Any
 
-from django.db import DatabaseError
-
-from . import dberrors, lifecycle, protocol
+from . import backends, lifecycle, protocol
+from .dbcheck import ConnectionLostInTransaction
 from .protocol import JSONValue, Request, RPCError
 from .registry import Method, Registry
 
-_JSON_TYPES: dict[type, tuple[type, ...]] = {
-    int: (int,),
-    float: (int, float),
-    str: (str,),
-    bool: (bool,),
-    list: (list,),
-    dict: (dict,),
-}
-
-_JSON_NAMES: dict[type, str] = {
-    int: "integer",
-    float: "number",
-    str: "string",
-    bool: "boolean",
-    list: "array",
-    dict: "object",
-    type(None): "null",
-}
+# A handler's exception message is cut to this many characters for the client.
+MAX_ERROR_TEXT = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,11 +41,12 @@ class Call:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What a worker produced: the encoded reply (None for a notification) and how it went."""
+    """What running a call produced: the encoded reply (None for a notification) and how it went."""
 
     reply: bytes | None
     error_code: int | None = None
     error_type: str | None = None
+    # What the log says of the error: the full text, which the client may not see.
     error_message: str | None = None
     # The handler's unexpected exception, for the log (never for the client).
     exception: BaseException | None = None
@@ -62,65 +54,50 @@ class Outcome:
     db_reconnects: int = 0
 
 
-def _simple_types(annotation: Any) -> tuple[type, ...] | None:
-    """Return the JSON types a simple annotation admits, or None to skip checking."""
-    if annotation in _JSON_TYPES:
-        return _JSON_TYPES[annotation]
-    origin = typing.get_origin(annotation)
-    if origin in (list, dict):
-        return (origin,)
-    if origin in (typing.Union, types.UnionType):
-        admitted: list[type] = []
-        for arg in typing.get_args(annotation):
-            if arg is type(None):
-                admitted.append(type(None))
-                continue
-            simple = _simple_types(arg)
-            if simple is None:
-                return None
-            admitted.extend(simple)
-        return tuple(admitted)
-    return None
-
-
-def _param_types(func: Any) -> dict[str, tuple[type, ...]]:
-    """Return, per parameter with a simple JSON-type annotation, the admitted types."""
-    try:
-        hints = typing.get_type_hints(func)
-    except Exception:
-        return {}
-    checked: dict[str, tuple[type, ...]] = {}
-    for name, param in inspect.signature(func).parameters.items():
-        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD) or name not in hints:
-            continue
-        admitted = _simple_types(hints[name])
-        if admitted is not None:
-            checked[name] = admitted
-    return checked
-
-
-def _check_types(
-    types_by_param: dict[str, tuple[type, ...]], bound: inspect.BoundArguments
-) -> None:
-    for name, value in bound.arguments.items():
-        admitted = types_by_param.get(name)
-        if admitted is None:
-            continue
-        is_bool = isinstance(value, bool)
-        if not isinstance(value, admitted) or (is_bool and bool not in admitted):
-            expected = " or ".join(sorted({_JSON_NAMES[t] for t in admitted}))
-            raise RPCError(
-                protocol.INVALID_PARAMS,
-                f"Invalid params: parameter {name!r} must be {expected}, "
-                f"not {_JSON_NAMES.get(type(value), type(value).__name__)}",
-                {"parameter": name},
-            )
-
-
-def _error_type(exc: BaseException) -> str:
+def error_type(exc: BaseException) -> str:
+    """Return the dotted name of *exc*'s class (builtins by bare name)."""
     cls = type(exc)
-    return (
-        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    module = cls.__module__
+    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+
+
+def _shorten(text: str) -> str:
+    return text if len(text) <= MAX_ERROR_TEXT else text[: MAX_ERROR_TEXT - 1] + "…"
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:
+        return f"<{type(exc).__name__} whose text cannot be shown>"
+
+
+def error_outcome(
+    request: Request,
+    code: int,
+    message: str,
+    data: JSONValue = None,
+    kind: str | None = None,
+    *,
+    logged: str | None = None,
+) -> Outcome:
+    """Return the outcome of an error reply (none for a notification)."""
+    reply = None
+    if not request.is_notification:
+        try:
+            reply = protocol.encode(protocol.error_response(request.id, code, message, data))
+        except Exception:
+            reply = protocol.encode(protocol.error_response(request.id, code, message))
+    return Outcome(reply, code, kind, logged if logged is not None else message)
+
+
+def internal_error(request: Request, request_id: int) -> Outcome:
+    """Return an Internal error for a call whose worker failed around it (no text from it)."""
+    return error_outcome(
+        request,
+        protocol.INTERNAL_ERROR,
+        f"Internal error: the call failed inside the service; see its log (request {request_id})",
+        {"request_id": request_id},
     )
 
 
@@ -130,8 +107,6 @@ class Dispatcher:
     def __init__(self, registry: Registry, check_idle_after: float = 1.0) -> None:
         self.registry = registry
         self.check_idle_after = check_idle_after
-        # Per method name: the JSON types each simply-annotated parameter admits.
-        self._param_types: dict[str, dict[str, tuple[type, ...]]] = {}
 
     def resolve(self, request: Request) -> Call:
         """Find the handler and bind params to its signature; raise RPCError if impossible."""
@@ -142,20 +117,9 @@ class Dispatcher:
                 f"Method not found: {request.method!r}",
                 {"method": request.method},
             )
-        try:
-            bound = method.signature.bind(*request.args, **request.kwargs)
-        except TypeError as exc:
-            raise RPCError(
-                protocol.INVALID_PARAMS,
-                f"Invalid params for {method.name}{method.signature}: {exc}",
-            ) from None
-        types_by_param = self._param_types.get(method.name)
-        if types_by_param is None:
-            types_by_param = self._param_types[method.name] = _param_types(method.func)
-        _check_types(types_by_param, bound)
-        return Call(request, method, bound)
+        return Call(request, method, method.binder.bind(request.params))
 
-    def execute(self, call: Call) -> Outcome:
+    def execute(self, call: Call, request_id: int) -> Outcome:
         """Run the handler with the DB lifecycle around it; never raise."""
         request = call.request
         connects_before = lifecycle.thread_connects()
@@ -163,9 +127,9 @@ class Dispatcher:
             with lifecycle.request_scope(self.check_idle_after):
                 result = call.method.func(*call.bound.args, **call.bound.kwargs)
         except RPCError as exc:
-            outcome = self._error(request, exc.code, exc.message, exc.data, type(exc).__name__)
-        except (Exception, SystemExit) as exc:
-            outcome = self._failure(request, exc)
+            outcome = error_outcome(request, exc.code, exc.message, exc.data, type(exc).__name__)
+        except BaseException as exc:
+            outcome = self._failure(request, exc, request_id)
         else:
             outcome = self._success(call, result)
         connects_after = lifecycle.thread_connects()
@@ -177,52 +141,74 @@ class Dispatcher:
             db_reconnects=connects_after[1] - connects_before[1],
         )
 
-    def refusal(self, request: Request, exc: RPCError) -> Outcome:
+    @staticmethod
+    def refusal(request: Request, exc: RPCError) -> Outcome:
         """Return the outcome of a request answered without running its handler."""
-        return self._error(request, exc.code, exc.message, exc.data, None)
+        return error_outcome(request, exc.code, exc.message, exc.data)
 
-    def _success(self, call: Call, result: JSONValue) -> Outcome:
+    @staticmethod
+    def _success(call: Call, result: JSONValue) -> Outcome:
         request = call.request
         if request.is_notification:
             return Outcome(None)
         try:
             return Outcome(protocol.encode(protocol.result_response(request.id, result)))
-        except (TypeError, ValueError) as exc:
-            return self._error(
+        except Exception as exc:  # TypeError, ValueError, RecursionError (nested too deep)
+            kind = error_type(exc)
+            return error_outcome(
                 request,
                 protocol.INTERNAL_ERROR,
-                f"Internal error: the result of {call.method.name} is not JSON: {exc}",
+                f"Internal error: the result of {call.method.name} is not JSON "
+                f"({kind}: {_shorten(_safe_str(exc))})",
                 None,
-                _error_type(exc),
+                kind,
             )
 
-    def _failure(self, request: Request, exc: BaseException) -> Outcome:
-        kind = _error_type(exc)
-        data: dict[str, JSONValue] = {"type": kind, "message": str(exc)}
-        if isinstance(exc, DatabaseError):
-            db_code = dberrors.driver_code(exc)
-            if db_code is not None:
-                data["db_code"] = db_code
-            if dberrors.is_connection_error(exc):
-                return self._error(
+    @staticmethod
+    def _failure(request: Request, exc: BaseException, request_id: int) -> Outcome:
+        kind = error_type(exc)
+        text = _safe_str(exc)
+        if isinstance(exc, ConnectionLostInTransaction):
+            message = f"Database unavailable: {text}"
+            data: dict[str, JSONValue] = {"type": kind, "message": text, "request_id": request_id}
+            return error_outcome(request, protocol.DATABASE_UNAVAILABLE, message, data, kind)
+        if backends.is_database_error(exc):
+            code = backends.driver_code(exc)
+            described = backends.describe_code(exc)
+            about = f" ({described})" if described else ""
+            data = {"type": kind, "request_id": request_id}
+            if code is not None:
+                data["db_code"] = code
+            if backends.is_connection_error(exc):
+                summary = f"the service could not reach its database{about}"
+                data["message"] = summary
+                return error_outcome(
                     request,
                     protocol.DATABASE_UNAVAILABLE,
-                    f"Database unavailable: {exc}",
+                    f"Database unavailable: {summary}; see the service log, request {request_id}",
                     data,
                     kind,
+                    logged=text,
                 )
-        outcome = self._error(request, protocol.HANDLER_ERROR, f"{kind}: {exc}", data, kind)
+            summary = f"a database error{about}; see the service log, request {request_id}"
+            data["message"] = summary
+            outcome = error_outcome(
+                request,
+                protocol.HANDLER_ERROR,
+                f"{kind}: {summary}",
+                data,
+                kind,
+                logged=f"{kind}: {text}",
+            )
+            return replace(outcome, exception=exc)
+        shown = _shorten(text)
+        data = {"type": kind, "message": shown, "request_id": request_id}
+        outcome = error_outcome(
+            request,
+            protocol.HANDLER_ERROR,
+            f"{kind}: {shown}",
+            data,
+            kind,
+            logged=f"{kind}: {text}",
+        )
         return replace(outcome, exception=exc)
-
-    @staticmethod
-    def _error(
-        request: Request, code: int, message: str, data: JSONValue, kind: str | None
-    ) -> Outcome:
-        reply = None
-        if not request.is_notification:
-            response = protocol.error_response(request.id, code, message, data)
-            try:
-                reply = protocol.encode(response)
-            except (TypeError, ValueError):
-                reply = protocol.encode(protocol.error_response(request.id, code, message))
-        return Outcome(reply, code, kind, message)

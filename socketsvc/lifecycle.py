@@ -8,14 +8,14 @@ does what Django does around an HTTP request, plus what Django leaves open:
 
 * before: for each of this thread's connections that is not inside an outer
   ``atomic`` block, drop it if unusable or past ``CONN_MAX_AGE``, and check it
-  is alive whatever ``CONN_HEALTH_CHECKS`` says, replacing it if dead: a MySQL
-  connection used in the last ``check_idle_after`` seconds without a round
-  trip (has the server closed it?), any other with a ping; reset the query log.
-* the work runs; an exception that is not a database error (a timeout, a
-  signal, a bug) marks the connections suspect so they are pinged afterwards.
+  is alive whatever ``CONN_HEALTH_CHECKS`` says, replacing it if dead (see
+  :mod:`socketsvc.dbcheck`); reset the query log.
+* during: a connection idle past the threshold between two of the work's own
+  queries is checked before the next one (:mod:`socketsvc.dbcheck`).
 * after: roll back any ``atomic`` block the work left open, roll back and
-  restore autocommit if the work switched it off, then the same guarded close;
-  close caches.
+  restore autocommit if the work switched it off; an exception that is not a
+  database error (a timeout, a signal, a bug) marks the connections suspect,
+  so they are pinged; then the same guarded close; close caches.
 
 Nothing here ever raises out: a driver connection broken behind Django's back
 is discarded, and the next unit of work gets a fresh one. It is usable on its
@@ -31,7 +31,6 @@ own by anyone writing a long-running loop::
 
 from __future__ import annotations
 
-import select
 import threading
 import time
 from collections.abc import Iterator
@@ -45,11 +44,10 @@ from django.db import DatabaseError, connections, reset_queries
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 
+from . import dbcheck
+
 log = structlog.get_logger("socketsvc.lifecycle")
 
-# Attribute set on a DatabaseWrapper: when the last unit of work that could have
-# used its connection started (monotonic seconds).
-_LAST_USED = "_socketsvc_last_used"
 _CONNECTED_BEFORE = "_socketsvc_connected_before"
 
 
@@ -107,23 +105,8 @@ def thread_connects() -> tuple[int, int]:
 
 
 def _discard(conn: BaseDatabaseWrapper) -> None:
-    """Throw away a wrapper whose state cannot be trusted; the next access builds a new one."""
     stats.bump("discarded")
-    raw = conn.connection
-    with suppress(Exception):
-        if raw is not None:
-            raw.close()
-    conn.connection = None
-    with suppress(AttributeError):
-        del connections[conn.alias]
-
-
-def _close_quietly(conn: BaseDatabaseWrapper) -> None:
-    """Close the connection; if even that fails, discard the wrapper."""
-    with suppress(Exception):
-        conn.close()
-    if conn.connection is not None:
-        _discard(conn)
+    dbcheck.discard(conn)
 
 
 def _close_if_stale(conn: BaseDatabaseWrapper) -> None:
@@ -138,33 +121,6 @@ def _close_if_stale(conn: BaseDatabaseWrapper) -> None:
             _discard(conn)
 
 
-def _usable(conn: BaseDatabaseWrapper) -> bool:
-    try:
-        return bool(conn.is_usable())
-    except Exception:
-        return False
-
-
-def _server_closed(conn: BaseDatabaseWrapper) -> bool | None:
-    """Tell without a round trip whether the server has closed an idle MySQL connection.
-
-    An idle connection has nothing to read: readable means the server closed it
-    (KILL, wait_timeout, restart) or sent an error before doing so. None when
-    this cannot be told cheaply (another database, no file descriptor).
-    """
-    fileno = getattr(conn.connection, "fileno", None)
-    if conn.vendor != "mysql" or fileno is None:
-        return None
-    try:
-        poller = select.poll()
-        poller.register(fileno(), select.POLLIN | select.POLLPRI)
-        return bool(poller.poll(0))
-    except (OSError, ValueError, TypeError):
-        return None
-    except Exception:
-        return True  # the driver refused to give its descriptor: it is closed
-
-
 def _prepare(conn: BaseDatabaseWrapper, now: float, check_idle_after: float) -> None:
     if conn.in_atomic_block:
         # An outer transaction (a caller's, or a test's) owns this connection.
@@ -174,19 +130,14 @@ def _prepare(conn: BaseDatabaseWrapper, now: float, check_idle_after: float) -> 
         return
     # Every reused connection is checked here, guarded, rather than by Django's
     # lazy health check at the first cursor (which raises out of the handler
-    # when the driver connection was closed behind Django's back). One used
-    # recently is checked without a round trip; an older one, whose server or
-    # network may have dropped it silently, is pinged.
-    recent = now - getattr(conn, _LAST_USED, 0.0) < check_idle_after
-    closed = _server_closed(conn) if recent else None
-    if closed is None:
-        closed = not _usable(conn)
-    if closed:
+    # when the driver connection was closed behind Django's back).
+    if not dbcheck.alive(conn, recent=dbcheck.idle_for(conn, now) < check_idle_after):
         stats.bump("dead_connections_replaced")
-        _close_quietly(conn)
+        dbcheck.close_quietly(conn)
         return
+    dbcheck.touch(conn, now)
     # Django's own health check would ping again at the first cursor.
-    setattr(conn, "health_check_done", True)  # noqa: B010
+    conn.health_check_done = True  # type: ignore[attr-defined]
 
 
 def _unwind_atomic(conn: BaseDatabaseWrapper, depth: int) -> bool:
@@ -227,7 +178,7 @@ def _restore_autocommit(conn: BaseDatabaseWrapper) -> bool:
     return True
 
 
-def _finish(conn: BaseDatabaseWrapper, depth: int, started: float, suspect: bool) -> None:
+def _finish(conn: BaseDatabaseWrapper, depth: int, suspect: bool) -> None:
     if not _unwind_atomic(conn, depth):
         return
     if conn.in_atomic_block:
@@ -237,14 +188,13 @@ def _finish(conn: BaseDatabaseWrapper, depth: int, started: float, suspect: bool
     if suspect and conn.connection is not None:
         conn.errors_occurred = True
     _close_if_stale(conn)
-    setattr(conn, _LAST_USED, started)
 
 
 def _initialized() -> list[BaseDatabaseWrapper]:
     return list(connections.all(initialized_only=True))
 
 
-def before_request(check_idle_after: float = 1.0) -> tuple[float, dict[str, int]]:
+def before_request(check_idle_after: float = 1.0) -> dict[str, int]:
     """Prepare this thread's connections; return the state :func:`after_request` needs."""
     now = time.monotonic()
     depths: dict[str, int] = {}
@@ -253,16 +203,15 @@ def before_request(check_idle_after: float = 1.0) -> tuple[float, dict[str, int]
         _prepare(conn, now, check_idle_after)
     with suppress(Exception):
         reset_queries()
-    return now, depths
+    return depths
 
 
-def after_request(state: tuple[float, dict[str, int]], exc: BaseException | None = None) -> None:
+def after_request(depths: dict[str, int], exc: BaseException | None = None) -> None:
     """Clean up after a unit of work that raised *exc* (or None); never raise."""
-    started, depths = state
     suspect = exc is not None and not isinstance(exc, DatabaseError)
     for conn in _initialized():
         try:
-            _finish(conn, depths.get(conn.alias, 0), started, suspect)
+            _finish(conn, depths.get(conn.alias, 0), suspect)
         except Exception as error:
             log.warning("db_cleanup_failed", alias=conn.alias, error=repr(error))
             _discard(conn)
@@ -278,28 +227,28 @@ def request_scope(check_idle_after: float = 1.0) -> Iterator[None]:
 
     Usable as ``with request_scope():`` or as a decorator ``@request_scope()``.
     """
-    state = before_request(check_idle_after)
+    depths = before_request(check_idle_after)
     try:
-        yield
+        with dbcheck.guarding(check_idle_after):
+            yield
     except BaseException as exc:
-        after_request(state, exc)
+        after_request(depths, exc)
         raise
-    after_request(state)
+    after_request(depths)
 
 
 def refresh_connections() -> None:
-    """Check this thread's idle connections now, for a handler about to query after a long pause.
+    """Check this thread's idle connections now (outside ``atomic``), replacing dead ones.
 
-    A health check runs once per unit of work, so a handler that computes for
-    longer than ``wait_timeout`` between two queries meets a dead connection.
-    Call this (outside ``atomic``) before resuming database work.
+    Inside :func:`request_scope` this happens on its own before the first
+    query after a pause; this remains for code that runs outside it.
     """
     for conn in _initialized():
         if conn.in_atomic_block or conn.connection is None:
             continue
         _close_if_stale(conn)
-        if conn.connection is not None and not _usable(conn):
-            _close_quietly(conn)
+        if conn.connection is not None and not dbcheck.usable(conn):
+            dbcheck.close_quietly(conn)
 
 
 def close_expired_connections() -> float | None:
@@ -310,7 +259,7 @@ def close_expired_connections() -> float | None:
         if conn.connection is None or conn.in_atomic_block or conn.close_at is None:
             continue
         if now >= conn.close_at:
-            _close_quietly(conn)
+            dbcheck.close_quietly(conn)
         else:
             wait = conn.close_at - now
             soonest = wait if soonest is None else min(soonest, wait)
@@ -320,4 +269,4 @@ def close_expired_connections() -> float | None:
 def close_thread_connections() -> None:
     """Close every connection this thread holds (at thread exit, before a fork)."""
     for conn in _initialized():
-        _close_quietly(conn)
+        dbcheck.close_quietly(conn)

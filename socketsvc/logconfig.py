@@ -1,7 +1,17 @@
-"""structlog for the daemon: console lines on a TTY, JSON lines otherwise.
+"""structlog for the daemon, inside the project's own stdlib logging.
 
-Django's own loggers and any other stdlib logger go through the same renderer,
-so every line on stderr has one format.
+Console lines on a terminal, JSON lines otherwise, on stderr or ``--log-file``:
+the daemon adds one handler, its own, to the root logger. The project's
+``LOGGING`` stays in force: every handler it configured (``mail_admins``, a
+file, Sentry's logging integration) sees the daemon's records, a failing
+handler's exception with its traceback included. Only a project handler that
+writes to the very console stream the daemon writes to is removed, so no line
+is printed twice.
+
+structlog events become stdlib records and go through the logger hierarchy,
+unless the daemon's handler is the only one that would see them: then the
+line is rendered and written straight to its stream (the same bytes, half the
+cost), which is what a daemon without extra handlers pays per request.
 """
 
 from __future__ import annotations
@@ -12,12 +22,19 @@ from typing import IO, Any
 
 import structlog
 
-_SHARED: list[Any] = [
-    structlog.contextvars.merge_contextvars,
-    structlog.stdlib.add_log_level,
-    structlog.stdlib.add_logger_name,
-    structlog.processors.TimeStamper(fmt="iso", utc=True),
-]
+_TIMESTAMPER = structlog.processors.TimeStamper(fmt="iso", utc=True)
+_CALL_HANDLERS = logging.Logger.callHandlers
+_RECORD_FIELDS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "exception": logging.ERROR,
+    "critical": logging.CRITICAL,
+    "fatal": logging.CRITICAL,
+}
 
 
 class ReopenableFileHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -41,29 +58,128 @@ class ReopenableFileHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.release()
 
 
-class _HandlerStreamLogger:
-    """A structlog logger that writes rendered lines straight to a handler's stream.
+class _Formatter(structlog.stdlib.ProcessorFormatter):
+    """Render structlog events as they are, and stdlib records through the foreign chain."""
 
-    It skips the second pass through stdlib logging (twice as fast per line)
-    and shares the handler's lock, so its lines never interleave with those of
-    stdlib loggers and follow the stream when the handler reopens its file.
-    """
+    def __init__(self, render: list[Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.render = render
 
-    def __init__(self, handler: logging.StreamHandler, name: str) -> None:  # type: ignore[type-arg]
-        self._handler = handler
+    def format(self, record: logging.LogRecord) -> str:
+        """Return the line for *record*."""
+        event = record.__dict__.get("_socketsvc_event")
+        if event is None:
+            return str(super().format(record))
+        return render_event(self.render, dict(event))
+
+
+def render_event(chain: list[Any], event: dict[str, Any]) -> str:
+    """Run the rendering processors over *event* and return the line."""
+    result: Any = event
+    for processor in chain:
+        result = processor(None, "", result)
+    return str(result)
+
+
+def _exc_info(value: Any) -> Any:
+    if value is True:
+        return sys.exc_info()
+    if isinstance(value, BaseException):
+        return (type(value), value, value.__traceback__)
+    return value or None
+
+
+def _summary(event: dict[str, Any]) -> str:
+    """Return ``event key=value ...`` for handlers that show a message (mail, Sentry)."""
+    skip = {"event", "timestamp", "level", "logger", "exc_info", "exception"}
+    parts = [str(event.get("event", ""))]
+    parts += [f"{key}={value!r}" for key, value in event.items() if key not in skip]
+    text = " ".join(parts)
+    return text if len(text) <= 500 else text[:499] + "…"
+
+
+class _Sink:
+    """The structlog logger: an event becomes a stdlib record, or a line when only ours listens."""
+
+    def __init__(self, name: str, ours: logging.StreamHandler, render: list[Any]) -> None:  # type: ignore[type-arg]
         self.name = name
+        self._logger = logging.getLogger(name)
+        self._ours = ours
+        self._render = render
 
-    def msg(self, message: str) -> None:
-        """Write one line."""
-        handler = self._handler
-        handler.acquire()
-        try:
-            handler.stream.write(message + "\n")
-            handler.stream.flush()
-        finally:
-            handler.release()
+    def _only_ours(self) -> bool:
+        if logging.Logger.callHandlers is not _CALL_HANDLERS:
+            return False  # patched (Sentry's integration): records must reach it
+        logger: logging.Logger | None = self._logger
+        while logger is not None:
+            if logger.filters or any(handler is not self._ours for handler in logger.handlers):
+                return False
+            if not logger.propagate:
+                break
+            logger = logger.parent
+        return True
 
-    log = debug = info = warn = warning = error = critical = exception = fatal = msg
+    def _emit(self, method: str, event: dict[str, Any]) -> None:
+        level = _LEVELS.get(method, logging.INFO)
+        logger = self._logger
+        if not logger.isEnabledFor(level):
+            return
+        ours = self._ours
+        if self._only_ours():
+            if level < ours.level:
+                return
+            line = render_event(self._render, event)
+            ours.acquire()
+            try:
+                ours.stream.write(line + "\n")
+                ours.stream.flush()
+            except Exception:
+                ours.handleError(logging.makeLogRecord({"msg": line}))
+            finally:
+                ours.release()
+            return
+        record = logging.LogRecord(
+            self.name, level, "", 0, _summary(event), None, _exc_info(event.get("exc_info"))
+        )
+        for key, value in event.items():
+            if key not in _RECORD_FIELDS:
+                record.__dict__[key] = value
+        record.__dict__["_socketsvc_event"] = event
+        logger.handle(record)
+
+    def debug(self, event: dict[str, Any]) -> None:
+        """Log at DEBUG."""
+        self._emit("debug", event)
+
+    def info(self, event: dict[str, Any]) -> None:
+        """Log at INFO."""
+        self._emit("info", event)
+
+    def warning(self, event: dict[str, Any]) -> None:
+        """Log at WARNING."""
+        self._emit("warning", event)
+
+    def error(self, event: dict[str, Any]) -> None:
+        """Log at ERROR."""
+        self._emit("error", event)
+
+    def critical(self, event: dict[str, Any]) -> None:
+        """Log at CRITICAL."""
+        self._emit("critical", event)
+
+    def exception(self, event: dict[str, Any]) -> None:
+        """Log at ERROR (the traceback is in the event)."""
+        self._emit("error", event)
+
+    msg = log = info
+    warn = warning
+    fatal = critical
+
+
+def _to_sink(logger: Any, method_name: str, event_dict: Any) -> Any:
+    """Hand the event dict itself to the sink (the last processor)."""
+    event_dict.setdefault("level", method_name if method_name != "exception" else "error")
+    return (event_dict,), {}
 
 
 def _add_logger_name(logger: Any, method_name: str, event_dict: Any) -> Any:
@@ -71,10 +187,30 @@ def _add_logger_name(logger: Any, method_name: str, event_dict: Any) -> Any:
     return event_dict
 
 
+def _console_streams() -> tuple[Any, ...]:
+    return (sys.stderr, sys.stdout, sys.__stderr__, sys.__stdout__)
+
+
+def _drop_console_handlers(stream: Any) -> None:
+    """Remove project handlers that write to *stream* (the daemon's own lines go there)."""
+    loggers = [logging.getLogger()] + [
+        logger
+        for logger in logging.Logger.manager.loggerDict.values()
+        if isinstance(logger, logging.Logger)
+    ]
+    for logger in loggers:
+        for handler in list(logger.handlers):
+            if (
+                type(handler) is logging.StreamHandler
+                and getattr(handler, "stream", None) is stream
+            ):
+                logger.removeHandler(handler)
+
+
 def configure_logging(
     level: str = "INFO", log_file: str | None = None, json: bool | None = None
 ) -> logging.Handler:
-    """Send structlog and stdlib logging to stderr (or *log_file*) in one format.
+    """Add the daemon's handler to the project's logging and route structlog through it.
 
     JSON lines unless the stream is a terminal (then console lines). Return the handler.
     """
@@ -88,40 +224,38 @@ def configure_logging(
         if json
         else structlog.dev.ConsoleRenderer(colors=stream.isatty())
     )
-    pre_render: list[Any] = [structlog.processors.dict_tracebacks] if json else []
+    render: list[Any] = [structlog.processors.dict_tracebacks, renderer] if json else [renderer]
+    handler.setFormatter(
+        _Formatter(
+            render,
+            foreign_pre_chain=[
+                structlog.contextvars.merge_contextvars,
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                _TIMESTAMPER,
+                structlog.stdlib.ExtraAdder(),
+            ],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *render],
+        )
+    )
+    if stream in _console_streams():
+        _drop_console_handlers(stream)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(level)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             _add_logger_name,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _TIMESTAMPER,
             structlog.processors.StackInfoRenderer(),
-            *pre_render,
-            renderer,
+            _to_sink,
         ],
-        logger_factory=lambda name="socketsvc", *args: _HandlerStreamLogger(handler, name),
+        logger_factory=lambda name="socketsvc", *args: _Sink(name, handler, render),
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
         cache_logger_on_first_use=True,
     )
-    formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*_SHARED, structlog.stdlib.ExtraAdder()],
-        processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            *pre_render,
-            renderer,
-        ],
-    )
-    handler.setFormatter(formatter)
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(level)
-    # Django's "django" logger has its own console handler when DEBUG is on;
-    # let its records reach the root handler instead, once.
-    django_logger = logging.getLogger("django")
-    django_logger.handlers = []
-    django_logger.propagate = True
     return handler
 
 

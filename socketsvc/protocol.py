@@ -26,6 +26,8 @@ JSONValue: TypeAlias = Any
 RequestId: TypeAlias = str | int | float | None
 
 VERSION: Final = "2.0"
+# Methods under this prefix are built into the service.
+BUILTIN_PREFIX: Final = "rpc."
 
 # Codes defined by the JSON-RPC 2.0 specification.
 PARSE_ERROR: Final = -32700
@@ -256,15 +258,28 @@ def encode(message: JSONValue) -> bytes:
 
 
 class LineFramer:
-    """Split a byte stream into lines, refusing to buffer a line longer than *max_bytes*.
+    """Split a byte stream into lines, refusing to buffer a line longer than its limit.
 
     The caller asks :meth:`room` how much it may read next, so an oversize line is
-    detected before more than ``max_bytes + 1`` bytes of it are ever held.
+    detected before more than ``limit + 1`` bytes of it are ever held. A new
+    limit (a reload) applies from the next line on: the line already being
+    buffered keeps the larger of the two, so a reload never breaks it.
     """
 
     def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
+        self._max_bytes = max_bytes
+        self._line_limit = max_bytes  # the limit of the line now being buffered
         self._partial = bytearray()
+
+    @property
+    def max_bytes(self) -> int:
+        """Return the limit for lines that start from now on."""
+        return self._max_bytes
+
+    @max_bytes.setter
+    def max_bytes(self, value: int) -> None:
+        self._max_bytes = value
+        self._line_limit = max(self._line_limit, value) if self._partial else value
 
     @property
     def pending(self) -> int:
@@ -272,26 +287,32 @@ class LineFramer:
         return len(self._partial)
 
     def room(self) -> int:
-        """Return how many bytes may be read before the limit is known to be exceeded."""
-        return self.max_bytes + 1 - len(self._partial)
+        """Return how many bytes may be read before the limit is known to be exceeded (>= 1)."""
+        return self._line_limit + 1 - len(self._partial)
 
     def feed(self, data: bytes) -> list[bytes]:
         """Add *data*; return the complete lines (terminators stripped, blank lines dropped)."""
-        if b"\n" not in data:
-            self._partial += data
-            if len(self._partial) > self.max_bytes:
-                raise MessageTooLarge(self.max_bytes)
-            return []
         self._partial += data
+        if b"\n" not in data:
+            if len(self._partial) > self._line_limit:
+                raise MessageTooLarge(self._line_limit)
+            return []
         *lines, rest = self._partial.split(b"\n")
+        first_limit = self._line_limit
         self._partial = bytearray(rest)
+        self._line_limit = self._max_bytes
         complete = [bytes(line).removesuffix(b"\r") for line in lines]
-        if len(self._partial) > self.max_bytes or any(len(c) > self.max_bytes for c in complete):
-            raise MessageTooLarge(self.max_bytes)
+        limits = [first_limit] + [self._max_bytes] * (len(complete) - 1)
+        for line, limit in zip(complete, limits, strict=True):
+            if len(line) > limit:
+                raise MessageTooLarge(limit)
+        if len(self._partial) > self._max_bytes:
+            raise MessageTooLarge(self._max_bytes)
         return [line for line in complete if line.strip()]
 
     def take_rest(self) -> bytes | None:
         """Return the unterminated tail at end of stream, if it holds anything."""
         rest = bytes(self._partial)
         self._partial.clear()
+        self._line_limit = self._max_bytes
         return rest if rest.strip() else None

@@ -11,7 +11,9 @@ A handler is a plain function in a ``handlers.py`` module of any installed app::
     def daily_report() -> str: ...
 
 The decorator returns the function unchanged, so handlers stay callable (and
-testable, and enqueueable elsewhere) as ordinary Python.
+testable, and enqueueable elsewhere) as ordinary Python. Each handler's
+parameter binding is prepared when it registers (:mod:`socketsvc.params`), so
+a signature that cannot be evaluated fails at startup, naming the handler.
 """
 
 from __future__ import annotations
@@ -24,9 +26,12 @@ from typing import Any, TypeVar, overload
 
 from django.core.exceptions import ImproperlyConfigured
 
+from .params import BadSignature, Binder
+from .protocol import BUILTIN_PREFIX
+
 F = TypeVar("F", bound=Callable[..., Any])
 
-RESERVED_PREFIX = "rpc."
+RESERVED_PREFIX = BUILTIN_PREFIX
 
 
 @dataclass(frozen=True)
@@ -35,7 +40,14 @@ class Method:
 
     name: str
     func: Callable[..., Any]
-    signature: inspect.Signature
+    binder: Binder
+    # Built-in methods run on the event loop; handlers run on worker threads.
+    inline: bool = False
+
+    @property
+    def signature(self) -> inspect.Signature:
+        """Return the handler's signature, annotations evaluated."""
+        return self.binder.signature
 
     @property
     def location(self) -> str:
@@ -55,13 +67,15 @@ class Method:
         return {"name": self.name, "signature": f"{self.name}{self.signature}", "doc": self.summary}
 
 
-def _check_name(name: str) -> str:
+def _check_name(name: str, builtin: bool) -> str:
     if not isinstance(name, str) or not name or name != name.strip():
         raise ImproperlyConfigured(f"handler name must be a non-empty string, not {name!r}")
-    if name.startswith(RESERVED_PREFIX):
+    if name.startswith(RESERVED_PREFIX) and not builtin:
         raise ImproperlyConfigured(
             f"handler name {name!r} is reserved: names starting with 'rpc.' are built in"
         )
+    if builtin and not name.startswith(RESERVED_PREFIX):
+        raise ImproperlyConfigured(f"built-in method {name!r} must start with 'rpc.'")
     return name
 
 
@@ -78,30 +92,28 @@ def _default_name(func: Callable[..., Any]) -> str:
     return f"{app.label}.{func.__name__}"
 
 
-def _signature(func: Callable[..., Any]) -> inspect.Signature:
-    """Return the signature with string annotations evaluated where possible."""
-    try:
-        return inspect.signature(func, eval_str=True)
-    except Exception:
-        return inspect.signature(func)
-
-
 class Registry:
-    """Method name -> Method, with duplicate detection."""
+    """Method name -> Method, with duplicate detection.
 
-    def __init__(self) -> None:
+    A registry of *builtins* holds the ``rpc.*`` methods, which run on the
+    event loop; any other holds handlers, whose names may not start with ``rpc.``.
+    """
+
+    def __init__(self, builtins: bool = False) -> None:
         self._methods: dict[str, Method] = {}
         self._lock = threading.Lock()
+        self._builtins = builtins
 
     def add(self, func: Callable[..., Any], name: str | None = None) -> Method:
         """Register *func* under *name* (default ``<app_label>.<function name>``)."""
         if not callable(func):
             raise ImproperlyConfigured(f"@handler needs a function, not {func!r}")
-        method = Method(
-            _check_name(name if name is not None else _default_name(func)),
-            func,
-            _signature(func),
-        )
+        checked = _check_name(name if name is not None else _default_name(func), self._builtins)
+        try:
+            binder = Binder.prepare(checked, func)
+        except BadSignature as exc:
+            raise ImproperlyConfigured(str(exc)) from None
+        method = Method(checked, func, binder, inline=self._builtins)
         with self._lock:
             existing = self._methods.get(method.name)
             if existing is not None and existing.func is not func:

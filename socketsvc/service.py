@@ -1,9 +1,14 @@
-"""Run the daemon: discover handlers, get the socket, (detach,) serve until drained, clean up."""
+"""Run the daemon: discover handlers, take the socket, (detach,) serve until drained, clean up.
+
+This is also where signals mean something: SIGTERM and SIGINT drain (a second
+one stops at once), SIGHUP reloads ``SOCKETSVC`` and reopens the log file.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import socket
+import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,15 +18,17 @@ import structlog
 from django.db import connections
 
 from . import lifecycle
-from .access import socket_group
-from .binding import BindError, bind_unix_socket
-from .conf import Config
+from .backends import ops_for
+from .conf import RESTART_ONLY, Config
 from .daemonize import PidFile, PidFileError, daemonize
 from .dispatch import Dispatcher
+from .health import Health
+from .listener import Listener, ListenerError
 from .logconfig import reopen_log_files
+from .loop import Loop
 from .registry import autodiscover
-from .server import Server
-from .systemd import ActivationError, Notifier, activated_socket, under_systemd
+from .signals import SignalWatch
+from .systemd import under_systemd
 
 log = structlog.get_logger("socketsvc.service")
 
@@ -39,34 +46,26 @@ class Options:
     log_stream: IO[Any] | None = None
 
 
-def _mysql_wait_timeout(conn: Any) -> int | None:
-    if conn.vendor != "mysql":
-        return None
-    with conn.cursor() as cursor:
-        cursor.execute("SELECT @@SESSION.wait_timeout")
-        return int(cursor.fetchone()[0])
-
-
-def _warn_about_wait_timeout(conn: Any, wait_timeout: int, config: Config) -> None:
+def _warn_about_idle_timeout(conn: Any, idle_timeout: int, config: Config) -> None:
     max_age = conn.settings_dict["CONN_MAX_AGE"]
-    too_old = max_age is None or max_age > wait_timeout
+    too_old = max_age is None or max_age > idle_timeout
     if too_old and not conn.settings_dict["CONN_HEALTH_CHECKS"]:
         log.warning(
             "conn_max_age_exceeds_wait_timeout",
             alias=conn.alias,
             conn_max_age=max_age,
-            wait_timeout=wait_timeout,
-            hint="this daemon pings reused connections, but other processes with these "
+            wait_timeout=idle_timeout,
+            hint="this daemon checks reused connections, but other processes with these "
             "settings (web workers) will meet dead ones; set CONN_HEALTH_CHECKS=True or "
-            "CONN_MAX_AGE below wait_timeout",
+            "CONN_MAX_AGE below the server's idle timeout",
         )
-    if wait_timeout <= config.DB_CHECK_AFTER_IDLE:
+    if idle_timeout <= config.DB_CHECK_AFTER_IDLE:
         log.warning(
             "db_check_after_idle_exceeds_wait_timeout",
             alias=conn.alias,
             db_check_after_idle=config.DB_CHECK_AFTER_IDLE,
-            wait_timeout=wait_timeout,
-            hint="lower SOCKETSVC['DB_CHECK_AFTER_IDLE'] below wait_timeout",
+            wait_timeout=idle_timeout,
+            hint="lower SOCKETSVC['DB_CHECK_AFTER_IDLE'] below the server's idle timeout",
         )
 
 
@@ -77,7 +76,7 @@ def probe_databases(config: Config) -> bool:
         try:
             with conn.cursor() as cursor:
                 cursor.execute("SELECT 1")
-            wait_timeout = _mysql_wait_timeout(conn)
+            idle_timeout = ops_for(conn.vendor).idle_session_timeout(conn)
         except Exception as exc:
             ok = False
             log.warning(
@@ -88,54 +87,102 @@ def probe_databases(config: Config) -> bool:
             )
             continue
         log.info("database_reachable", alias=conn.alias, vendor=conn.vendor)
-        if wait_timeout is not None:
-            _warn_about_wait_timeout(conn, wait_timeout, config)
+        if idle_timeout is not None:
+            _warn_about_idle_timeout(conn, idle_timeout, config)
+        _warn_about_migrations(conn)
     lifecycle.close_thread_connections()
     return ok
 
 
-def _wait_for_databases(config: Config, server: Server, stop: threading.Event) -> None:
-    """Probe until the databases answer, then mark the server ready (its own thread)."""
+def _warn_about_migrations(conn: Any) -> None:
+    """Log, as runserver prints, when the database lacks migrations the project has."""
+    from django.db.migrations.executor import MigrationExecutor
+
+    try:
+        executor = MigrationExecutor(conn)
+        plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    except Exception as exc:
+        log.warning("migrations_unknown", alias=conn.alias, error=str(exc))
+        return
+    if plan:
+        apps = sorted({migration.app_label for migration, _ in plan})
+        log.warning(
+            "unapplied_migrations",
+            alias=conn.alias,
+            count=len(plan),
+            apps=apps,
+            hint="handlers that use these apps' tables will fail; run manage.py migrate",
+        )
+
+
+def _wait_for_databases(config: Config, loop: Loop, stop: threading.Event) -> None:
+    """Probe until the databases answer, then mark the daemon ready (its own thread)."""
     delay = 0.5
     while not stop.is_set():
         if probe_databases(config):
-            server.mark_ready()
+            loop.handback.put(loop.health.mark_ready)
             return
         stop.wait(delay)
         delay = min(delay * 2, 10.0)
 
 
-@dataclass
-class Listener:
-    """The listening socket and how to let go of it."""
+class Control:
+    """What signals do to a running loop."""
 
-    sock: socket.socket
-    release: Callable[[], None]
-    preserve: list[int]
-    activated: bool
+    def __init__(self, loop: Loop, reread: Callable[[], Config] | None) -> None:
+        self.loop = loop
+        self._reread = reread
 
-    @property
-    def group(self) -> int | None:
-        """Return the gid owning the socket file (the default allowed group)."""
-        name = self.sock.getsockname()
-        return socket_group(name) if isinstance(name, str) and name else None
+    def on_signal(self, signum: int) -> None:
+        """SIGTERM/SIGINT: drain, then stop at once on a second one; SIGHUP: reload."""
+        name = signal.Signals(signum).name
+        if signum == signal.SIGHUP:
+            self.reload()
+        elif self.loop.state.value != "serving":
+            log.warning("second_signal_stopping_now", signal=name)
+            self.loop.stop_now()
+        else:
+            log.info("signal", signal=name)
+            self.loop.begin_drain()
+
+    def reload(self) -> None:
+        """Re-read SOCKETSVC and reopen log files; settings that need a restart stay as they are."""
+        loop = self.loop
+        loop.health.reloading()
+        reopen_log_files()
+        if self._reread is None:
+            loop.health.reloaded(loop)
+            return
+        try:
+            fresh = self._reread()
+        except Exception as exc:
+            log.error("reload_failed", error=str(exc), hint="the previous settings stay in force")
+            loop.health.reloaded(loop, applied=False)
+            return
+        old = dataclasses.asdict(loop.config)
+        new = dataclasses.asdict(fresh)
+        changed = {key: [old[key], new[key]] for key in new if new[key] != old[key]}
+        deferred = sorted(RESTART_ONLY & changed.keys())
+        for key in deferred:
+            new[key] = old[key]
+        loop.apply(Config(**new))
+        if deferred:
+            log.warning("reload_needs_restart", settings=deferred)
+        log.info("reloaded", changed=changed)
+        loop.health.reloaded(loop)
 
 
 def _acquire_listener(config: Config) -> Listener:
     try:
-        sock = activated_socket(config.ACTIVATION_NAME)
-    except ActivationError as exc:
-        raise StartupError(str(exc)) from None
-    if sock is not None:
-        # systemd (or another manager) owns the socket file: never unlink it.
-        return Listener(sock, lambda: None, [sock.fileno()], activated=True)
-    try:
-        bound = bind_unix_socket(
-            config.SOCKET, config.SOCKET_MODE, config.SOCKET_GROUP, config.BACKLOG
+        return Listener.acquire(
+            config.SOCKET,
+            config.SOCKET_MODE,
+            config.SOCKET_GROUP,
+            config.BACKLOG,
+            config.ACTIVATION_NAME,
         )
-    except BindError as exc:
+    except ListenerError as exc:
         raise StartupError(str(exc)) from None
-    return Listener(bound.sock, bound.close, [bound.sock.fileno(), bound.lock_fd], False)
 
 
 def run(
@@ -156,30 +203,32 @@ def run(
     except PidFileError as exc:
         raise StartupError(str(exc)) from None
     listener = _acquire_listener(config)
-    # Nothing may be shared with worker threads or across a fork.
-    lifecycle.close_thread_connections()
-    if detach:
-        stream = options.log_stream
-        daemonize([*listener.preserve, *([stream] if stream else [])], stream)
-    if pidfile is not None:
-        pidfile.write()
+    try:
+        # Nothing may be shared with worker threads or across a fork.
+        lifecycle.close_thread_connections()
+        if detach:
+            stream = options.log_stream
+            daemonize([*listener.preserved_fds(), *([stream] if stream else [])], stream)
+        if pidfile is not None:
+            pidfile.write()
+        return _serve(listener, config, registry, reload_config, detach)
+    finally:
+        listener.close()
+        if pidfile is not None:
+            pidfile.remove()
 
-    def reload() -> Config:
-        reopen_log_files()
-        if reload_config is None:
-            return server.config
-        return reload_config()
 
-    server = Server(
-        listener.sock,
-        config,
-        Dispatcher(registry, config.DB_CHECK_AFTER_IDLE),
-        on_listener_closed=listener.release,
-        reload_config=reload,
-        notifier=Notifier(),
-        socket_gid=listener.group,
-    )
-    server.install_signal_handlers()
+def _serve(
+    listener: Listener,
+    config: Config,
+    registry: Any,
+    reload_config: Callable[[], Config] | None,
+    detached: bool,
+) -> int:
+    loop = Loop(listener, config, Dispatcher(registry, config.DB_CHECK_AFTER_IDLE), Health())
+    control = Control(loop, reload_config)
+    signals = SignalWatch((signal.SIGTERM, signal.SIGINT, signal.SIGHUP), control.on_signal)
+    loop.watch(signals, signals.deliver)
     log.info(
         "listening",
         socket="(activated)" if listener.activated else config.SOCKET,
@@ -187,22 +236,20 @@ def run(
         workers=config.WORKERS,
         handlers=len(registry),
         pid=os.getpid(),
-        daemonized=detach,
+        daemonized=detached,
     )
     stop_probe = threading.Event()
     threading.Thread(
         target=_wait_for_databases,
-        args=(config, server, stop_probe),
+        args=(config, loop, stop_probe),
         name="socketsvc-readiness",
         daemon=True,
     ).start()
     try:
-        clean = server.serve_forever()
+        clean = loop.run()
     finally:
         stop_probe.set()
-        server.close()
-        listener.release()
-        if pidfile is not None:
-            pidfile.remove()
+        signals.close()
+        loop.close()
     log.info("stopped", clean=clean)
     return 0 if clean else 1

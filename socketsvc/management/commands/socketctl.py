@@ -16,7 +16,7 @@ from socketsvc.client import (
     ProtocolError,
     RemoteError,
     ServiceUnavailable,
-    invoke,
+    call_with,
 )
 
 EXIT_REMOTE_ERROR = 1
@@ -66,7 +66,7 @@ class Command(BaseCommand):
         else:
             method, params = f"rpc.{action}", None
         try:
-            result = invoke(method, params, timeout=options["timeout"], socket=options["socket"])
+            result = call_with(method, params, timeout=options["timeout"], socket=options["socket"])
         except RemoteError as exc:
             error = {"code": exc.code, "message": exc.message, "data": exc.data}
             self.stdout.write(json.dumps({"error": error}, indent=2))

@@ -1,0 +1,113 @@
+"""MySQL and MariaDB: error codes, the no-round-trip liveness check, ``wait_timeout``."""
+
+from __future__ import annotations
+
+import select
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from django.core.checks import CheckMessage, Warning
+from django.db import DatabaseError, InterfaceError
+
+from .base import VendorOps
+
+if TYPE_CHECKING:
+    from ..conf import Config
+
+# Client and server codes that mean the connection is gone or could not be
+# made: server gone away (2006), lost during query (2013, 2055), can't connect
+# by socket/TCP/host (2002, 2003, 2005), commands out of sync (2014),
+# inactivity timeout (4031), too many connections (1040), connection killed
+# (1927) and server shutdown (1053). 1317 (query interrupted) is absent on
+# purpose: the connection survives it.
+CONNECTION_ERRORS = frozenset({1040, 1053, 1927, 2002, 2003, 2005, 2006, 2013, 2014, 2055, 4031})
+
+# MySQL's and MariaDB's default wait_timeout; the daemon reads the real value.
+DEFAULT_WAIT_TIMEOUT = 28800
+
+
+def _numeric_code(exc: BaseException) -> int | None:
+    args = getattr(exc, "args", ())
+    if args and isinstance(args[0], int) and not isinstance(args[0], bool):
+        return args[0]
+    return None
+
+
+class MySQLOps(VendorOps):
+    """mysqlclient on MySQL or MariaDB."""
+
+    vendor = "mysql"
+
+    def driver_code(self, exc: BaseException) -> int | None:
+        """Return the numeric MySQL error code (Django keeps the driver's args)."""
+        for candidate in (exc, exc.__cause__):
+            code = None if candidate is None else _numeric_code(candidate)
+            if code is not None:
+                return code
+        return None
+
+    def is_connection_error(self, exc: BaseException) -> bool:
+        """Return True for the codes above (and InterfaceError, a closed connection)."""
+        if isinstance(exc, InterfaceError):
+            return True
+        return isinstance(exc, DatabaseError) and self.driver_code(exc) in CONNECTION_ERRORS
+
+    def closed_by_server(self, conn: Any) -> bool | None:
+        """Look for the server's close on the socket: an idle connection has nothing to read.
+
+        Readable means the server closed it (KILL, wait_timeout, restart) or
+        sent an error before doing so. It cannot see a peer that vanished
+        without a FIN (a dropped TCP route): callers ping connections idle
+        for longer than a second or so.
+        """
+        fileno = getattr(conn.connection, "fileno", None)
+        if fileno is None:
+            return None
+        try:
+            poller = select.poll()
+            poller.register(fileno(), select.POLLIN | select.POLLPRI)
+            return bool(poller.poll(0))
+        except (OSError, ValueError, TypeError):
+            return None
+        except Exception:
+            return True  # the driver refused to give its descriptor: it is closed
+
+    def idle_session_timeout(self, conn: Any) -> int | None:
+        """Return the session's ``wait_timeout``."""
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT @@SESSION.wait_timeout")
+            return int(cursor.fetchone()[0])
+
+    def check(self, alias: str, database: Mapping[str, Any], config: Config) -> list[CheckMessage]:
+        """Warn about connections kept longer than the server's default ``wait_timeout``."""
+        messages: list[CheckMessage] = []
+        max_age = database.get("CONN_MAX_AGE", 0)
+        too_old = max_age is None or max_age > DEFAULT_WAIT_TIMEOUT
+        if too_old and not database.get("CONN_HEALTH_CHECKS", False):
+            messages.append(
+                Warning(
+                    f"DATABASES[{alias!r}] keeps connections for "
+                    f"{'ever' if max_age is None else f'{max_age} s'}, longer than "
+                    f"MySQL's default wait_timeout ({DEFAULT_WAIT_TIMEOUT} s), without "
+                    "CONN_HEALTH_CHECKS.",
+                    hint="socketsvc checks its own connections, but other processes with "
+                    "these settings will fail with 'MySQL server has gone away'. Set "
+                    "CONN_HEALTH_CHECKS=True or a CONN_MAX_AGE below wait_timeout.",
+                    id="socketsvc.W004",
+                )
+            )
+        if config.DB_CHECK_AFTER_IDLE >= DEFAULT_WAIT_TIMEOUT:
+            messages.append(
+                Warning(
+                    f"SOCKETSVC['DB_CHECK_AFTER_IDLE'] ({config.DB_CHECK_AFTER_IDLE:g} s) is "
+                    f"not below MySQL's default wait_timeout ({DEFAULT_WAIT_TIMEOUT} s), "
+                    f"which DATABASES[{alias!r}] is subject to.",
+                    hint="A connection idle that long is dead when reused without a check. "
+                    "Keep it well below wait_timeout (0 checks every reused connection).",
+                    id="socketsvc.W005",
+                )
+            )
+        return messages
+
+
+OPS = MySQLOps()

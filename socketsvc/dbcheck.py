@@ -1,0 +1,148 @@
+"""Is a database connection still alive? Checked before each unit of work and before a query
+that follows a pause inside one.
+
+Before a unit of work, :mod:`socketsvc.lifecycle` checks every reused
+connection: one used within the last ``DB_CHECK_AFTER_IDLE`` seconds without a
+round trip where the vendor allows it (MySQL: has the server closed the
+socket?), any other with a ping.
+
+Inside a unit of work, a handler may compute (or sleep) past the server's
+idle timeout between two queries. While a unit of work runs in this thread,
+every connection it opens carries a guard that runs where Django runs its own
+health check, when a cursor is created: a connection idle for longer than the
+threshold is pinged first and replaced if dead, so the query runs on a live
+one. A busy connection pays one clock read per cursor. Inside ``atomic`` a
+dead connection cannot be replaced (the transaction is gone with it), so the
+guard raises :class:`ConnectionLostInTransaction`, which says so.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import types
+from contextlib import suppress
+from typing import Any
+
+from django.db import OperationalError, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.signals import connection_created
+
+from .backends import ops_for
+
+# Attribute set on a DatabaseWrapper: when it was last known to be in use
+# (a cursor created, or checked alive), in monotonic seconds.
+LAST_USED = "_socketsvc_last_used"
+_GUARDED = "_socketsvc_guarded"
+# Inside a handler, a connection is re-checked only after this long at least.
+MIN_GUARD_IDLE = 1.0
+
+_local = threading.local()
+
+
+class ConnectionLostInTransaction(OperationalError):
+    """The connection died while an ``atomic`` block sat idle; the transaction is lost."""
+
+
+def usable(conn: BaseDatabaseWrapper) -> bool:
+    """Ping the connection; False if that fails in any way."""
+    try:
+        return bool(conn.is_usable())
+    except Exception:
+        return False
+
+
+def alive(conn: BaseDatabaseWrapper, recent: bool) -> bool:
+    """Return True if the open connection *conn* still works.
+
+    A *recent* one is checked without a round trip where the vendor can tell;
+    otherwise (or when it cannot) it is pinged.
+    """
+    closed = ops_for(conn.vendor).closed_by_server(conn) if recent else None
+    if closed is None:
+        return usable(conn)
+    return not closed
+
+
+def discard(conn: BaseDatabaseWrapper) -> None:
+    """Throw away a wrapper whose state cannot be trusted; the next access builds a new one."""
+    raw = conn.connection
+    with suppress(Exception):
+        if raw is not None:
+            raw.close()
+    conn.connection = None
+    with suppress(AttributeError):
+        del connections[conn.alias]
+
+
+def close_quietly(conn: BaseDatabaseWrapper) -> None:
+    """Close the connection; if even that fails, discard the wrapper."""
+    with suppress(Exception):
+        conn.close()
+    if conn.connection is not None:
+        discard(conn)
+
+
+def touch(conn: BaseDatabaseWrapper, now: float) -> None:
+    """Record that *conn* was in use (or known alive) at *now*."""
+    setattr(conn, LAST_USED, now)
+
+
+def idle_for(conn: BaseDatabaseWrapper, now: float) -> float:
+    """Return how long *conn* has gone unused (infinity if never recorded)."""
+    last: float | None = getattr(conn, LAST_USED, None)
+    return float("inf") if last is None else now - last
+
+
+class guarding:
+    """Context manager: check idle connections before queries while a unit of work runs here."""
+
+    __slots__ = ("_previous", "_threshold")
+
+    def __init__(self, idle_after: float) -> None:
+        self._threshold = max(idle_after, MIN_GUARD_IDLE)
+        self._previous: float | None = None
+
+    def __enter__(self) -> None:
+        self._previous = getattr(_local, "threshold", None)
+        _local.threshold = self._threshold
+
+    def __exit__(self, *exc: object) -> None:
+        _local.threshold = self._previous
+
+
+def _check_before_cursor(conn: BaseDatabaseWrapper) -> None:
+    """Replace Django's per-request health check while a socketsvc unit of work runs."""
+    threshold: float | None = getattr(_local, "threshold", None)
+    if threshold is None:
+        type(conn).close_if_health_check_failed(conn)
+        return
+    now = time.monotonic()
+    idle = idle_for(conn, now)
+    touch(conn, now)
+    if conn.connection is None or idle < threshold or usable(conn):
+        return
+    from .lifecycle import stats
+
+    stats.bump("dead_connections_replaced")
+    if conn.in_atomic_block:
+        with suppress(Exception):
+            conn.close()  # Django marks the transaction for rollback
+        raise ConnectionLostInTransaction(
+            f"the database connection died while a transaction sat idle for {idle:.1f} s; "
+            "a transaction cannot continue on a new connection (keep transactions short, "
+            "or query within the server's idle timeout)"
+        )
+    close_quietly(conn)
+
+
+def _install_guard(sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:
+    if not getattr(connection, _GUARDED, False):
+        setattr(connection, _GUARDED, True)
+        connection.close_if_health_check_failed = types.MethodType(  # type: ignore[method-assign]
+            _check_before_cursor, connection
+        )
+    touch(connection, time.monotonic())
+
+
+connection_created.connect(_install_guard, dispatch_uid="socketsvc.dbcheck.guard")

@@ -1,0 +1,126 @@
+"""What the daemon says about itself: readiness, ``STATUS=``, the watchdog and ``rpc.status``.
+
+The watchdog is fed only while the daemon can make progress. The event loop
+feeding it proves the loop turns; the worker pool must prove it too: when
+calls have waited ``STALL_TIMEOUT`` seconds and no worker has taken one (every
+worker stuck in a handler), the pool is wedged, the watchdog stops, and
+systemd restarts the service. It resumes if a worker frees up first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+import django
+import structlog
+
+from . import lifecycle
+from .systemd import Notifier
+
+if TYPE_CHECKING:
+    from .loop import Loop
+
+log = structlog.get_logger("socketsvc.health")
+
+
+class Health:
+    """Readiness and liveness of one loop, told to systemd and to ``rpc.status``."""
+
+    def __init__(self, notifier: Notifier | None = None) -> None:
+        self.notifier = notifier or Notifier()
+        self.started = time.monotonic()
+        self.ready = False
+        self.progressing = True
+        self.reloads = 0
+        self._announced = False
+        self._next_status = 0.0
+
+    def mark_ready(self) -> None:
+        """Record that the service can do its work (loop thread: put it on the handback)."""
+        self.ready = True
+
+    def seconds_to_ping(self, now: float) -> float | None:
+        """Return how long the loop may sleep before the next watchdog ping is due."""
+        return self.notifier.seconds_to_ping(now)
+
+    def tick(self, loop: Loop, now: float) -> None:
+        """Feed the watchdog while the pool makes progress; send READY=1 and STATUS=."""
+        progressing = loop.pool.making_progress(now, loop.config.STALL_TIMEOUT)
+        if progressing != self.progressing:
+            self.progressing = progressing
+            if progressing:
+                log.warning("workers_progressing_again")
+            else:
+                log.error(
+                    "workers_stalled",
+                    waiting=loop.pool.waiting,
+                    busy=loop.pool.busy,
+                    stall_timeout=loop.config.STALL_TIMEOUT,
+                    hint="every worker is stuck in a handler; the watchdog is no longer fed",
+                )
+            self._next_status = now
+        if progressing:
+            self.notifier.ping_if_due(now)
+        if not self._announced:
+            if self.ready and loop.state.value == "serving":
+                self._announced = True
+                self._next_status = now + 1.0
+                self.notifier.ready(self.status_line(loop))
+                log.info("ready")
+        elif self.notifier.enabled and now >= self._next_status:
+            self._next_status = now + 1.0
+            self.notifier.status(self.status_line(loop))
+
+    def stopping(self, loop: Loop) -> None:
+        """Tell systemd the service is shutting down."""
+        self.notifier.stopping(self.status_line(loop))
+
+    def reloading(self) -> None:
+        """Tell systemd a reload began."""
+        self.notifier.reloading()
+
+    def reloaded(self, loop: Loop, applied: bool = True) -> None:
+        """Tell systemd the reload ended (and count it if new settings were *applied*)."""
+        self.reloads += applied
+        self.notifier.ready(self.status_line(loop))
+
+    def status_line(self, loop: Loop) -> str:
+        """Return the one-line ``STATUS=`` text."""
+        pool = loop.pool
+        state = "Stalled" if not self.progressing else loop.state.value.capitalize()
+        return (
+            f"{state}: {len(loop.clients)} connections, {pool.busy}/{pool.size} workers busy, "
+            f"{loop.counters.requests} requests, {loop.counters.errors} errors"
+        )
+
+    def status(self, loop: Loop) -> dict[str, Any]:
+        """Return what ``rpc.status`` reports."""
+        counters = loop.counters
+        return {
+            "pid": os.getpid(),
+            "uptime": round(time.monotonic() - self.started, 3),
+            "state": loop.state.value,
+            "ready": self.ready,
+            "workers_progressing": self.progressing,
+            "connections": len(loop.clients),
+            "connections_accepted": loop.clients.accepted,
+            "connections_evicted": loop.clients.evicted,
+            "requests": counters.requests,
+            "notifications": counters.notifications,
+            "errors": counters.errors,
+            "dropped_replies": counters.dropped_replies,
+            "reloads": self.reloads,
+            "workers": loop.pool.size,
+            "busy_workers": loop.pool.busy,
+            "queued": loop.pool.waiting,
+            "handlers": len(loop.dispatcher.registry),
+            "access": loop.clients.policy.description,
+            "python": sys.version.split()[0],
+            "django": django.get_version(),
+            "config": dataclasses.asdict(loop.config),
+            **lifecycle.stats.snapshot(),
+        }
