@@ -23,7 +23,7 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
-from tests.daemon import REPO
+from tests.daemon import REPO, manage_env
 from tests.waiting import poll
 
 CHROMIUM_FLAGS = [
@@ -83,13 +83,8 @@ class DevServer:
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "tests.settings",
-            "DJANGO_DEBUG": "1",  # runserver serves the admin's static files only with DEBUG
-            "PYTHONUNBUFFERED": "1",
-            **env,
-        }
+        # runserver serves the admin's static files only with DEBUG.
+        self.env = manage_env({"DJANGO_DEBUG": "1", **env})
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
 

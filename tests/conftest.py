@@ -5,8 +5,6 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from socketsvc.client import close_connections
-from tests.daemon import REPO, Daemon
+from tests.daemon import Daemon, manage
+from tests.gate import Gate
 from tests.mariadb import MariaDB, migrate
 
 
@@ -29,6 +28,13 @@ def short_tmp() -> Iterator[Path]:
 @pytest.fixture
 def sock_path(short_tmp: Path) -> str:
     return str(short_tmp / "s.sock")
+
+
+@pytest.fixture
+def gate(short_tmp: Path) -> Iterator[Gate]:
+    """A gate that ``testapp.hold`` handlers wait at until the test opens it."""
+    with Gate(short_tmp / "gate.sock") as held:
+        yield held
 
 
 def _shared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -55,20 +61,14 @@ def _build_mariadb_template(target: Path) -> None:
     server.install()
     server.start()
     try:
-        migrate(server, REPO)
+        migrate(server)
     finally:
         server.stop()
 
 
 def _build_sqlite_template(target: Path) -> None:
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "DATABASE_URL": f"sqlite:///{target / 'db.sqlite3'}",
-    }
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "-v0"], cwd=REPO, env=env, check=True, timeout=300
-    )
+    done = manage("migrate", "-v0", env={"DATABASE_URL": f"sqlite:///{target / 'db.sqlite3'}"})
+    assert done.returncode == 0, done.stderr
 
 
 @pytest.fixture(scope="session")
@@ -131,15 +131,20 @@ def daemons() -> Iterator[list[Daemon]]:
 
 @pytest.fixture
 def start_daemon(daemons: list[Daemon], short_tmp: Path) -> Callable[..., Daemon]:
-    """Start a daemon: ``start_daemon(database_url, conn_max_age="0", health_checks=False)``."""
+    """Start a daemon on *database_url* and wait until it is ready (its database probed).
+
+    ``start_daemon(url, *args, conn_max_age="0", health_checks=False, ready=True,
+    socket_path=None, **env)``;
+    ``ready=False`` waits only for a ping (for a database that is down).
+    """
 
     def start(
         database_url: str,
         *args: str,
         conn_max_age: str = "0",
         health_checks: bool = False,
+        ready: bool = True,
         socket_path: str | None = None,
-        wait: bool = True,
         **env: str,
     ) -> Daemon:
         daemon = Daemon(
@@ -153,7 +158,7 @@ def start_daemon(daemons: list[Daemon], short_tmp: Path) -> Callable[..., Daemon
             *args,
         )
         daemons.append(daemon)
-        return daemon.start(wait=wait)
+        return daemon.start(ready=ready)
 
     return start
 

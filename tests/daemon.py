@@ -1,4 +1,11 @@
-"""Run ``manage.py runsocketservice`` as a real subprocess, and talk to it over its socket."""
+"""The one way tests run ``manage.py``: a daemon as a real subprocess, and any other command.
+
+:class:`Daemon` starts ``runsocketservice`` (bound to its own socket, on a socket
+an :class:`~tests.activation.Activator` passes as fd 3, or on a terminal), waits
+until it answers, runs it to its exit for start-up failures, and reads its log.
+:func:`manage` runs any other command to completion. :func:`socketsvc_settings`
+is the one way to give a daemon SOCKETSVC values (re-read on SIGHUP).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +15,14 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
-from socketsvc.client import ServiceUnavailable, invoke
+from socketsvc.client import ServiceUnavailable, call_with
+from tests.waiting import poll
+
+if TYPE_CHECKING:
+    from tests.activation import Activator
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -26,63 +36,146 @@ def socketsvc_settings(path: Path, **values: Any) -> dict[str, str]:
     return {"TEST_SOCKETSVC_FILE": str(path)}
 
 
-class Daemon:
-    """One daemon process serving *socket_path*, with its log captured to a file."""
+def manage_env(env: dict[str, str] | None = None, unset: tuple[str, ...] = ()) -> dict[str, str]:
+    """Return the environment of a ``manage.py`` subprocess (the test settings unless *env* says).
 
-    def __init__(self, socket_path: str, env: dict[str, str] | None = None, *args: str) -> None:
+    Variables named in *unset* are removed from the inherited environment.
+    """
+    inherited = {key: value for key, value in os.environ.items() if key not in unset}
+    return {
+        **inherited,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "PYTHONUNBUFFERED": "1",
+        **(env or {}),
+    }
+
+
+def manage(
+    *args: str,
+    env: dict[str, str] | None = None,
+    unset: tuple[str, ...] = (),
+    timeout: float = 120.0,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``manage.py ARGS`` to completion and capture its output."""
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=REPO,
+        env=manage_env(env, unset),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+# Runs in the child: move the inherited fd to 3, name this pid, exec the daemon.
+_EXEC_WITH_FD3 = """
+import os, sys
+fd = int(os.environ.pop("ACTIVATION_FD"))
+if fd != 3:
+    os.dup2(fd, 3)
+    os.close(fd)
+os.set_inheritable(3, True)
+os.environ["LISTEN_FDS"] = "1"
+os.environ["LISTEN_PID"] = str(os.getpid())
+os.environ["LISTEN_FDNAMES"] = "socketsvc"
+os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
+"""
+
+
+class Daemon:
+    """One ``runsocketservice`` process serving *socket_path*, its output captured to a file.
+
+    With *activation* (an Activator, or an fd number) it inherits its listening
+    socket as fd 3, the way systemd passes it; with *socket_option* False it
+    takes the socket from its settings, as a user's command line does.
+    """
+
+    def __init__(
+        self,
+        socket_path: str,
+        env: dict[str, str] | None = None,
+        *args: str,
+        activation: Activator | int | None = None,
+        socket_option: bool = True,
+        unset: tuple[str, ...] = (),
+    ) -> None:
         self.socket = socket_path
         self.args = list(args)
-        self.env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "tests.settings",
-            "PYTHONUNBUFFERED": "1",
-            **(env or {}),
-        }
-        self.log_path = Path(socket_path).with_suffix(f".{id(self)}.log")
+        self.env = manage_env(env, unset)
+        self.activation = activation
+        self.socket_option = socket_option and activation is None
+        # Beside the socket, or in the nearest directory that exists (the daemon may create it).
+        where = next(parent for parent in Path(socket_path).parents if parent.is_dir())
+        self.log_path = where / f"{Path(socket_path).stem}.{id(self)}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, wait: bool = True) -> Daemon:
-        """Start the process; by default wait until it answers rpc.ping."""
+    def command(self) -> list[str]:
+        """Return the daemon's command line."""
+        prefix = [sys.executable]
+        if self.activation is not None:
+            prefix += ["-c", _EXEC_WITH_FD3]
+        socket_args = ["--socket", self.socket] if self.socket_option else []
+        return [*prefix, "manage.py", "runsocketservice", *socket_args, *self.args]
+
+    def start(
+        self, wait: bool = True, output: IO[Any] | int | None = None, ready: bool = False
+    ) -> Daemon:
+        """Start the process (output to its log file, or *output*); by default wait for a ping.
+
+        With *ready*, also wait until it has probed its databases (READY=1): until
+        then its probe holds a database session of its own.
+        """
+        env = dict(self.env)
+        pass_fds: tuple[int, ...] = ()
+        if self.activation is not None:
+            fd = self.activation if isinstance(self.activation, int) else self.activation.fileno()
+            env["ACTIVATION_FD"] = str(fd)
+            pass_fds = (fd,)
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "manage.py",
-                    "runsocketservice",
-                    "--socket",
-                    self.socket,
-                    *self.args,
-                ],
+                self.command(),
                 cwd=REPO,
-                env=self.env,
+                env=env,
                 stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
+                stdout=log if output is None else output,
+                stderr=subprocess.STDOUT if output is None else output,
+                pass_fds=pass_fds,
             )
         if wait:
             self.wait_ready()
+        if ready:
+            poll(lambda: self.call("rpc.status")["ready"], why=self.log)
         return self
 
+    def run_to_exit(self, timeout: float = 60.0) -> tuple[int, str]:
+        """Run until the process exits on its own (a start-up failure, a detaching parent)."""
+        self.start(wait=False)
+        assert self.process is not None
+        code = self.process.wait(timeout)
+        return code, self.log()
+
     def wait_ready(self, timeout: float = 30.0) -> None:
-        """Poll rpc.ping until it answers; fail at once if the process dies."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        """Wait until rpc.ping answers; fail at once if the process dies."""
+
+        def answers() -> bool:
             assert self.process is not None
             if self.process.poll() is not None:
                 raise RuntimeError(f"daemon exited with {self.process.returncode}:\n{self.log()}")
             try:
-                # An activated socket accepts before the daemon is up: the
-                # ping then waits in the backlog, so allow it time.
-                remaining = max(deadline - time.monotonic(), 0.1)
-                if invoke("rpc.ping", socket=self.socket, timeout=remaining) == "pong":
-                    return
+                # An activated socket accepts before the daemon is up: the ping
+                # then waits in the backlog, so allow it time.
+                return call_with("rpc.ping", socket=self.socket, timeout=timeout) == "pong"
             except ServiceUnavailable:
-                time.sleep(0.05)
-        raise RuntimeError(f"daemon did not answer within {timeout} s:\n{self.log()}")
+                return False
+
+        poll(answers, timeout, interval=0.05, why=self.log)
 
     def call(self, method: str, *args: Any, timeout: float = 20.0, **params: Any) -> Any:
         """Call *method* through the public client."""
-        return invoke(method, list(args) if args else params, socket=self.socket, timeout=timeout)
+        return call_with(
+            method, list(args) if args else params, socket=self.socket, timeout=timeout
+        )
 
     @property
     def pid(self) -> int:

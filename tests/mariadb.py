@@ -6,11 +6,9 @@ machine's shared MariaDB is never touched.
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -164,18 +162,11 @@ class MariaDB:
         self.query(f"SET GLOBAL wait_timeout = {int(seconds)}")
 
 
-def migrate(server: MariaDB, repo: Path) -> None:
+def migrate(server: MariaDB) -> None:
     """Create the test database and run every migration into it."""
+    from tests.daemon import manage
+
     server.query(f"CREATE DATABASE IF NOT EXISTS {DB_NAME} CHARACTER SET utf8mb4")
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "DATABASE_URL": server.url(),
-    }
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "-v0"],
-        cwd=repo,
-        env=env,
-        check=True,
-        timeout=300,
-    )
+    done = manage("migrate", "-v0", env={"DATABASE_URL": server.url()}, timeout=300)
+    if done.returncode != 0:
+        raise RuntimeError(f"migrate failed:\n{done.stderr}")

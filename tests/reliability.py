@@ -284,7 +284,7 @@ def main() -> int:
     try:
         server.install()
         server.start()
-        migrate(server, Path(__file__).resolve().parent.parent)
+        migrate(server)
         env = {"DATABASE_URL": server.url(), "TEST_CONN_MAX_AGE": "60"}
         daemon = Daemon(str(base / "s.sock"), env).start()
         report = run_load(daemon, server, args.duration)

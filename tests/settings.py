@@ -29,6 +29,22 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"] == "django.db.backends.mysql":
     DATABASES["default"].setdefault("OPTIONS", {})["charset"] = "utf8mb4"
 
+# A project's own LOGGING: a handler on the root logger (and, optionally, a
+# console handler on stderr), which the daemon must extend, never replace.
+if os.environ.get("TEST_LOG_CAPTURE"):
+    LOGGING = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "handlers": {
+            "capture": {
+                "class": "tests.logcapture.JsonLinesHandler",
+                "path": os.environ["TEST_LOG_CAPTURE"],
+            },
+            "console": {"class": "logging.StreamHandler"},
+        },
+        "root": {"handlers": ["capture", "console"], "level": "INFO"},
+    }
+
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 SOCKETSVC = {

@@ -26,14 +26,19 @@ pytestmark = [
 
 def as_nobody(path: str) -> dict:
     """Connect from a forked child running as uid/gid 65534; return what it saw."""
+    return as_user(path, NOBODY, NOBODY)
+
+
+def as_user(path: str, uid: int, gid: int) -> dict:
+    """Connect from a forked child running as *uid*/*gid*; return what it saw."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: only plain system calls, then _exit
         result: dict = {}
         try:
             os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
+            os.setgid(gid)
+            os.setuid(uid)
             try:
                 client = RawClient(path, timeout=10)
             except PermissionError:
@@ -112,6 +117,15 @@ def test_an_allowed_uid_is_served(reachable_dir, sqlite_url, daemons):
     daemon = start(reachable_dir, sqlite_url, daemons, "666", ALLOWED_UIDS=[0, NOBODY])
     seen = as_nobody(daemon.socket)
     assert seen["reply"] == {"jsonrpc": "2.0", "id": 1, "result": "pong"}
+
+
+def test_a_uid_above_2_to_the_31_is_read_unsigned(reachable_dir, sqlite_url, daemons):
+    """uid_t is unsigned: a peer with uid 3,000,000,000 is that uid, and allowed when listed."""
+    big = 3_000_000_000
+    daemon = start(reachable_dir, sqlite_url, daemons, "666", ALLOWED_UIDS=[0, big])
+    seen = as_user(daemon.socket, big, big)
+    assert seen["reply"] == {"jsonrpc": "2.0", "id": 1, "result": "pong"}
+    assert daemon.call("testapp.add", 1, 1) == 2
 
 
 def test_an_allowed_group_is_served(reachable_dir, sqlite_url, daemons):

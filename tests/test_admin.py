@@ -406,6 +406,30 @@ def test_notify_button_sends_a_notification_and_says_it_runs_in_the_background(
     assert request == {"jsonrpc": "2.0", "method": "shop.send_order", "params": {"pk": order.pk}}
 
 
+class ParamNamesAdmin(SocketServiceAdminMixin, admin.ModelAdmin):
+    socketsvc_buttons = [
+        Button(
+            "shop.tune",
+            "Tune",
+            params=lambda product: {"timeout": 7, "socket": "kept"},
+            notify=True,
+        ),
+        Button("shop.tune", "Tune now", params=lambda product: {"timeout": 7}, name="now"),
+    ]
+
+
+@pytest.mark.parametrize("name", ["shop_tune", "now"], ids=["notify", "call"])
+def test_params_named_like_client_options_travel_as_params(admin_user, service, mug, name):
+    """Params named "timeout" or "socket" reach the handler; they never become client options."""
+    stub = service(result(None))
+    model_admin = ParamNamesAdmin(Product, admin.AdminSite(name="paramnames"))
+    response, messages = press(model_admin, admin_user, mug, name)
+    assert response.status_code == 302
+    assert messages[0][0] == "success"
+    [request] = poll(lambda: stub.requests)
+    assert request["params"]["timeout"] == 7
+
+
 def test_notify_button_reports_a_service_that_is_not_running(admin_client, service):
     """A notification that cannot be delivered is an error, not a false "sent"."""
     order = PurchaseOrder.objects.get()

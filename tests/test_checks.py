@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -13,7 +11,7 @@ import pytest
 from django.core import checks
 from django.test import override_settings
 
-from tests.daemon import REPO
+from tests.daemon import manage
 
 MYSQL = {
     "ENGINE": "django.db.backends.mysql",
@@ -34,11 +32,10 @@ def socketsvc_ids() -> set[str]:
         ({"SOCKET": "/run/app/s.sock", "SOCKET_MODE": 0o666}, "socketsvc.W002"),
         ({"SOCKET": "/run/app/s.sock", "SOCKET_MODE": 0o662}, "socketsvc.W002"),
         ({"SOCKET": "/run/app/s.sock", "SOCKET_GROUP": "no-such-group-x"}, "socketsvc.E002"),
-        ({"SOCKET": "/run/app/s.sock", "DB_CHECK_AFTER_IDLE": 30000}, "socketsvc.W005"),
         ({"SOCKET": "relative.sock"}, "socketsvc.E001"),
         ({"SOCKET": "/run/app/s.sock", "WORKRES": 4}, "socketsvc.E001"),
     ],
-    ids=["tmp", "mode-0666", "mode-world-write", "no-group", "check-idle", "relative", "typo"],
+    ids=["tmp", "mode-0666", "mode-world-write", "no-group", "relative", "typo"],
 )
 def test_each_socket_check_fires_on_its_bad_setting(setting, expected):
     """A risky SOCKETSVC value produces its check message, and only the expected one."""
@@ -77,6 +74,18 @@ def test_conn_max_age_above_wait_timeout_without_health_checks(database, fires):
         assert ("socketsvc.W004" in socketsvc_ids()) is fires
 
 
+@pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")
+@pytest.mark.parametrize(("engine", "fires"), [(MYSQL, True), ({}, False)], ids=["mysql", "sqlite"])
+def test_check_after_idle_above_wait_timeout_warns_for_mysql(engine, fires):
+    """DB_CHECK_AFTER_IDLE at MySQL's wait_timeout gives W005, where a MySQL database is used."""
+    databases = {"default": engine} if engine else None
+    overrides = {"DATABASES": databases} if databases else {}
+    with override_settings(
+        SOCKETSVC={"SOCKET": "/run/app/s.sock", "DB_CHECK_AFTER_IDLE": 30000}, **overrides
+    ):
+        assert ("socketsvc.W005" in socketsvc_ids()) is fires
+
+
 def test_demo_settings_pass_every_check():
     """manage.py check on the demo project reports no issue at all.
 
@@ -84,19 +93,9 @@ def test_demo_settings_pass_every_check():
     rightly get W001, so its runtime directory is put elsewhere here.
     """
     var_dir = Path(tempfile.mkdtemp(prefix="socketsvc-demo-", dir=_not_shared_tmp()))
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings"}
-    for name in ("DATABASE_URL", "SOCKETSVC_SOCKET"):
-        env.pop(name, None)
-    env["SOCKETSVC_VAR_DIR"] = str(var_dir)
+    env = {"DJANGO_SETTINGS_MODULE": "project.settings", "SOCKETSVC_VAR_DIR": str(var_dir)}
     try:
-        done = subprocess.run(
-            [sys.executable, "manage.py", "check"],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        done = manage("check", env=env, unset=("DATABASE_URL", "SOCKETSVC_SOCKET"))
     finally:
         shutil.rmtree(var_dir)
     assert done.returncode == 0, done.stderr

@@ -6,11 +6,9 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -23,35 +21,18 @@ from socketsvc.client import (
     ServiceUnavailable,
     SocketServiceError,
     call,
-    invoke,
+    call_with,
     notify,
 )
-from tests.daemon import REPO
+from tests.daemon import manage
+from tests.waiting import poll
 
 # -- helpers ----------------------------------------------------------------
 
 
-def poll(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> bool:
-    """Return True as soon as predicate() is true, False once *timeout* has passed."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
-
-
 def socketctl(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
     """Run ``manage.py socketctl ARGS`` in a subprocess and capture its output."""
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
-    return subprocess.run(
-        [sys.executable, "manage.py", "socketctl", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return manage("socketctl", *args, timeout=timeout)
 
 
 @pytest.fixture
@@ -76,13 +57,13 @@ def test_call_returns_the_result_for_positional_and_named_params(sqlite_daemon):
     assert call("rpc.ping", socket=path, timeout=10) == "pong"
 
 
-def test_invoke_passes_params_named_like_call_options(sqlite_daemon):
-    """invoke() sends a params object even when its keys are "timeout" or "socket"."""
-    result = invoke(
+def test_call_with_passes_params_named_like_call_options(sqlite_daemon):
+    """call_with() sends a params object even when its keys are "timeout" or "socket"."""
+    result = call_with(
         "testapp.echo", {"timeout": 1, "socket": "x"}, socket=sqlite_daemon.socket, timeout=10
     )
     assert result == {"args": [], "kwargs": {"timeout": 1, "socket": "x"}}
-    assert invoke("testapp.echo", [1, "a\nb"], socket=sqlite_daemon.socket, timeout=10) == {
+    assert call_with("testapp.echo", [1, "a\nb"], socket=sqlite_daemon.socket, timeout=10) == {
         "args": [1, "a\nb"],
         "kwargs": {},
     }
@@ -170,7 +151,12 @@ def test_handler_exception_raises_handler_error_without_traceback(sqlite_daemon)
     assert error.code == -32000
     assert error.error_type == "RuntimeError"
     assert "kaput" in error.message
-    assert error.data == {"type": "RuntimeError", "message": "kaput"}
+    assert error.data == {
+        "type": "RuntimeError",
+        "message": "kaput",
+        "request_id": error.data["request_id"],
+    }
+    assert isinstance(error.data["request_id"], int)
     text = json.dumps(error.data)
     assert "Traceback" not in text
     assert "handlers.py" not in text
@@ -268,7 +254,8 @@ def test_socketctl_remote_error_exits_1_with_the_json_error(sqlite_daemon):
     assert done.returncode == 1, done.stderr
     error = json.loads(done.stdout)["error"]
     assert error["code"] == -32000
-    assert error["data"] == {"type": "RuntimeError", "message": "kaput"}
+    assert error["data"]["type"] == "RuntimeError"
+    assert error["data"]["message"] == "kaput"
     assert "kaput" in error["message"]
 
 
@@ -303,3 +290,30 @@ def test_socketctl_methods_lists_signatures(sqlite_daemon):
         "doc": "Add two integers.",
     }
     assert {"rpc.ping", "rpc.status", "rpc.methods", "shop.restock", "custom.named"} <= set(methods)
+
+
+def test_connect_waits_while_the_backlog_is_full_then_times_out(sock_path):
+    """A service whose listen backlog is full makes call() wait for room until its timeout,
+    then raise CallTimeout, rather than fail at once as if nothing listened."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(sock_path)
+    listener.listen(0)
+    queued = []
+    try:
+        while True:  # fill the backlog
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            probe.setblocking(False)
+            try:
+                probe.connect(sock_path)
+            except BlockingIOError:
+                probe.close()
+                break
+            queued.append(probe)
+        started = time.monotonic()
+        with pytest.raises(CallTimeout, match="backlog"):
+            call("rpc.ping", socket=sock_path, timeout=0.5)
+        assert time.monotonic() - started >= 0.45
+    finally:
+        for probe in queued:
+            probe.close()
+        listener.close()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import threading
+from collections.abc import Callable
 
 import pytest
 
-from socketsvc import call
+from socketsvc import AccessDenied, ProtocolError, call
 from socketsvc.client import close_connections
 from tests.daemon import Daemon, socketsvc_settings
 from tests.waiting import poll
@@ -63,7 +66,9 @@ def test_kept_connection_survives_a_daemon_restart(short_tmp, sqlite_url, daemon
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_forked_child_does_not_use_the_parents_connection(sqlite_daemon):
     """After fork, the child opens its own connection; parent and child both get their replies."""
+    close_connections()
     assert call("testapp.add", 0, 1, socket=sqlite_daemon.socket) == 1
+    before = accepted(sqlite_daemon)  # on the parent's kept connection
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -78,3 +83,78 @@ def test_a_forked_child_does_not_use_the_parents_connection(sqlite_daemon):
     os.waitpid(pid, 0)
     assert child_answer == "42"
     assert call("testapp.add", 5, 5, socket=sqlite_daemon.socket) == 10
+    assert accepted(sqlite_daemon) == before + 1  # the child's own, and no other
+
+
+class KeepingServer:
+    """A Unix socket server that keeps connections open and answers by script.
+
+    ``answer(request)`` returns the reply object for each request; every
+    connection accepted is counted.
+    """
+
+    def __init__(self, path: str, answer: Callable[[dict], dict]) -> None:
+        self.path = path
+        self.answer = answer
+        self.accepted = 0
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(path)
+        self.listener.listen()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as lines:
+            for line in lines:
+                reply = self.answer(json.loads(line))
+                conn.sendall(json.dumps(reply).encode() + b"\n")
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.mark.parametrize(
+    ("bad", "raised"),
+    [
+        (lambda request: {"jsonrpc": "2.0", "id": "someone-else", "result": 1}, ProtocolError),
+        (
+            lambda request: {
+                "jsonrpc": "2.0",
+                "id": None,
+                "error": {"code": -32005, "message": "no"},
+            },
+            AccessDenied,
+        ),
+    ],
+    ids=["wrong-id", "refusal"],
+)
+def test_a_connection_that_gave_a_bad_reply_is_not_kept(sock_path, bad, raised):
+    """After a reply to another id, or a refusal, the next call uses a new connection."""
+    replies = iter([bad])
+
+    def answer(request: dict) -> dict:
+        script = next(replies, None)
+        if script is not None:
+            return script(request)
+        return {"jsonrpc": "2.0", "id": request["id"], "result": "fine"}
+
+    close_connections()
+    server = KeepingServer(sock_path, answer)
+    try:
+        with pytest.raises(raised):
+            call("x.y", socket=sock_path, timeout=5)
+        assert call("x.y", socket=sock_path, timeout=5) == "fine"
+        assert server.accepted == 2
+        assert call("x.y", socket=sock_path, timeout=5) == "fine"
+        assert server.accepted == 2  # a good reply keeps the connection
+    finally:
+        close_connections()
+        server.close()

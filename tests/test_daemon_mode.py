@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from socketsvc import call
-from tests.daemon import REPO
+from tests.daemon import Daemon
 from tests.waiting import poll
 
 
@@ -22,31 +22,15 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def run(short_tmp, sqlite_url, *args, env=None, stderr=None):
-    """Run runsocketservice --daemonize in the foreground; return the finished parent."""
-    return subprocess.run(
-        [
-            sys.executable,
-            "manage.py",
-            "runsocketservice",
-            "--socket",
-            str(short_tmp / "d.sock"),
-            "--daemonize",
-            "--pidfile",
-            str(short_tmp / "d.pid"),
-            *args,
-        ],
-        cwd=REPO,
-        env={
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "tests.settings",
-            "DATABASE_URL": sqlite_url,
-            **(env or {}),
-        },
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=stderr if stderr is not None else subprocess.PIPE,
-        timeout=60,
+def daemonizing(short_tmp, sqlite_url, *args, env=None) -> Daemon:
+    """A runsocketservice --daemonize --pidfile command; its output file is the inherited stderr."""
+    return Daemon(
+        str(short_tmp / "d.sock"),
+        {"DATABASE_URL": sqlite_url, **(env or {})},
+        "--daemonize",
+        "--pidfile",
+        str(short_tmp / "d.pid"),
+        *args,
     )
 
 
@@ -67,8 +51,8 @@ def wait_stopped(pid: int) -> None:
 def test_daemonize_detaches_and_keeps_socket_and_log(short_tmp, sqlite_url, daemon_pids):
     """The parent exits 0; the pidfile names the live daemon; it serves and its log lines arrive."""
     log_file = short_tmp / "d.log"
-    parent = run(short_tmp, sqlite_url, "--log-file", str(log_file))
-    assert parent.returncode == 0, parent.stderr
+    code, output = daemonizing(short_tmp, sqlite_url, "--log-file", str(log_file)).run_to_exit()
+    assert code == 0, output
     pid = poll(
         lambda: int((short_tmp / "d.pid").read_text()) if (short_tmp / "d.pid").exists() else 0
     )
@@ -91,14 +75,13 @@ def test_daemonize_detaches_and_keeps_socket_and_log(short_tmp, sqlite_url, daem
 
 def test_daemonize_without_log_file_keeps_stderr(short_tmp, sqlite_url, daemon_pids):
     """Without --log-file the daemon keeps writing to the stderr it was started with."""
-    stderr_path = short_tmp / "stderr.log"
-    with open(stderr_path, "wb") as stderr:
-        parent = run(short_tmp, sqlite_url, stderr=stderr)
-    assert parent.returncode == 0
+    parent = daemonizing(short_tmp, sqlite_url)
+    code, output = parent.run_to_exit()
+    assert code == 0, output
     pid = poll(lambda: (short_tmp / "d.pid").exists() and int((short_tmp / "d.pid").read_text()))
     daemon_pids.append(pid)
     call("testapp.add", 1, 2, socket=str(short_tmp / "d.sock"), timeout=20)
-    poll(lambda: '"method": "testapp.add"' in stderr_path.read_text())
+    poll(lambda: '"method": "testapp.add"' in parent.log())
     os.kill(pid, signal.SIGTERM)
     wait_stopped(pid)
 
@@ -108,8 +91,10 @@ def test_stale_pidfile_is_ignored(short_tmp, sqlite_url, daemon_pids):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     (short_tmp / "d.pid").write_text(f"{dead.pid}\n")
-    parent = run(short_tmp, sqlite_url, "--log-file", str(short_tmp / "d.log"))
-    assert parent.returncode == 0, parent.stderr
+    code, output = daemonizing(
+        short_tmp, sqlite_url, "--log-file", str(short_tmp / "d.log")
+    ).run_to_exit()
+    assert code == 0, output
 
     def new_pid() -> int:
         recorded = int((short_tmp / "d.pid").read_text())
@@ -125,41 +110,24 @@ def test_stale_pidfile_is_ignored(short_tmp, sqlite_url, daemon_pids):
 def test_live_pidfile_is_refused(short_tmp, sqlite_url):
     """A pidfile naming a running process stops the start with a clear message."""
     (short_tmp / "d.pid").write_text(f"{os.getpid()}\n")
-    parent = run(short_tmp, sqlite_url)
-    assert parent.returncode != 0
-    assert f"names a running process (pid {os.getpid()})" in parent.stderr.decode()
+    code, output = daemonizing(short_tmp, sqlite_url).run_to_exit()
+    assert code != 0
+    assert f"names a running process (pid {os.getpid()})" in output
     assert (short_tmp / "d.pid").read_text() == f"{os.getpid()}\n"
     assert not (short_tmp / "d.sock").exists()
 
 
 def test_never_daemonizes_under_systemd(short_tmp, sqlite_url):
     """Started by systemd (INVOCATION_ID set), --daemonize is ignored: the process stays in front."""
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "manage.py",
-            "runsocketservice",
-            "--socket",
-            str(short_tmp / "d.sock"),
-            "--daemonize",
-        ],
-        cwd=REPO,
-        env={
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "tests.settings",
-            "DATABASE_URL": sqlite_url,
-            "INVOCATION_ID": "0123456789abcdef",
-        },
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    daemon = Daemon(
+        str(short_tmp / "d.sock"),
+        {"DATABASE_URL": sqlite_url, "INVOCATION_ID": "0123456789abcdef"},
+        "--daemonize",
     )
     try:
-        path = str(short_tmp / "d.sock")
-        poll(lambda: os.path.exists(path))
-        assert call("rpc.status", socket=path, timeout=20)["pid"] == process.pid
-        assert process.poll() is None
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(30) == 0
+        daemon.start()
+        assert daemon.call("rpc.status")["pid"] == daemon.pid
+        assert daemon.process.poll() is None
+        assert daemon.stop() == 0
     finally:
-        if process.poll() is None:
-            process.kill()
+        daemon.kill()

@@ -98,7 +98,7 @@ def test_mariadb_down_gives_clear_error_and_daemon_recovers(private_mariadb, sta
 def test_daemon_starts_while_mariadb_is_down(private_mariadb, start_daemon):
     """A daemon started during an outage serves pings, errors clearly, and recovers later."""
     private_mariadb.stop()
-    daemon = start_daemon(private_mariadb.url())
+    daemon = start_daemon(private_mariadb.url(), ready=False)
     assert daemon.call("rpc.ping") == "pong"
     with pytest.raises(DatabaseUnavailable):
         daemon.call("testapp.count_notes")
@@ -145,12 +145,26 @@ def test_refresh_connections_lets_a_long_handler_query_again(mariadb, start_daem
     assert daemon.call("testapp.pause_refresh_then_query", seconds=2.5) >= 0
 
 
-def test_long_handler_without_refresh_meets_the_dead_connection(mariadb, start_daemon):
-    """Without refresh_connections(), the same pause costs that request a -32001 (and only that one)."""
+@pytest.mark.parametrize("health_checks", [False, True], ids=["plain", "health-checks"])
+def test_handler_idle_between_its_queries_gets_a_live_connection(
+    mariadb, start_daemon, health_checks
+):
+    """Query, pause past wait_timeout, query again: the second query runs on a fresh connection."""
+    mariadb.set_wait_timeout(1)
+    daemon = start_daemon(
+        mariadb.url(), "--workers", "1", conn_max_age="none", health_checks=health_checks
+    )
+    assert daemon.call("testapp.pause_then_query", seconds=2.5) >= 0
+    assert daemon.call("rpc.status")["dead_connections_replaced"] >= 1
+
+
+def test_transaction_idle_past_wait_timeout_fails_saying_why(mariadb, start_daemon):
+    """Inside atomic the lost connection cannot be replaced: -32001, and the message says why."""
     mariadb.set_wait_timeout(1)
     daemon = start_daemon(mariadb.url(), "--workers", "1", conn_max_age="none")
-    with pytest.raises(DatabaseUnavailable):
-        daemon.call("testapp.pause_then_query", seconds=2.5)
+    with pytest.raises(DatabaseUnavailable) as caught:
+        daemon.call("testapp.pause_in_atomic_then_query", seconds=2.5)
+    assert "transaction cannot continue on a new connection" in caught.value.message
     assert daemon.call("testapp.count_notes") >= 0
 
 

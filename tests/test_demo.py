@@ -7,26 +7,20 @@ import signal
 import subprocess
 import sys
 
-from tests.daemon import REPO
+from tests.daemon import REPO, Daemon, manage, manage_env
 from tests.waiting import poll
 
-
-def demo_env(var_dir) -> dict[str, str]:
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings"}
-    env.pop("DATABASE_URL", None)
-    env["SOCKETSVC_VAR_DIR"] = str(var_dir)
-    return env
+DEMO = {"DJANGO_SETTINGS_MODULE": "project.settings"}
+NOT_FROM_THE_TESTS = ("DATABASE_URL", "SOCKETSVC_SOCKET")
 
 
 def test_demo_calls_handlers_that_read_and_write_the_shop(short_tmp):
     """rundemo --once migrates SQLite, sells, restocks through the daemon, prints it, and exits 0."""
-    done = subprocess.run(
-        [sys.executable, "manage.py", "rundemo", "--once"],
-        cwd=REPO,
-        env=demo_env(short_tmp),
-        capture_output=True,
-        text=True,
-        timeout=120,
+    done = manage(
+        "rundemo",
+        "--once",
+        env={**DEMO, "SOCKETSVC_VAR_DIR": str(short_tmp)},
+        unset=NOT_FROM_THE_TESTS,
     )
     assert done.returncode == 0, done.stderr
     assert "database: sqlite3" in done.stdout
@@ -41,7 +35,7 @@ def test_demo_runs_until_ctrl_c_and_stops_the_daemon(short_tmp):
     demo = subprocess.Popen(
         [sys.executable, "manage.py", "rundemo"],
         cwd=REPO,
-        env=demo_env(short_tmp),
+        env=manage_env({**DEMO, "SOCKETSVC_VAR_DIR": str(short_tmp)}, NOT_FROM_THE_TESTS),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -58,3 +52,19 @@ def test_demo_runs_until_ctrl_c_and_stops_the_daemon(short_tmp):
     finally:
         if demo.poll() is None:
             os.killpg(demo.pid, signal.SIGKILL)
+
+
+def test_a_fresh_clone_starts_the_daemon_with_the_readmes_command(short_tmp, daemons):
+    """`manage.py runsocketservice` on the demo settings, with no project/var yet and no
+    database: the daemon starts, answers, and says the migrations are missing."""
+    var_dir = short_tmp / "var"  # absent, as in a fresh clone
+    daemon = Daemon(
+        str(var_dir / "socketsvc.sock"),
+        {**DEMO, "SOCKETSVC_VAR_DIR": str(var_dir)},
+        socket_option=False,
+        unset=NOT_FROM_THE_TESTS,
+    )
+    daemons.append(daemon)
+    daemon.start()
+    assert daemon.call("rpc.ping") == "pong"
+    poll(lambda: "unapplied_migrations" in daemon.log(), why=daemon.log)

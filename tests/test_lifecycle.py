@@ -8,6 +8,7 @@ import pytest
 from django.db import connection, transaction
 
 from socketsvc import lifecycle
+from socketsvc.backends import ops_for
 from socketsvc.lifecycle import request_scope
 from tests.testapp.models import Note
 
@@ -100,7 +101,7 @@ def test_closed_connection_is_seen_without_a_round_trip(mariadb, django_db_block
         with conn.cursor() as cursor:
             cursor.execute("SELECT CONNECTION_ID()")
             (session,) = cursor.fetchone()
-        assert lifecycle._server_closed(conn) is False
+        assert ops_for("mysql").closed_by_server(conn) is False
         mariadb.query(f"KILL {session}")
-        assert lifecycle._server_closed(conn) is True
+        assert ops_for("mysql").closed_by_server(conn) is True
         conn.close()

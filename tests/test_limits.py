@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import resource
 import socket
+import threading
 import time
 
 import pytest
 
-from socketsvc import protocol
+from socketsvc import call, protocol
 from socketsvc.client import close_connections
 from tests.daemon import Daemon, RawClient, socketsvc_settings
 from tests.waiting import poll
@@ -73,18 +75,52 @@ def test_half_received_request_gets_request_timeout(limited):
         assert other.reply()["result"] == 6
 
 
-def test_connection_cap_defers_extra_clients_until_one_leaves(limited):
-    """At MAX_CONNECTIONS the daemon stops accepting; the next client is served once one leaves."""
+def busy_clients(daemon: Daemon, gate, count: int) -> list[RawClient]:
+    """Open *count* connections, each with a call held at the gate."""
+    clients = [RawClient(daemon.socket) for _ in range(count)]
+    for n, client in enumerate(clients):
+        request(client, "testapp.hold", [gate.path], n)
+    gate.wait_for(count)
+    return clients
+
+
+def served_clients(daemon: Daemon, count: int) -> list[RawClient]:
+    """Open *count* connections, each answered once (the first is the longest idle)."""
+    clients = [RawClient(daemon.socket) for _ in range(count)]
+    for n, client in enumerate(clients):
+        request(client, "testapp.add", [n, 1], n)
+        assert client.reply()["result"] == n + 1
+    return clients
+
+
+def test_at_the_connection_cap_the_longest_idle_connection_makes_room(limited):
+    """At MAX_CONNECTIONS a new client is served at once; the longest-idle one is closed."""
     daemon = limited(MAX_CONNECTIONS_PER_UID=100)
-    clients = [RawClient(daemon.socket) for _ in range(4)]
+    clients = served_clients(daemon, 4)
     try:
-        poll(lambda: "connection_limit_reached" in daemon.log())
+        with RawClient(daemon.socket) as newcomer:
+            request(newcomer, "testapp.add", [5, 5], "n")
+            assert newcomer.reply()["result"] == 10
+        assert clients[0].closed_by_server()
+        for n, client in enumerate(clients[1:], 1):
+            request(client, "testapp.add", [n, 2], n)
+            assert client.reply()["result"] == n + 2
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_at_the_connection_cap_with_every_connection_busy_the_next_client_waits(limited, gate):
+    """At MAX_CONNECTIONS with calls in flight everywhere, a new client waits, then is served."""
+    daemon = limited(MAX_CONNECTIONS_PER_UID=100)
+    clients = busy_clients(daemon, gate, 4)
+    try:
         waiting = RawClient(daemon.socket)  # queued in the listen backlog
         request(waiting, "testapp.add", [5, 5], "w")
+        poll(lambda: "connection_limit_reached" in daemon.log())
+        gate.open()
         for n, client in enumerate(clients):
-            request(client, "testapp.add", [n, 0], n)
-            assert client.reply()["result"] == n
-        clients.pop().close()
+            assert client.reply() == {"jsonrpc": "2.0", "id": n, "result": "released"}
         assert waiting.reply()["result"] == 10
         waiting.close()
     finally:
@@ -92,28 +128,36 @@ def test_connection_cap_defers_extra_clients_until_one_leaves(limited):
             client.close()
 
 
-def test_connections_per_uid_are_capped(limited):
-    """A uid over MAX_CONNECTIONS_PER_UID gets -32002 on the extra connection, which is closed."""
+def test_at_the_per_uid_cap_the_uids_longest_idle_connection_makes_room(limited):
+    """At MAX_CONNECTIONS_PER_UID the uid's longest-idle connection is closed for the new one."""
     daemon = limited(MAX_CONNECTIONS=100)
-    clients = [RawClient(daemon.socket) for _ in range(3)]
+    clients = served_clients(daemon, 3)
     try:
-        for n, client in enumerate(clients):
-            request(client, "testapp.add", [n, 1], n)
-            assert client.reply()["result"] == n + 1
+        with RawClient(daemon.socket) as newcomer:
+            request(newcomer, "rpc.ping", None, "p")
+            assert newcomer.reply()["result"] == "pong"
+        assert clients[0].closed_by_server()
+        request(clients[2], "testapp.add", [1, 1], "x")
+        assert clients[2].reply()["result"] == 2
+        assert daemon.call("rpc.status")["connections_evicted"] >= 1
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_at_the_per_uid_cap_with_every_connection_busy_the_next_is_refused(limited, gate):
+    """A uid whose MAX_CONNECTIONS_PER_UID connections are all busy gets -32002 for another."""
+    daemon = limited(MAX_CONNECTIONS=100)
+    clients = busy_clients(daemon, gate, 3)
+    try:
         with RawClient(daemon.socket) as extra:
             reply = extra.reply()
             assert reply["error"]["code"] == protocol.SERVER_BUSY
-            assert "connections open" in reply["error"]["message"]
+            assert "connections open, all busy" in reply["error"]["message"]
             assert extra.closed_by_server()
-        clients.pop().close()
-
-        def replacement_served() -> bool:
-            # Admitted once the daemon has seen the close (it races with this connect).
-            with RawClient(daemon.socket) as replacement:
-                request(replacement, "rpc.ping", None, "r")
-                return replacement.reply().get("result") == "pong"
-
-        assert poll(replacement_served)
+        gate.open()
+        for client in clients:
+            assert client.reply()["result"] == "released"
     finally:
         for client in clients:
             client.close()
@@ -190,3 +234,57 @@ def test_within_limits_passes(limited):
             nested = [nested]
         request(client, "testapp.echo", [nested, "9" * 500], "deep")
         assert client.reply()["result"]["args"][1] == "9" * 500
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_two_thousand_idle_connections_never_lock_out_an_active_client(sqlite_daemon):
+    """With the default caps, one uid opens 2,000 connections and leaves them idle while a
+    client of the same uid keeps calling: every call is answered, and the daemon stays small."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert hard >= 2200, f"the open-files hard limit ({hard}) is too low for this test"
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2200), hard))
+    daemon = sqlite_daemon
+    rss_before = rss_kib(daemon.pid)
+    stop = threading.Event()
+    answered: list[int] = []
+    errors: list[BaseException] = []
+
+    def keep_calling() -> None:
+        n = 0
+        while not stop.is_set():
+            try:
+                assert call("testapp.add", n, 1, socket=daemon.socket, timeout=20) == n + 1
+            except BaseException as exc:
+                errors.append(exc)
+                return
+            answered.append(n)
+            n += 1
+        close_connections()
+
+    caller = threading.Thread(target=keep_calling)
+    caller.start()
+    idle: list[socket.socket] = []
+    try:
+        for _ in range(2000):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(daemon.socket)  # blocking: waits while the backlog is full
+            idle.append(sock)
+        status = poll(
+            lambda: (s := daemon.call("rpc.status"))["connections_evicted"] >= 2000 - 256 and s
+        )
+        assert status["connections"] <= 256 + 2
+    finally:
+        stop.set()
+        caller.join(30)
+        for sock in idle:
+            sock.close()
+    assert errors == []
+    assert len(answered) > 10
+    assert rss_kib(daemon.pid) - rss_before < 32 * 1024

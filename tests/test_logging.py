@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import os
 import pty
-import subprocess
-import sys
 import threading
 from collections import defaultdict
 
+import pytest
+
 from socketsvc import HandlerError
-from tests.daemon import REPO, RawClient
+from tests.daemon import Daemon, RawClient
 from tests.waiting import poll
 
 
@@ -104,14 +104,7 @@ def test_django_and_stdlib_loggers_use_the_same_renderer(sqlite_daemon):
 def test_console_format_on_a_tty(sock_path, sqlite_url):
     """On a terminal the daemon logs human-readable console lines, not JSON."""
     primary, secondary = pty.openpty()
-    process = subprocess.Popen(
-        [sys.executable, "manage.py", "runsocketservice", "--socket", sock_path],
-        cwd=REPO,
-        env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "DATABASE_URL": sqlite_url},
-        stdin=subprocess.DEVNULL,
-        stdout=secondary,
-        stderr=secondary,
-    )
+    daemon = Daemon(sock_path, {"DATABASE_URL": sqlite_url}).start(wait=False, output=secondary)
     os.close(secondary)
     output = b""
     try:
@@ -120,8 +113,47 @@ def test_console_format_on_a_tty(sock_path, sqlite_url):
             assert chunk, "no output on the terminal"
             output += chunk
     finally:
-        process.terminate()
-        process.wait(30)
+        daemon.stop()
         os.close(primary)
     first = output.decode(errors="replace").splitlines()[0]
     assert not first.lstrip().startswith("{")
+
+
+def test_the_projects_logging_handlers_see_a_failing_handlers_exception(
+    start_daemon, sqlite_url, short_tmp
+):
+    """LOGGING's own handlers stay and get the daemon's records, traceback included; its
+    console handler is replaced by the daemon's, so no line is written twice."""
+    captured = short_tmp / "captured.jsonl"
+    daemon = start_daemon(sqlite_url, TEST_LOG_CAPTURE=str(captured))
+    with pytest.raises(HandlerError) as caught:
+        daemon.call("testapp.fail", "kaput")
+    request_id = caught.value.data["request_id"]
+    assert daemon.call("testapp.stdlib_log", "from the stdlib") == "from the stdlib"
+
+    def records() -> list[dict]:
+        if not captured.exists():
+            return []
+        return [json.loads(line) for line in captured.read_text().splitlines()]
+
+    failure = poll(lambda: next((r for r in records() if r["request_id"] == request_id), None))
+    assert failure["logger"] == "socketsvc.request"
+    assert failure["level"] == "ERROR"
+    assert failure["exc_type"] == "RuntimeError"
+    assert "testapp.fail" in failure["message"]
+    poll(lambda: any(r["message"] == "from the stdlib" for r in records()))
+    # The project's console handler comes before the daemon's: a duplicate would be there first.
+    stderr_lines = poll(
+        lambda: [e for e in daemon.log_events() if e.get("request_id") == request_id]
+    )
+    assert len(stderr_lines) == 1
+
+
+def test_a_log_that_cannot_be_written_costs_no_request(start_daemon, sqlite_url):
+    """With the log on a full device every write fails, yet each call is answered (one worker)."""
+    daemon = start_daemon(sqlite_url, "--workers", "1", "--log-file", "/dev/full")
+    for n in range(5):
+        assert daemon.call("testapp.add", n, 1) == n + 1
+    with pytest.raises(HandlerError):
+        daemon.call("testapp.fail", "kaput")
+    assert daemon.call("testapp.add", 2, 2) == 4

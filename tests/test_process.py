@@ -6,59 +6,52 @@ import os
 import signal
 import socket
 import stat
-import subprocess
-import sys
 
 import pytest
 
-from tests.daemon import REPO, Daemon, RawClient
-from tests.waiting import busy_workers_at_least, poll
+from tests.daemon import Daemon, RawClient
+from tests.waiting import poll
 
 
-def run_daemon(sock_path: str, sqlite_url: str, *args: str, **env: str):
-    """Run a daemon to completion (for start-up failures); return (returncode, output)."""
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "DATABASE_URL": sqlite_url,
-        **env,
-    }
-    done = subprocess.run(
-        [sys.executable, "manage.py", "runsocketservice", "--socket", sock_path, *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+def run_daemon(sock_path: str, sqlite_url: str, *args: str, **env: str) -> tuple[int, str]:
+    """Run a daemon to its exit (for start-up failures); return (returncode, output)."""
+    return Daemon(sock_path, {"DATABASE_URL": sqlite_url, **env}, *args).run_to_exit()
+
+
+def hold(client: RawClient, gate, request_id) -> None:
+    client.request(
+        {"jsonrpc": "2.0", "method": "testapp.hold", "params": [gate.path], "id": request_id}
     )
-    return done.returncode, done.stdout + done.stderr
 
 
-def test_sigterm_with_request_in_flight_delivers_reply_and_exits_0(sqlite_daemon):
+def test_sigterm_with_request_in_flight_delivers_reply_and_exits_0(sqlite_daemon, gate):
     """SIGTERM during a request: the reply still arrives, the exit status is 0, the socket is gone."""
     with RawClient(sqlite_daemon.socket) as client:
-        client.request({"jsonrpc": "2.0", "method": "testapp.sleep", "params": [1.5], "id": 1})
-        busy_workers_at_least(sqlite_daemon, 1)
+        hold(client, gate, 1)
+        gate.wait_for(1)
         sqlite_daemon.signal(signal.SIGTERM)
-        assert client.reply() == {"jsonrpc": "2.0", "id": 1, "result": 1.5}
+        poll(lambda: not os.path.exists(sqlite_daemon.socket))  # draining
+        gate.open()
+        assert client.reply() == {"jsonrpc": "2.0", "id": 1, "result": "released"}
         assert client.closed_by_server()
     assert sqlite_daemon.process.wait(30) == 0
     assert not os.path.exists(sqlite_daemon.socket)
 
 
-def test_draining_daemon_refuses_new_connections_but_serves_open_ones(sqlite_daemon):
+def test_draining_daemon_refuses_new_connections_but_serves_open_ones(sqlite_daemon, gate):
     """Once draining, new connections are refused; requests on open ones are still served."""
     with RawClient(sqlite_daemon.socket) as client, RawClient(sqlite_daemon.socket) as other:
-        client.request({"jsonrpc": "2.0", "method": "testapp.sleep", "params": [2], "id": 1})
-        busy_workers_at_least(sqlite_daemon, 1)
+        hold(client, gate, 1)
+        gate.wait_for(1)
         sqlite_daemon.signal(signal.SIGTERM)
         # The listener is closed and its file removed at the start of the drain.
         poll(lambda: not os.path.exists(sqlite_daemon.socket))
         with pytest.raises((FileNotFoundError, ConnectionRefusedError)):
             RawClient(sqlite_daemon.socket)
         client.request({"jsonrpc": "2.0", "method": "testapp.add", "params": [2, 3], "id": 2})
-        replies = {reply["id"]: reply["result"] for reply in (client.reply(), client.reply())}
-        assert replies == {1: 2, 2: 5}
+        assert client.reply() == {"jsonrpc": "2.0", "id": 2, "result": 5}
+        gate.open()
+        assert client.reply() == {"jsonrpc": "2.0", "id": 1, "result": "released"}
         # An idle connection is closed without waiting for the drain to end.
         assert other.closed_by_server()
     assert sqlite_daemon.process.wait(30) == 0
@@ -71,12 +64,14 @@ def test_sigint_drains_like_sigterm(sqlite_daemon):
     assert not os.path.exists(sqlite_daemon.socket)
 
 
-def test_drain_deadline_abandons_stuck_request_and_refuses_waiting_ones(start_daemon, sqlite_url):
+def test_drain_deadline_abandons_stuck_request_and_refuses_waiting_ones(
+    start_daemon, sqlite_url, gate
+):
     """At the drain deadline a running request is abandoned (exit 1); queued ones get -32004."""
     daemon = start_daemon(sqlite_url, "--drain-timeout", "0.5", "--workers", "1")
     with RawClient(daemon.socket) as client:
-        client.request({"jsonrpc": "2.0", "method": "testapp.sleep", "params": [30], "id": 1})
-        busy_workers_at_least(daemon, 1)
+        hold(client, gate, 1)
+        gate.wait_for(1)
         client.request({"jsonrpc": "2.0", "method": "testapp.add", "params": [1, 1], "id": 2})
         poll(lambda: daemon.call("rpc.status")["queued"] == 1)
         daemon.signal(signal.SIGTERM)

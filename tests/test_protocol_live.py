@@ -9,6 +9,7 @@ import pytest
 
 from socketsvc import protocol
 from tests.daemon import RawClient
+from tests.waiting import poll
 
 MAX = 64 * 1024  # tests.settings SOCKETSVC["MAX_MESSAGE_BYTES"]
 
@@ -161,18 +162,22 @@ def test_handler_exception_becomes_server_error_without_traceback(daemon):
     with RawClient(daemon.socket) as client:
         client.request({"jsonrpc": "2.0", "method": "testapp.fail", "params": ["kaput"], "id": 1})
         reply = client.reply()
+        request_id = reply["error"]["data"]["request_id"]
         assert reply["error"] == {
             "code": protocol.HANDLER_ERROR,
             "message": "RuntimeError: kaput",
-            "data": {"type": "RuntimeError", "message": "kaput"},
+            "data": {"type": "RuntimeError", "message": "kaput", "request_id": request_id},
         }
         client.request({"jsonrpc": "2.0", "method": "testapp.not_json", "id": 2})
         reply = client.reply()
         assert error_of(reply) == protocol.INTERNAL_ERROR
         assert "not JSON" in reply["error"]["message"]
     # Logged server-side, with a structured traceback; never sent to the client.
-    failures = [e for e in daemon.log_events() if e.get("error_code") == protocol.HANDLER_ERROR]
+    failures = poll(
+        lambda: [e for e in daemon.log_events() if e.get("error_code") == protocol.HANDLER_ERROR]
+    )
     assert failures[0]["method"] == "testapp.fail"
+    assert failures[0]["request_id"] == request_id
     assert failures[0]["event"] == "request"
     assert failures[0]["exception"][0]["exc_type"] == "RuntimeError"
 
@@ -221,16 +226,16 @@ def test_several_requests_in_one_write(daemon):
         assert replies == {n: 2 * n for n in range(50)}
 
 
-def test_client_disconnecting_mid_request_does_not_disturb_others(daemon, bystander):
+def test_client_disconnecting_mid_request_does_not_disturb_others(daemon, bystander, gate):
     """A client that leaves before its reply is dropped quietly; the daemon and others go on."""
     gone = RawClient(daemon.socket)
-    gone.request({"jsonrpc": "2.0", "method": "testapp.sleep", "params": [0.3], "id": 1})
+    gone.request({"jsonrpc": "2.0", "method": "testapp.hold", "params": [gate.path], "id": 1})
+    gate.wait_for(1)
     gone.close()
-    bystander.request({"jsonrpc": "2.0", "method": "testapp.sleep", "params": [0.5], "id": "after"})
-    assert bystander.reply()["id"] == "after"
     assert_served(bystander, 6)
-    status = daemon.call("rpc.status")
-    assert status["dropped_replies"] == 1
+    gate.open()
+    poll(lambda: daemon.call("rpc.status")["dropped_replies"] == 1)
+    assert_served(bystander, 7)
 
 
 def test_half_closed_client_still_gets_its_replies(daemon):

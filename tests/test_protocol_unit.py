@@ -123,6 +123,26 @@ def test_room_shrinks_with_pending_and_stays_positive_after_successful_feeds():
     assert framer.room() == 11
 
 
+def test_lowering_the_limit_spares_the_line_already_buffered():
+    """A reload that lowers the limit below a buffered partial line lets that line finish."""
+    framer = LineFramer(1000)
+    assert framer.feed(b"x" * 900) == []
+    framer.max_bytes = 100
+    assert framer.room() >= 1
+    assert framer.feed(b"y" * 50 + b"\n" + b"z" * 20) == [b"x" * 900 + b"y" * 50]
+    assert framer.room() == 100 + 1 - 20  # the next line has the new limit
+    with pytest.raises(MessageTooLarge):
+        framer.feed(b"z" * 100)
+
+
+def test_raising_the_limit_applies_to_the_line_already_buffered():
+    """A higher limit lets the partial line grow past the old one."""
+    framer = LineFramer(100)
+    framer.feed(b"x" * 90)
+    framer.max_bytes = 1000
+    assert framer.feed(b"x" * 200 + b"\n") == [b"x" * 290]
+
+
 def test_take_rest_returns_unterminated_tail_once():
     """take_rest() returns the unterminated tail and empties the buffer."""
     framer = LineFramer(100)

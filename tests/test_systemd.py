@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 
@@ -14,8 +14,8 @@ import pytest
 
 from socketsvc import call
 from socketsvc.client import SocketServiceError
-from tests.activation import _EXEC_WITH_FD3, Activator
-from tests.daemon import REPO, Daemon, RawClient, socketsvc_settings
+from tests.activation import Activator
+from tests.daemon import Daemon, RawClient, socketsvc_settings
 from tests.waiting import busy_workers_at_least, poll
 
 
@@ -55,6 +55,15 @@ class NotifySocket:
             if field in fields:
                 return seen
         raise AssertionError(f"no {field} within {timeout} s; got {seen}")
+
+    def wait_for_prefix(self, prefix: str, timeout: float = 30.0) -> list[str]:
+        """Return the first datagram with a field starting with *prefix*."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            fields = self.receive(left)
+            if fields and any(field.startswith(prefix) for field in fields):
+                return fields
+        raise AssertionError(f"no {prefix}... within {timeout} s")
 
     def close(self) -> None:
         self.sock.close()
@@ -136,27 +145,14 @@ def test_restart_with_the_socket_held_loses_no_request(activator, sqlite_url, da
 def test_activation_with_a_wrong_fd_fails_clearly(short_tmp, sqlite_url, make_fd, message):
     """An inherited fd that is not a listening Unix stream socket stops startup with a clear error."""
     fd = make_fd(short_tmp)
+    daemon = Daemon(str(short_tmp / "a.sock"), {"DATABASE_URL": sqlite_url}, activation=fd)
     try:
-        env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "tests.settings",
-            "DATABASE_URL": sqlite_url,
-            "ACTIVATION_FD": str(fd),
-        }
-        done = subprocess.run(
-            [sys.executable, "-c", _EXEC_WITH_FD3, "manage.py", "runsocketservice"],
-            cwd=REPO,
-            env=env,
-            pass_fds=(fd,),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        code, output = daemon.run_to_exit()
     finally:
         os.close(fd)
-    assert done.returncode != 0
-    assert message in done.stderr
-    assert "Traceback" not in done.stderr
+    assert code != 0
+    assert message in output
+    assert "Traceback" not in output
 
 
 def test_listen_pid_of_another_process_means_no_activation(sock_path, sqlite_url, daemons):
@@ -207,6 +203,44 @@ def test_notify_ready_status_watchdog_and_stopping(notify_socket, sock_path, sql
     daemon.signal(signal.SIGTERM)
     notify_socket.wait_for("STOPPING=1", timeout=10)
     assert daemon.process.wait(30) == 0
+
+
+def test_watchdog_stops_while_every_worker_is_stuck_and_resumes_after(
+    notify_socket, gate, short_tmp, sqlite_url, daemons
+):
+    """A call waiting STALL_TIMEOUT with every worker stuck: STATUS=Stalled and no WATCHDOG=1,
+    though the loop still turns; once a worker frees up, the pings come back."""
+    settings = socketsvc_settings(short_tmp / "stall.json", STALL_TIMEOUT=0.5)
+    daemon = Daemon(
+        str(short_tmp / "d.sock"),
+        {
+            "DATABASE_URL": sqlite_url,
+            "NOTIFY_SOCKET": notify_socket.path,
+            "WATCHDOG_USEC": "200000",
+            **settings,
+        },
+        "--workers",
+        "1",
+    )
+    daemons.append(daemon)
+    daemon.start()
+    notify_socket.wait_for("READY=1")
+    with RawClient(daemon.socket) as stuck, RawClient(daemon.socket) as queued:
+        stuck.request({"jsonrpc": "2.0", "method": "testapp.hold", "params": [gate.path], "id": 1})
+        gate.wait_for(1)
+        queued.request({"jsonrpc": "2.0", "method": "testapp.add", "params": [1, 1], "id": 2})
+        seen = notify_socket.wait_for_prefix("STATUS=Stalled", timeout=10)
+        assert seen
+        quiet_until = time.monotonic() + 1.0
+        while (left := quiet_until - time.monotonic()) > 0:
+            fields = notify_socket.receive(left)
+            assert not fields or "WATCHDOG=1" not in fields
+        assert daemon.call("rpc.status")["workers_progressing"] is False  # the loop answers
+        gate.open()
+        assert stuck.reply()["result"] == "released"
+        assert queued.reply()["result"] == 2
+    notify_socket.wait_for("WATCHDOG=1", timeout=5)
+    assert "workers_stalled" in daemon.log()
 
 
 def test_notify_to_an_abstract_socket(short_tmp, sock_path, sqlite_url, daemons):
@@ -290,6 +324,38 @@ def test_sighup_with_a_broken_setting_keeps_the_old_ones(short_tmp, sqlite_url, 
     status = daemon.call("rpc.status")
     assert status["config"]["IDLE_TIMEOUT"] == 50
     assert status["reloads"] == 0
+
+
+def test_sighup_lowering_the_message_limit_keeps_an_open_connection_working(
+    short_tmp, sqlite_url, daemons
+):
+    """A partial line longer than the new MAX_MESSAGE_BYTES completes and is answered."""
+    overrides = short_tmp / "socketsvc.json"
+    daemon = Daemon(
+        str(short_tmp / "d.sock"),
+        {"DATABASE_URL": sqlite_url, **socketsvc_settings(overrides, MAX_MESSAGE_BYTES=65536)},
+    )
+    daemons.append(daemon)
+    daemon.start()
+    text = "x" * 10_000
+    line = json.dumps({"jsonrpc": "2.0", "method": "testapp.echo", "params": [text], "id": 1})
+    ping = json.dumps({"jsonrpc": "2.0", "method": "rpc.ping", "id": 0})
+    with RawClient(daemon.socket) as client:
+        # One write: the ping's reply proves the daemon has read the partial line too.
+        client.send(ping.encode() + b"\n" + line[:8000].encode())
+        assert client.reply()["result"] == "pong"
+        socketsvc_settings(overrides, MAX_MESSAGE_BYTES=1024)
+        daemon.signal(signal.SIGHUP)
+        poll(lambda: "reloaded" in daemon.log())
+        client.send(line[8000:].encode() + b"\n")
+        assert client.reply() == {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "result": {"args": [text], "kwargs": {}},
+        }
+        with contextlib.suppress(BrokenPipeError):  # refused and closed while still sending
+            client.request({"jsonrpc": "2.0", "method": "testapp.echo", "params": [text], "id": 2})
+        assert client.reply()["error"]["code"] == -32003  # the next line has the new limit
 
 
 def test_sighup_reopens_the_log_file(short_tmp, sqlite_url, daemons):

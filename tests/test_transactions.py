@@ -30,7 +30,8 @@ def test_exception_inside_atomic_rolls_back_and_next_request_is_clean(daemon):
     with pytest.raises(HandlerError) as caught:
         daemon.call("testapp.raise_in_atomic", text="raised-in-atomic")
     assert caught.value.error_type == "ValueError"
-    assert caught.value.data == {"type": "ValueError", "message": "failed inside atomic"}
+    assert caught.value.data["type"] == "ValueError"
+    assert caught.value.data["message"] == "failed inside atomic"
     assert clean_state(daemon.call("testapp.state")) == CLEAN
     assert daemon.call("testapp.count_notes", text="raised-in-atomic") == 0
 

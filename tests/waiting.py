@@ -9,15 +9,24 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def poll(predicate: Callable[[], T], timeout: float = 20.0, interval: float = 0.02) -> T:
-    """Return predicate()'s first truthy value within *timeout* seconds, else fail."""
+def poll(
+    predicate: Callable[[], T],
+    timeout: float = 20.0,
+    interval: float = 0.02,
+    why: Callable[[], str] | None = None,
+) -> T:
+    """Return predicate()'s first truthy value within *timeout* seconds, else fail.
+
+    The failure says *why()* when given (a log, a state), so a timeout explains itself.
+    """
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() >= deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
+            detail = f":\n{why()}" if why is not None else ""
+            raise AssertionError(f"condition not met within {timeout} s{detail}")
         time.sleep(interval)
 
 

@@ -2,6 +2,7 @@
 
 import contextlib
 import logging
+import socket
 import time
 from typing import Any
 
@@ -36,9 +37,36 @@ def sleep(seconds: float) -> float:
 
 
 @handler
+def hold(gate: str, timeout: float = 60.0) -> str:
+    """Wait at the test's gate (tests/gate.py) until the test opens it."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(gate)
+        sock.recv(1)
+    return "released"
+
+
+@handler
+def query_then_hold(gate: str) -> int:
+    """Query (so this worker holds a connection), then wait at the test's gate."""
+    count = Note.objects.count()
+    hold(gate)
+    return count
+
+
+@handler
 def fail(message: str = "boom") -> None:
     """Raise a RuntimeError."""
     raise RuntimeError(message)
+
+
+@handler
+def deep_result(depth: int) -> list[Any]:
+    """Return a list nested *depth* deep (too deep to encode past about 1,000)."""
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
 
 
 @handler
@@ -125,11 +153,27 @@ def db_sleep(seconds: float) -> int:
 
 
 @handler
+def bad_sql() -> None:
+    """Run SQL that fails, naming a table and a value (neither may reach the client)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT * FROM socketsvc_missing_table WHERE secret = 'hunter2'")
+
+
+@handler
 def pause_then_query(seconds: float) -> int:
     """Query, compute (sleep) for a while, then query again (a long handler)."""
     Note.objects.count()
     time.sleep(seconds)
     return Note.objects.count()
+
+
+@handler
+def pause_in_atomic_then_query(seconds: float) -> int:
+    """Inside one transaction: query, pause, query again."""
+    with transaction.atomic():
+        Note.objects.count()
+        time.sleep(seconds)
+        return Note.objects.count()
 
 
 @handler("custom.named")

@@ -1,0 +1,66 @@
+"""What a client learns of a failure: the error's type and code, never the database's own text."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from socketsvc import DatabaseUnavailable, HandlerError, RemoteError
+from tests.waiting import poll
+
+pytestmark = pytest.mark.mariadb
+
+
+def logged_request(daemon, request_id: int) -> dict:
+    """Return the canonical log line of *request_id*."""
+    return poll(
+        lambda: next(
+            (
+                event
+                for event in daemon.log_events()
+                if event.get("event") == "request" and event.get("request_id") == request_id
+            ),
+            None,
+        )
+    )
+
+
+def test_sql_error_reaches_the_client_without_sql_and_the_log_with_it(mariadb, start_daemon):
+    """A failing query: the client gets the type, MySQL code and request id; the log the SQL."""
+    daemon = start_daemon(mariadb.url())
+    with pytest.raises(HandlerError) as caught:
+        daemon.call("testapp.bad_sql")
+    error = caught.value
+    shown = json.dumps({"message": error.message, "data": error.data})
+    for secret in ("socketsvc_missing_table", "hunter2", "SELECT", "socketsvc_test", "root"):
+        assert secret not in shown
+    assert error.error_type == "django.db.utils.ProgrammingError"
+    assert error.data["db_code"] == 1146
+    assert "MySQL error 1146" in error.message
+    line = logged_request(daemon, error.data["request_id"])
+    assert "socketsvc_missing_table" in line["error"]
+    assert line["exception"][0]["exc_type"] == "ProgrammingError"
+
+
+def test_unreachable_database_names_no_host_or_socket_to_the_client(private_mariadb, start_daemon):
+    """With MariaDB down the client gets -32001 and the driver code, not the socket path."""
+    daemon = start_daemon(private_mariadb.url())
+    private_mariadb.stop()
+    with pytest.raises(DatabaseUnavailable) as caught:
+        daemon.call("testapp.count_notes")
+    error = caught.value
+    shown = json.dumps({"message": error.message, "data": error.data})
+    assert private_mariadb.socket not in shown
+    assert "Can't connect" not in shown
+    assert error.data["db_code"] == 2002
+    line = logged_request(daemon, error.data["request_id"])
+    assert private_mariadb.socket in line["error"]
+
+
+def test_a_handlers_own_rpc_error_passes_through_as_written(sqlite_daemon):
+    """RPCError raised by a handler is the handler's choice: code, message and data unchanged."""
+    with pytest.raises(RemoteError) as caught:
+        sqlite_daemon.call("shop.sell", sku="NOPE")
+    assert caught.value.code == 1001
+    assert caught.value.data == {"sku": "NOPE"}
