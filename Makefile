@@ -21,7 +21,7 @@ bench:
 	@.ci/system-deps test
 	@$(MAKE) --no-print-directory venv
 	$(VENV)/bin/pip install -q -e '.[test,bench]'
-	$(VENV)/bin/python bench/run.py
+	$(VENV)/bin/python -m bench
 
 # (Re)build the virtualenv when pyproject.toml or the Django pin changes.
 venv:

@@ -1,6 +1,6 @@
 """The Celery side of the benchmark: the lookup as a task, Redis as broker and result backend.
 
-Worker: ``celery -A bench.celery_app worker -P solo`` (started by ``bench/run.py``).
+Worker: ``celery -A bench.celery_app worker -P solo`` (started by :mod:`bench.servers`).
 Celery's Django fix-up closes old connections around every task, as Django
 does around a request.
 """

@@ -1,6 +1,6 @@
 """Client processes: one way to make the request per kind of server, and the measuring loops.
 
-Every loop runs in a process of its own (forked by :mod:`bench.run`), so the
+Every loop runs in a process of its own (forked by :mod:`bench.measure`), so the
 clients never share the benchmark's interpreter or each other's GIL. Celery
 and huey are imported only inside those processes, never in the parent, so no
 Redis connection is ever shared across a fork.
@@ -14,23 +14,14 @@ import random
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from multiprocessing.queues import Queue
 from typing import Any
 
-from socketsvc.client import invoke
+from bench.model import Endpoint
+from socketsvc.client import call_with
 
 Caller = Callable[[int], object]
 TIMEOUT = 10.0
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """How to reach one server: ``kind`` is rpc, http, celery or huey."""
-
-    kind: str
-    address: str = ""
-    method: str = "bench.lookup"
 
 
 class RequestFailed(Exception):
@@ -40,8 +31,8 @@ class RequestFailed(Exception):
 def _rpc(endpoint: Endpoint) -> Caller:
     path, method = endpoint.address, endpoint.method
     if method == "rpc.ping":
-        return lambda pk: invoke(method, None, socket=path, timeout=TIMEOUT)
-    return lambda pk: invoke(method, {"pk": pk}, socket=path, timeout=TIMEOUT)
+        return lambda pk: call_with(method, None, socket=path, timeout=TIMEOUT)
+    return lambda pk: call_with(method, {"pk": pk}, socket=path, timeout=TIMEOUT)
 
 
 def _http(endpoint: Endpoint) -> Caller:

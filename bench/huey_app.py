@@ -1,6 +1,6 @@
 """The huey side of the benchmark: the lookup as a task on Redis.
 
-Consumer: ``huey_consumer bench.huey_app.huey`` (started by ``bench/run.py``).
+Consumer: ``huey_consumer bench.huey_app.huey`` (started by :mod:`bench.servers`).
 Results are announced with BLPOP (``notify_result``), huey's fastest way back
 to the caller, and the task closes old connections around the lookup as
 ``huey.contrib.djhuey.db_task`` does.

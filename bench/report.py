@@ -1,4 +1,7 @@
-"""Turn a run's figures into the printed table, ``docs/benchmarks.md`` and the chart."""
+"""Turn a run's figures into the printed table, ``docs/benchmarks.md`` and the chart.
+
+Reads only :mod:`bench.model` and :mod:`bench.goals`: it never measures.
+"""
 
 from __future__ import annotations
 
@@ -6,169 +9,13 @@ import datetime
 import os
 import platform
 import subprocess
-from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from bench.run import Target
-    from bench.stack import Stack
+from bench.goals import checks
+from bench.model import Results, fmt, ratio
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-PERSISTENT = ("socketsvc", "socketsvc-pingall")
-
-
-@dataclass
-class Results:
-    """Everything one run measured."""
-
-    targets: list[Target]
-    idle: dict[str, dict[str, float]]
-    resilience: dict[str, dict[str, int]]
-    profile: dict[str, Any] | None
-    rounds: int
-    latency_count: int
-    throughput_seconds: float
-    idle_connections: int
-    elapsed: float
-    load_at_start: tuple[float, float, float]
-
-    def target(self, name: str) -> Target | None:
-        """Return the target called *name*, if it was measured."""
-        return next((t for t in self.targets if t.name == name), None)
-
-    def median(self, name: str, figure: str) -> float | None:
-        """Return a target's median figure, or None."""
-        target = self.target(name)
-        return None if target is None else target.median(figure)
-
-
-@dataclass
-class Check:
-    """One target of the issue, and where the run landed."""
-
-    goal: str
-    measured: str
-    ratio: float | None
-    limit: float
-    at_most: bool
-
-    @property
-    def met(self) -> bool | None:
-        """Return whether the target is met (None if not measured)."""
-        if self.ratio is None:
-            return None
-        return self.ratio <= self.limit if self.at_most else self.ratio >= self.limit
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None or b == 0 else a / b
-
-
-def _fmt(value: float | None, digits: int = 2) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def dead_failures(results: Results, name: str) -> tuple[int, int]:
-    """Return (failed, made) requests of a target over every dead-connection scenario."""
-    counts = results.resilience.get(name, {})
-    failed = sum(v for k, v in counts.items() if k != "requests")
-    return failed, counts.get("requests", 0)
-
-
-def checks(results: Results) -> list[Check]:
-    """Evaluate every target of the issue against this run."""
-    m = results.median
-    found: list[Check] = []
-    p50 = m("socketsvc", "p50")
-
-    def add(goal: str, measured: str, ratio: float | None, limit: float, at_most: bool) -> None:
-        found.append(Check(goal, measured, ratio, limit, at_most))
-
-    add(
-        "ORM request p50 ≤ 1.05 x bare server + ORM (CONN_MAX_AGE=0: no failures)",
-        f"{_fmt(p50, 3)} ms vs {_fmt(m('bare-orm', 'p50'), 3)} ms",
-        _ratio(p50, m("bare-orm", "p50")),
-        1.05,
-        True,
-    )
-    add(
-        "same, both connecting per request: socketsvc-0 vs bare-orm",
-        f"{_fmt(m('socketsvc-0', 'p50'), 3)} ms vs {_fmt(m('bare-orm', 'p50'), 3)} ms",
-        _ratio(m("socketsvc-0", "p50"), m("bare-orm", "p50")),
-        1.05,
-        True,
-    )
-    for name in PERSISTENT:
-        add(
-            f"same, vs the bare server keeping connections unchecked: {name} vs bare-orm-60",
-            f"{_fmt(m(name, 'p50'), 3)} ms vs {_fmt(m('bare-orm-60', 'p50'), 3)} ms",
-            _ratio(m(name, "p50"), m("bare-orm-60", "p50")),
-            1.05,
-            True,
-        )
-    for name in ("socketsvc", "socketsvc-0"):
-        failed, made = dead_failures(results, name)
-        add(
-            f"{name}: failed requests after killed / timed-out DB sessions = 0",
-            f"{failed} of {made} (bare-orm-60: {dead_failures(results, 'bare-orm-60')[0]})",
-            float(failed) if made else None,
-            0,
-            True,
-        )
-    add(
-        "req/s with 8 clients ≥ 1.5 x bare server + ORM",
-        f"{_fmt(m('socketsvc', 'rps8'), 0)} vs {_fmt(m('bare-orm', 'rps8'), 0)} /s",
-        _ratio(m("socketsvc", "rps8"), m("bare-orm", "rps8")),
-        1.5,
-        False,
-    )
-    add(
-        "same, vs bare-orm-60",
-        f"{_fmt(m('socketsvc', 'rps8'), 0)} vs {_fmt(m('bare-orm-60', 'rps8'), 0)} /s",
-        _ratio(m("socketsvc", "rps8"), m("bare-orm-60", "rps8")),
-        1.5,
-        False,
-    )
-    add(
-        "rpc.ping p50 ≤ 1.3 x bare server without DB",
-        f"{_fmt(m('socketsvc-ping', 'p50'), 3)} ms vs {_fmt(m('floor', 'p50'), 3)} ms",
-        _ratio(m("socketsvc-ping", "p50"), m("floor", "p50")),
-        1.3,
-        True,
-    )
-    for name, limit in (("gunicorn", 1.6), ("celery", 6.0), ("huey", 2.5)):
-        add(
-            f"p50 ≥ {limit:g}x faster than {name}",
-            f"{_fmt(m(name, 'p50'), 3)} ms vs {_fmt(p50, 3)} ms",
-            _ratio(m(name, "p50"), p50),
-            limit,
-            False,
-        )
-    rss = m("socketsvc", "rss")
-    add("idle RSS ≤ 45 MiB", f"{_fmt(rss, 1)} MiB", rss, 45, True)
-    idle = results.idle.get("socketsvc")
-    add(
-        f"p50 with {results.idle_connections} idle connections ≤ 1.1 x without",
-        f"{_fmt(idle and idle['p50_idle'], 3)} ms vs {_fmt(idle and idle['p50'], 3)} ms",
-        _ratio(idle and idle["p50_idle"], idle and idle["p50"]),
-        1.1,
-        True,
-    )
-    return found
-
-
-def socketsvc_clean(results: Results) -> bool:
-    """Return True if no socketsvc request failed where socketsvc promises safety."""
-    perf = sum(
-        sum(t.samples.get("failures", []))
-        for t in results.targets
-        if t.name.startswith("socketsvc")
-    )
-    return perf == 0 and all(
-        dead_failures(results, n)[0] == 0 for n in ("socketsvc", "socketsvc-0")
-    )
 
 
 # -- tables ------------------------------------------------------------------
@@ -201,14 +48,14 @@ def main_table(results: Results) -> tuple[list[str], list[str], list[list[str]]]
         rows.append(
             [
                 t.name,
-                _fmt(p50, 3),
-                _fmt(t.median("p99"), 3),
-                _fmt(rps1, 0),
-                _fmt(rps8, 0),
-                _fmt(t.median("rss"), 1),
-                _fmt(_ratio(p50, f50)),
-                _fmt(_ratio(rps1, f1)),
-                _fmt(_ratio(rps8, f8)),
+                fmt(p50, 3),
+                fmt(t.median("p99"), 3),
+                fmt(rps1, 0),
+                fmt(rps8, 0),
+                fmt(t.median("rss"), 1),
+                fmt(ratio(p50, f50)),
+                fmt(ratio(rps1, f1)),
+                fmt(ratio(rps8, f8)),
                 str(int(sum(t.samples.get("failures", [])))),
                 t.label + (f"; {t.note}" if t.note else ""),
             ]
@@ -247,7 +94,7 @@ def check_rows(results: Results) -> list[list[str]]:
     rows = []
     for check in checks(results):
         verdict = {True: "met", False: "**missed**", None: "not measured"}[check.met]
-        rows.append([check.goal, check.measured, _fmt(check.ratio), verdict])
+        rows.append([check.goal, check.measured, fmt(check.ratio), verdict])
     return rows
 
 
@@ -268,10 +115,10 @@ def idle_rows(results: Results) -> list[list[str]]:
     return [
         [
             name,
-            _fmt(row["p50"], 3),
-            _fmt(row["p50_idle"], 3),
-            _fmt(_ratio(row["p50_idle"], row["p50"])),
-            _fmt(row["rss_idle"], 1),
+            fmt(row["p50"], 3),
+            fmt(row["p50_idle"], 3),
+            fmt(ratio(row["p50_idle"], row["p50"])),
+            fmt(row["rss_idle"], 1),
         ]
         for name, row in results.idle.items()
     ]
@@ -316,8 +163,8 @@ def _version(package: str) -> str:
         return "not installed"
 
 
-def machine(results: Results, stack: Stack) -> list[tuple[str, str]]:
-    """Return what the figures were measured on."""
+def machine(results: Results, mariadb: str) -> list[tuple[str, str]]:
+    """Return what the figures were measured on; *mariadb* is the database server's version."""
     cpu = "unknown"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -345,7 +192,7 @@ def machine(results: Results, stack: Stack) -> list[tuple[str, str]]:
         ("load average at start", "{:.2f} {:.2f} {:.2f}".format(*results.load_at_start)),
         ("Python", platform.python_version()),
         ("Django", _version("Django")),
-        ("MariaDB", str(stack.db.query("SELECT VERSION()")[0][0])),
+        ("MariaDB", mariadb),
         ("mysqlclient", _version("mysqlclient")),
         ("gunicorn", _version("gunicorn")),
         ("Celery", _version("celery")),
@@ -354,8 +201,11 @@ def machine(results: Results, stack: Stack) -> list[tuple[str, str]]:
     ]
 
 
-def write(results: Results, docs: Path, stack: Stack) -> None:
-    """Write ``benchmarks.md`` and ``benchmarks.png`` into *docs*."""
+def write(results: Results, docs: Path, mariadb: str) -> None:
+    """Write ``benchmarks.md`` and ``benchmarks.png`` into *docs*.
+
+    *mariadb* is the database server's version, for the machine table.
+    """
     docs.mkdir(parents=True, exist_ok=True)
     chart(results, docs / "benchmarks.png")
     _, long, rows = main_table(results)
@@ -364,7 +214,7 @@ def write(results: Results, docs: Path, stack: Stack) -> None:
         "# Benchmarks",
         "",
         "socketsvc against the Python floor and the tools users would pick instead, "
-        "measured in one run of `.venv/bin/python bench/run.py`.",
+        "measured in one run of `.venv/bin/python -m bench`.",
         "",
         "![p50 latency and requests/s per server](benchmarks.png)",
         "",
@@ -391,7 +241,7 @@ def write(results: Results, docs: Path, stack: Stack) -> None:
         "",
         "## Machine",
         "",
-        _markdown(["", ""], [[k, v] for k, v in machine(results, stack)]),
+        _markdown(["", ""], [[k, v] for k, v in machine(results, mariadb)]),
         "",
         "## Figures",
         "",
@@ -452,9 +302,9 @@ def write(results: Results, docs: Path, stack: Stack) -> None:
         "## Reproduce",
         "",
         "    .venv/bin/pip install -e '.[bench]'",
-        "    .venv/bin/python bench/run.py           # about "
+        "    .venv/bin/python -m bench           # about "
         f"{round(results.elapsed / 60) or 1} min; rewrites this page and the chart",
-        "    .venv/bin/python bench/run.py --smoke   # CI: socketsvc and the floor, tiny counts",
+        "    .venv/bin/python -m bench --smoke   # CI: socketsvc and the floor, tiny counts",
         "",
         "Needs MariaDB's server binaries (`mariadbd`, `mariadb-install-db`) and Redis on "
         "127.0.0.1:6379 (databases 13 and 14 are flushed and used).",
