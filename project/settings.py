@@ -8,6 +8,7 @@ The database comes from ``DATABASE_URL`` (SQLite in ``project/var`` when unset):
 """
 
 import os
+from importlib.util import find_spec
 from pathlib import Path
 
 import dj_database_url
@@ -31,6 +32,8 @@ INSTALLED_APPS = [
     "socketsvc",
     "project.shop",
 ]
+if find_spec("django.tasks") is None:  # Django 5.2: the Tasks API comes from the backport
+    INSTALLED_APPS.append("django_tasks")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -81,6 +84,14 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
+
+# Background tasks, stored in the database and run by the daemon.
+TASKS = {
+    "default": {
+        "BACKEND": "socketsvc.tasks.SocketServiceBackend",
+        "QUEUES": ["default", "reports"],
+    }
+}
 
 SOCKETSVC = {
     "SOCKET": os.environ.get("SOCKETSVC_SOCKET", str(VAR_DIR / "socketsvc.sock")),

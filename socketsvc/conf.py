@@ -57,6 +57,17 @@ class Config:
     BACKLOG: int = 128
     ACTIVATION_NAME: str | None = None
     LOG_PARAMS: bool = False
+    # Tasks (socketsvc.tasks.SocketServiceBackend in TASKS): threads that run
+    # them (0: this daemon runs none), the queues it takes (None: every queue
+    # of its TASKS backends), the safety sweep that catches a lost wake-up,
+    # the heartbeat and the silence after which a daemon's tasks count as
+    # lost, and how long finished results are kept (None: for ever).
+    TASK_WORKERS: int = 2
+    TASK_QUEUES: tuple[str, ...] | None = None
+    TASK_SWEEP_INTERVAL: float = 30.0
+    TASK_HEARTBEAT: float = 10.0
+    TASK_LEASE: float = 60.0
+    TASK_RETENTION: float | None = None
 
 
 # Settings that only take effect when the socket is (re)bound: a restart.
@@ -65,6 +76,7 @@ RESTART_ONLY = frozenset({"SOCKET", "SOCKET_MODE", "SOCKET_GROUP", "BACKLOG", "A
 
 _INT_RANGES: dict[str, tuple[int, int]] = {
     "WORKERS": (1, 1024),
+    "TASK_WORKERS": (0, 1024),
     "MAX_QUEUED": (1, 1_000_000),
     "MAX_MESSAGE_BYTES": (64, 1024**3),
     "MAX_CONNECTIONS": (1, 1_000_000),
@@ -83,6 +95,9 @@ _SECONDS = (
     "STALL_TIMEOUT",
     "CALL_TIMEOUT",
     "DB_CHECK_AFTER_IDLE",
+    "TASK_SWEEP_INTERVAL",
+    "TASK_HEARTBEAT",
+    "TASK_LEASE",
 )
 _POSITIVE_SECONDS = (
     "IDLE_TIMEOUT",
@@ -90,6 +105,9 @@ _POSITIVE_SECONDS = (
     "DRAIN_TIMEOUT",
     "STALL_TIMEOUT",
     "CALL_TIMEOUT",
+    "TASK_SWEEP_INTERVAL",
+    "TASK_HEARTBEAT",
+    "TASK_LEASE",
 )
 
 
@@ -142,6 +160,20 @@ def _check_value(key: str, value: Any) -> Any:
         if value is None or (isinstance(value, str) and value and ":" not in value):
             return value
         raise _fail(key, f"must be a FileDescriptorName= (no ':'), or None, not {value!r}")
+    if key == "TASK_QUEUES":
+        if value is None:
+            return None
+        if isinstance(value, list | tuple | set | frozenset) and all(
+            isinstance(item, str) and item for item in value
+        ):
+            return tuple(sorted(value))
+        raise _fail(key, f"must be a list of queue names, or None, not {value!r}")
+    if key == "TASK_RETENTION":
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise _fail(key, f"must be a number of seconds > 0, or None, not {value!r}")
+        return float(value)
     if key == "LOG_PARAMS":
         if isinstance(value, bool):
             return value
@@ -188,7 +220,14 @@ def build_config(
                 f"SOCKETSVC has an unknown key {key!r}{suggestion} Known keys: {', '.join(known)}"
             )
         values[key] = _check_value(key, value)
-    return replace(Config(), **values)
+    config = replace(Config(), **values)
+    if config.TASK_LEASE < 2 * config.TASK_HEARTBEAT:
+        raise _fail(
+            "TASK_LEASE",
+            f"({config.TASK_LEASE:g} s) must be at least twice TASK_HEARTBEAT "
+            f"({config.TASK_HEARTBEAT:g} s): a live daemon would look lost",
+        )
+    return config
 
 
 def get_config(**overrides: Any) -> Config:

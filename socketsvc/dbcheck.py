@@ -29,6 +29,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 
 from .backends import ops_for
+from .dbstats import stats
 
 # Attribute set on a DatabaseWrapper: when it was last known to be in use
 # (a cursor created, or checked alive), in monotonic seconds.
@@ -122,8 +123,6 @@ def _check_before_cursor(conn: BaseDatabaseWrapper) -> None:
     touch(conn, now)
     if conn.connection is None or idle < threshold or usable(conn):
         return
-    from .lifecycle import stats
-
     stats.bump("dead_connections_replaced")
     if conn.in_atomic_block:
         with suppress(Exception):

@@ -13,18 +13,38 @@ import dataclasses
 import os
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import django
 import structlog
 
-from . import lifecycle
+from .builtins import Tasks
+from .clients import Clients
+from .conf import Config
+from .dbstats import stats
+from .dispatch import Dispatcher
+from .pool import WorkerPool
+from .router import Counters
 from .systemd import Notifier
 
-if TYPE_CHECKING:
-    from .loop import Loop
-
 log = structlog.get_logger("socketsvc.health")
+
+
+class Observed(Protocol):
+    """What health reads of the loop it watches."""
+
+    config: Config
+    pool: WorkerPool
+    clients: Clients
+    counters: Counters
+    dispatcher: Dispatcher
+    tasks: Tasks | None
+
+    @property
+    def serving(self) -> bool: ...
+
+    @property
+    def state_name(self) -> str: ...
 
 
 class Health:
@@ -47,7 +67,7 @@ class Health:
         """Return how long the loop may sleep before the next watchdog ping is due."""
         return self.notifier.seconds_to_ping(now)
 
-    def tick(self, loop: Loop, now: float) -> None:
+    def tick(self, loop: Observed, now: float) -> None:
         """Feed the watchdog while the pool makes progress; send READY=1 and STATUS=."""
         progressing = loop.pool.making_progress(now, loop.config.STALL_TIMEOUT)
         if progressing != self.progressing:
@@ -66,7 +86,7 @@ class Health:
         if progressing:
             self.notifier.ping_if_due(now)
         if not self._announced:
-            if self.ready and loop.state.value == "serving":
+            if self.ready and loop.serving:
                 self._announced = True
                 self._next_status = now + 1.0
                 self.notifier.ready(self.status_line(loop))
@@ -75,7 +95,7 @@ class Health:
             self._next_status = now + 1.0
             self.notifier.status(self.status_line(loop))
 
-    def stopping(self, loop: Loop) -> None:
+    def stopping(self, loop: Observed) -> None:
         """Tell systemd the service is shutting down."""
         self.notifier.stopping(self.status_line(loop))
 
@@ -83,27 +103,27 @@ class Health:
         """Tell systemd a reload began."""
         self.notifier.reloading()
 
-    def reloaded(self, loop: Loop, applied: bool = True) -> None:
+    def reloaded(self, loop: Observed, applied: bool = True) -> None:
         """Tell systemd the reload ended (and count it if new settings were *applied*)."""
         self.reloads += applied
         self.notifier.ready(self.status_line(loop))
 
-    def status_line(self, loop: Loop) -> str:
+    def status_line(self, loop: Observed) -> str:
         """Return the one-line ``STATUS=`` text."""
         pool = loop.pool
-        state = "Stalled" if not self.progressing else loop.state.value.capitalize()
+        state = "Stalled" if not self.progressing else loop.state_name.capitalize()
         return (
             f"{state}: {len(loop.clients)} connections, {pool.busy}/{pool.size} workers busy, "
             f"{loop.counters.requests} requests, {loop.counters.errors} errors"
         )
 
-    def status(self, loop: Loop) -> dict[str, Any]:
+    def status(self, loop: Observed) -> dict[str, Any]:
         """Return what ``rpc.status`` reports."""
         counters = loop.counters
         return {
             "pid": os.getpid(),
             "uptime": round(time.monotonic() - self.started, 3),
-            "state": loop.state.value,
+            "state": loop.state_name,
             "ready": self.ready,
             "workers_progressing": self.progressing,
             "connections": len(loop.clients),
@@ -121,6 +141,7 @@ class Health:
             "access": loop.clients.policy.description,
             "python": sys.version.split()[0],
             "django": django.get_version(),
+            "tasks": None if loop.tasks is None else loop.tasks.status(),
             "config": dataclasses.asdict(loop.config),
-            **lifecycle.stats.snapshot(),
+            **stats.snapshot(),
         }

@@ -31,7 +31,7 @@ from typing import Any
 import structlog
 
 from .access import AccessPolicy, GroupLookups
-from .builtins import builtin_methods
+from .builtins import Tasks, builtin_methods
 from .clients import Clients
 from .conf import Config
 from .connection import Connection
@@ -62,18 +62,24 @@ class Loop:
     """The selectors loop around one listener (see the module docstring)."""
 
     def __init__(
-        self, listener: Listener, config: Config, dispatcher: Dispatcher, health: Health
+        self,
+        listener: Listener,
+        config: Config,
+        dispatcher: Dispatcher,
+        health: Health,
+        tasks: Tasks | None = None,
     ) -> None:
         self.config = config
         self.listener = listener
         self.dispatcher = dispatcher
         self.health = health
+        self.tasks = tasks
         self.selector = selectors.DefaultSelector()
         self.handback = Handback()
         self.selector.register(self.handback, selectors.EVENT_READ, self.handback.run_pending)
         self.counters = Counters()
         self.router = Router(
-            builtin_methods(self.status, dispatcher.registry), dispatcher, self.counters
+            builtin_methods(self.status, dispatcher.registry, tasks), dispatcher, self.counters
         )
         self.pool = WorkerPool(
             config.WORKERS, dispatcher, self.handback, self._job_done, config.LOG_PARAMS
@@ -96,6 +102,16 @@ class Loop:
 
     # -- public surface --------------------------------------------------------
 
+    @property
+    def serving(self) -> bool:
+        """Return True until a drain begins."""
+        return self.state is State.SERVING
+
+    @property
+    def state_name(self) -> str:
+        """Return the state's name (serving, draining, stopped)."""
+        return self.state.value
+
     def watch(self, fileobj: Any, callback: Callable[[], None]) -> None:
         """Run *callback* on the loop whenever *fileobj* is readable."""
         self.selector.register(fileobj, selectors.EVENT_READ, callback)
@@ -111,7 +127,7 @@ class Loop:
                 self.state = State.STOPPED
                 return clients.outstanding == 0
             if self.state is State.DRAINING:
-                if not clients.conns and not clients.outstanding:
+                if not clients.conns and not clients.outstanding and not self._tasks_busy():
                     self.state = State.STOPPED
                     return True
                 if now >= self._deadline:
@@ -128,6 +144,8 @@ class Loop:
             return
         self.state = State.DRAINING
         self.clients.draining = True
+        if self.tasks is not None:
+            self.tasks.begin_drain()
         self._deadline = time.monotonic() + self.config.DRAIN_TIMEOUT
         log.info("draining", in_flight=self.clients.outstanding, connections=len(self.clients))
         self.health.stopping(self)
@@ -211,10 +229,14 @@ class Loop:
         log.error(
             "drain_deadline_passed",
             abandoned_running=running,
+            abandoned_tasks=self._tasks_busy(),
             refused_waiting=refused,
             deadline=self.config.DRAIN_TIMEOUT,
         )
-        return running == 0
+        return running == 0 and not self._tasks_busy()
+
+    def _tasks_busy(self) -> int:
+        return 0 if self.tasks is None else self.tasks.busy
 
     # -- accepting -------------------------------------------------------------
 

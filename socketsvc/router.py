@@ -114,11 +114,10 @@ class Router:
                 call = self.dispatcher.resolve(request)
                 return None, Job(request_id, conn, call, batch, received)
             bound = builtin.binder.bind(request.params)
+            result = builtin.func(*bound.args, **bound.kwargs)
             if request.is_notification:
                 return b"", None
-            return protocol.encode(
-                protocol.result_response(request.id, builtin.func(*bound.args))
-            ), None
+            return protocol.encode(protocol.result_response(request.id, result)), None
         except RPCError as exc:
             outcome = self.dispatcher.refusal(request, exc)
         except Exception as exc:

@@ -225,7 +225,10 @@ def _serve(
     reload_config: Callable[[], Config] | None,
     detached: bool,
 ) -> int:
-    loop = Loop(listener, config, Dispatcher(registry, config.DB_CHECK_AFTER_IDLE), Health())
+    from .tasks.serving import runner_for
+
+    tasks = runner_for(config)
+    loop = Loop(listener, config, Dispatcher(registry, config.DB_CHECK_AFTER_IDLE), Health(), tasks)
     control = Control(loop, reload_config)
     signals = SignalWatch((signal.SIGTERM, signal.SIGINT, signal.SIGHUP), control.on_signal)
     loop.watch(signals, signals.deliver)
@@ -245,11 +248,15 @@ def _serve(
         name="socketsvc-readiness",
         daemon=True,
     ).start()
+    if tasks is not None:
+        tasks.start()
     try:
         clean = loop.run()
     finally:
         stop_probe.set()
         signals.close()
+        if tasks is not None:
+            tasks.stop(timeout=1.0)
         loop.close()
     log.info("stopped", clean=clean)
     return 0 if clean else 1

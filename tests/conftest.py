@@ -15,6 +15,7 @@ from socketsvc.client import close_connections
 from tests.daemon import Daemon, manage
 from tests.gate import Gate
 from tests.mariadb import MariaDB, migrate
+from tests.taskclient import TaskClient
 
 
 @pytest.fixture
@@ -175,3 +176,25 @@ def sqlite_url(sqlite_template: Path, short_tmp: Path) -> str:
 def sqlite_daemon(start_daemon: Callable[..., Daemon], sqlite_url: str) -> Daemon:
     """A daemon on SQLite, for protocol tests that need no MariaDB."""
     return start_daemon(sqlite_url)
+
+
+@pytest.fixture
+def clean_tasks(mariadb: MariaDB) -> MariaDB:
+    """The worker's throwaway MariaDB with no tasks, workers or markers left by earlier tests."""
+    for table in ("socketsvc_task", "socketsvc_worker", "testapp_marker"):
+        mariadb.query(f"DELETE FROM {table}", db="socketsvc_test")
+    return mariadb
+
+
+@pytest.fixture
+def taskclient() -> Iterator[Callable[..., TaskClient]]:
+    """Start processes that enqueue and read tasks: ``taskclient(database_url, socket_path)``."""
+    started: list[TaskClient] = []
+
+    def start(database_url: str, socket_path: str, **env: str) -> TaskClient:
+        started.append(TaskClient(database_url, socket_path, **env))
+        return started[-1]
+
+    yield start
+    for client in started:
+        client.close()

@@ -54,6 +54,8 @@ SOCKETSVC = {
     "DRAIN_TIMEOUT": float(os.environ.get("TEST_DRAIN_TIMEOUT", "10")),
     "MAX_MESSAGE_BYTES": 64 * 1024,
     "CALL_TIMEOUT": 20.0,
+    # Tests of tasks ask for task workers; the others leave the database to the RPC workers.
+    "TASK_WORKERS": int(os.environ.get("TEST_TASK_WORKERS", "0")),
 }
 
 # Overrides re-read on SIGHUP (the settings module is executed again).

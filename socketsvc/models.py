@@ -1,0 +1,117 @@
+"""What must survive a crash is a row: tasks and their results, and the daemons that run them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import models
+from django.db.models import Q
+
+
+class TaskStatus(models.TextChoices):
+    """The Tasks framework's statuses, stored as their names."""
+
+    READY = "READY", "Ready"
+    RUNNING = "RUNNING", "Running"
+    FAILED = "FAILED", "Failed"
+    SUCCESSFUL = "SUCCESSFUL", "Successful"
+
+
+class TaskRecord(models.Model):
+    """One enqueued task: what to run, its state, every attempt's errors, its result."""
+
+    id = models.CharField(primary_key=True, max_length=64, editable=False)
+    task_path = models.CharField("task", max_length=255, db_index=True)
+    queue_name = models.CharField("queue", max_length=64)
+    backend_name = models.CharField("backend", max_length=64)
+    priority = models.SmallIntegerField(default=0)
+    status = models.CharField(max_length=10, choices=TaskStatus.choices, default=TaskStatus.READY)
+    args = models.JSONField(default=list)
+    kwargs = models.JSONField(default=dict)
+    run_after = models.DateTimeField(null=True, blank=True)
+    # When it may next start: enqueued_at, run_after, or a retry's backoff.
+    available_at = models.DateTimeField()
+    enqueued_at = models.DateTimeField()
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    last_attempted_at = models.DateTimeField(null=True, blank=True)
+    max_attempts = models.PositiveSmallIntegerField(default=1)
+    worker_ids = models.JSONField(default=list)
+    errors = models.JSONField(default=list)
+    return_value = models.JSONField(null=True, blank=True)
+    claimed_by = models.CharField(max_length=64, blank=True, default="")
+    progress_done = models.BigIntegerField(null=True, blank=True)
+    progress_total = models.BigIntegerField(null=True, blank=True)
+    progress_note = models.CharField(max_length=255, blank=True, default="")
+    progress_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "socketsvc_task"
+        verbose_name = "task result"
+        ordering = ["-enqueued_at"]
+        indexes = [
+            models.Index(
+                fields=["status", "queue_name", "available_at"], name="socketsvc_task_ready"
+            ),
+            models.Index(fields=["finished_at"], name="socketsvc_task_finished"),
+            models.Index(fields=["claimed_by", "status"], name="socketsvc_task_claimed"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(priority__gte=-100) & Q(priority__lte=100),
+                name="socketsvc_task_priority_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_name} {self.id}"
+
+    @property
+    def task_name(self) -> str:
+        """Return the task function's name (the last part of its path)."""
+        return self.task_path.rsplit(".", 1)[-1]
+
+    @property
+    def attempts(self) -> int:
+        """Return how many times it was started."""
+        return len(self.worker_ids)
+
+    @property
+    def duration(self) -> float | None:
+        """Return seconds from the last start to the end (or None)."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+    def progress(self) -> dict[str, Any] | None:
+        """Return ``{"done", "total", "note"}`` once the task reported progress."""
+        if self.progress_done is None:
+            return None
+        return {
+            "done": self.progress_done,
+            "total": self.progress_total,
+            "note": self.progress_note,
+        }
+
+
+class WorkerRecord(models.Model):
+    """One daemon process that runs tasks; its heartbeat tells others it is alive."""
+
+    id = models.CharField(primary_key=True, max_length=64, editable=False)
+    hostname = models.CharField(max_length=255)
+    pid = models.IntegerField()
+    # With the hostname, tells whether a pid can be checked from here.
+    boot_id = models.CharField(max_length=64, blank=True, default="")
+    pid_namespace = models.CharField(max_length=64, blank=True, default="")
+    started_at = models.DateTimeField()
+    heartbeat_at = models.DateTimeField()
+    stopped_at: models.DateTimeField[Any, Any] = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "socketsvc_worker"
+        verbose_name = "task worker"
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"{self.hostname}:{self.pid}"

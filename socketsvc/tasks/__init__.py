@@ -1,0 +1,38 @@
+"""Background tasks the Django way: socketsvc as a backend of Django's Tasks framework.
+
+::
+
+    TASKS = {"default": {"BACKEND": "socketsvc.tasks.SocketServiceBackend"}}
+
+    from django.tasks import task          # on Django 5.2: from django_tasks import task
+    from socketsvc.tasks import progress, retry
+
+    @task
+    @retry(attempts=3, backoff=5.0)
+    def stock_report(warehouse: str) -> dict:
+        for n, product in enumerate(products, 1):
+            ...
+            progress(n, total, note=product.sku)
+        return {"summary": ...}
+
+    result = stock_report.enqueue("north")   # a row, committed with the caller's transaction
+    stock_report.get_result(result.id)       # from any process
+
+``manage.py runsocketservice`` runs them on worker threads of its own
+(``TASK_WORKERS``), woken over its socket the moment a task commits.
+"""
+
+from .backend import SocketServiceBackend
+from .policy import Cancelled, RetryPolicy, WorkerLost, retry
+from .runtime import cancel, get_progress, progress
+
+__all__ = [
+    "Cancelled",
+    "RetryPolicy",
+    "SocketServiceBackend",
+    "WorkerLost",
+    "cancel",
+    "get_progress",
+    "progress",
+    "retry",
+]

@@ -1,0 +1,126 @@
+"""What a running task, and anyone watching it, can do: progress, get_progress, cancel.
+
+Inside a task run by the daemon, :func:`progress` records how far it got. The
+call costs no database write: the runner's housekeeping thread writes the
+latest value at most twice a second, on a connection of its own (outside the
+task's transactions, so a watcher sees it at once). :func:`cancel` marks the
+task; a READY task then fails at once, a RUNNING one raises
+:class:`~socketsvc.tasks.Cancelled` at its next :func:`progress` call.
+Outside a socketsvc task (RQ, a test calling the function) :func:`progress` does
+nothing, so the same task code runs anywhere.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..models import TaskRecord
+from . import store
+from .compat import TaskResult, TaskResultDoesNotExist, task_backends
+from .policy import Cancelled
+from .wake import cancel_hint
+
+_local = threading.local()
+
+
+@dataclass
+class Running:
+    """A task this process is running: its cancellation flag and its latest progress."""
+
+    record_id: str
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    pending: tuple[int, int | None, str] | None = None
+    written_at: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def report(self, done: int, total: int | None, note: str) -> None:
+        """Keep the latest progress for the writer."""
+        with self.lock:
+            self.pending = (done, total, note)
+
+    def take(self) -> tuple[int, int | None, str] | None:
+        """Return the progress not written yet (and forget it)."""
+        with self.lock:
+            pending, self.pending = self.pending, None
+            return pending
+
+
+def running_here() -> Running | None:
+    """Return the task this thread is running, if any."""
+    running: Running | None = getattr(_local, "running", None)
+    return running
+
+
+def set_running(running: Running | None) -> None:
+    """Mark this thread as running *running* (or nothing)."""
+    _local.running = running
+
+
+def progress(done: int, total: int | None = None, note: str = "") -> None:
+    """Record how far the running task got; raise Cancelled if it was cancelled.
+
+    *done* and *total* are counts (items, bytes, steps); *note* a short text.
+    Call it as often as you like: writes are throttled.
+    """
+    running = running_here()
+    if running is None:
+        return
+    if running.cancelled.is_set():
+        raise Cancelled(f"task {running.record_id} was cancelled")
+    if not isinstance(done, int) or (total is not None and not isinstance(total, int)):
+        raise TypeError("progress(done, total): done and total must be integers")
+    running.report(done, total, str(note))
+    nudge = _writer[0]
+    if nudge is not None:
+        nudge()
+
+
+# How to nudge this process's progress writer (the runner registers it).
+_writer: list[Callable[[], None] | None] = [None]
+
+
+def register_writer(nudge: Callable[[], None] | None) -> None:
+    """Register the function that wakes this process's progress writer (None to forget)."""
+    _writer[0] = nudge
+
+
+def _database(backend: str) -> str:
+    database = getattr(task_backends[backend], "database", None)
+    if not isinstance(database, str):
+        raise TypeError(f"TASKS[{backend!r}] is not a socketsvc backend")
+    return database
+
+
+def get_progress(result_id: str, backend: str = "default") -> dict[str, Any] | None:
+    """Return ``{"done", "total", "note"}`` of a task (from any process), or None if none yet.
+
+    Raises the framework's TaskResultDoesNotExist for an unknown id.
+    """
+    try:
+        record = TaskRecord.objects.using(_database(backend)).get(id=result_id)
+    except TaskRecord.DoesNotExist:
+        raise TaskResultDoesNotExist(result_id) from None
+    return record.progress()
+
+
+def cancel(result_id: str, backend: str = "default") -> TaskResult[Any]:
+    """Cancel a task: a queued one never runs; a running one stops at its next progress().
+
+    Both end FAILED with :class:`~socketsvc.tasks.Cancelled`. A finished task is
+    left as it is. Returns the task's result as it now stands.
+    """
+    reason = store.error_entry(
+        "socketsvc.tasks.Cancelled",
+        f"socketsvc.tasks.Cancelled: cancelled at {time.strftime('%Y-%m-%d %H:%M:%S')}\n",
+    )
+    try:
+        record = store.request_cancel(result_id, reason, _database(backend))
+    except TaskRecord.DoesNotExist:
+        raise TaskResultDoesNotExist(result_id) from None
+    if record.status == store.RUNNING:
+        cancel_hint(result_id)
+    return task_backends[backend].get_result(result_id)

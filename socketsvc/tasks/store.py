@@ -1,0 +1,306 @@
+"""The task table: insert, claim, finish, retry, cancel, progress, recover, prune.
+
+Every change of a task's state is decided by the database, never by one
+process believing it is alone: a claim takes a row with ``SELECT … FOR
+UPDATE SKIP LOCKED`` where the database has it (PostgreSQL, MySQL 8.0.1+,
+MariaDB 10.6+), and otherwise (SQLite) with an update conditional on the row
+still being READY; a result is written only while the row is still RUNNING
+and claimed by the writer, so a daemon presumed dead cannot overwrite the
+run that replaced it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection, Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import connections, transaction
+from django.db.models import Count, Q, QuerySet
+from django.utils import timezone
+
+from ..models import TaskRecord, TaskStatus, WorkerRecord
+
+READY, RUNNING = TaskStatus.READY, TaskStatus.RUNNING
+FINISHED = (TaskStatus.SUCCESSFUL, TaskStatus.FAILED)
+_PRUNE_BATCH = 1000
+
+
+def new_id() -> str:
+    """Return a fresh task id (32 hex digits)."""
+    return uuid.uuid4().hex
+
+
+def error_entry(exception_class_path: str, traceback: str) -> dict[str, str]:
+    """Return one entry of a task's ``errors`` (the framework's TaskError fields)."""
+    return {"exception_class_path": exception_class_path, "traceback": traceback}
+
+
+def insert(
+    *,
+    task_path: str,
+    queue_name: str,
+    backend_name: str,
+    priority: int,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    run_after: datetime | None,
+    max_attempts: int,
+    using: str,
+) -> TaskRecord:
+    """Store a new READY task."""
+    now = timezone.now()
+    return TaskRecord.objects.using(using).create(
+        id=new_id(),
+        task_path=task_path,
+        queue_name=queue_name,
+        backend_name=backend_name,
+        priority=priority,
+        args=args,
+        kwargs=kwargs,
+        run_after=run_after,
+        available_at=max(now, run_after) if run_after is not None else now,
+        enqueued_at=now,
+        max_attempts=max_attempts,
+    )
+
+
+def _ready(
+    backends: Collection[str], queues: Collection[str] | None, using: str
+) -> QuerySet[TaskRecord]:
+    ready = TaskRecord.objects.using(using).filter(status=READY, backend_name__in=backends)
+    return ready if queues is None else ready.filter(queue_name__in=queues)
+
+
+def claim(
+    worker_id: str, backends: Collection[str], queues: Collection[str] | None, using: str
+) -> TaskRecord | None:
+    """Take the most urgent READY task that is due, marking it RUNNING for *worker_id*."""
+    now = timezone.now()
+    due = _ready(backends, queues, using).filter(available_at__lte=now)
+    due = due.order_by("-priority", "available_at", "enqueued_at")
+    if connections[using].features.has_select_for_update_skip_locked:
+        with transaction.atomic(using=using):
+            record = due.select_for_update(skip_locked=True).first()
+            if record is not None:
+                _mark_running(record, worker_id, now)
+            return record
+    for candidate in due.values_list("id", flat=True)[:8]:
+        taken = (
+            TaskRecord.objects.using(using)
+            .filter(id=candidate, status=READY)
+            .update(status=RUNNING, claimed_by=worker_id)
+        )
+        if taken:
+            record = TaskRecord.objects.using(using).get(id=candidate)
+            _mark_running(record, worker_id, now)
+            return record
+    return None
+
+
+def _mark_running(record: TaskRecord, worker_id: str, now: datetime) -> None:
+    record.status = RUNNING
+    record.claimed_by = worker_id
+    record.started_at = record.last_attempted_at = now
+    record.worker_ids = [*record.worker_ids, worker_id]
+    record.save(
+        update_fields=["status", "claimed_by", "started_at", "last_attempted_at", "worker_ids"]
+    )
+
+
+def next_due(
+    backends: Collection[str], queues: Collection[str] | None, using: str
+) -> datetime | None:
+    """Return when the next READY task becomes due (None if there is none)."""
+    first = _ready(backends, queues, using).order_by("available_at").first()
+    return None if first is None else first.available_at
+
+
+def finish(
+    record_id: str,
+    worker_id: str,
+    *,
+    status: str,
+    using: str,
+    return_value: Any = None,
+    error: dict[str, str] | None = None,
+    retry_at: datetime | None = None,
+) -> TaskRecord | None:
+    """Record how a run ended (or schedule the next one); None if the run was taken from us."""
+    with transaction.atomic(using=using):
+        record = (
+            TaskRecord.objects.using(using)
+            .select_for_update()
+            .filter(id=record_id, status=RUNNING, claimed_by=worker_id)
+            .first()
+        )
+        if record is None:
+            return None
+        if error is not None:
+            record.errors = [*record.errors, error]
+        record.claimed_by = ""
+        if retry_at is not None:
+            record.status = READY
+            record.available_at = retry_at
+        else:
+            record.status = status
+            record.finished_at = timezone.now()
+            record.return_value = return_value
+        record.save(
+            update_fields=[
+                "errors",
+                "claimed_by",
+                "status",
+                "available_at",
+                "finished_at",
+                "return_value",
+            ]
+        )
+        return record
+
+
+def request_cancel(record_id: str, reason: dict[str, str], using: str) -> TaskRecord:
+    """Ask for a task to stop: a READY one fails at once, a RUNNING one is flagged.
+
+    Raises TaskRecord.DoesNotExist.
+    """
+    with transaction.atomic(using=using):
+        record = TaskRecord.objects.using(using).select_for_update().get(id=record_id)
+        if record.status in FINISHED:
+            return record
+        now = timezone.now()
+        record.cancel_requested_at = now
+        if record.status == READY:
+            record.status = TaskStatus.FAILED
+            record.finished_at = now
+            record.errors = [*record.errors, reason]
+        record.save(update_fields=["cancel_requested_at", "status", "finished_at", "errors"])
+        return record
+
+
+def write_progress(record_id: str, done: int, total: int | None, note: str, using: str) -> bool:
+    """Store a running task's progress; False if it was cancelled (or is gone)."""
+    return bool(
+        TaskRecord.objects.using(using)
+        .filter(id=record_id, cancel_requested_at__isnull=True)
+        .update(
+            progress_done=done,
+            progress_total=total,
+            progress_note=note[:255],
+            progress_at=timezone.now(),
+        )
+    )
+
+
+def cancel_requested(record_ids: Iterable[str], using: str) -> set[str]:
+    """Return which of *record_ids* were asked to stop."""
+    return set(
+        TaskRecord.objects.using(using)
+        .filter(id__in=list(record_ids), cancel_requested_at__isnull=False)
+        .values_list("id", flat=True)
+    )
+
+
+def lost(worker_ids: Collection[str], reason: dict[str, str], using: str) -> tuple[int, int]:
+    """Requeue (or fail, without attempts left) the RUNNING tasks of gone workers."""
+    requeued = failed = 0
+    candidates = TaskRecord.objects.using(using).filter(status=RUNNING, claimed_by__in=worker_ids)
+    for record_id in list(candidates.values_list("id", flat=True)):
+        with transaction.atomic(using=using):
+            record = (
+                TaskRecord.objects.using(using)
+                .select_for_update()
+                .filter(id=record_id, status=RUNNING, claimed_by__in=worker_ids)
+                .first()
+            )
+            if record is None:
+                continue
+            now = timezone.now()
+            record.errors = [*record.errors, reason]
+            record.claimed_by = ""
+            if record.attempts < record.max_attempts and record.cancel_requested_at is None:
+                record.status, record.available_at = READY, now
+                requeued += 1
+            else:
+                record.status, record.finished_at = TaskStatus.FAILED, now
+                failed += 1
+            record.save(
+                update_fields=["errors", "claimed_by", "status", "available_at", "finished_at"]
+            )
+    return requeued, failed
+
+
+def prune(older_than: timedelta, using: str) -> int:
+    """Delete finished tasks that ended more than *older_than* ago; return how many."""
+    cutoff = timezone.now() - older_than
+    old = TaskRecord.objects.using(using).filter(status__in=FINISHED, finished_at__lt=cutoff)
+    deleted = 0
+    while batch := list(old.values_list("id", flat=True)[:_PRUNE_BATCH]):
+        deleted += TaskRecord.objects.using(using).filter(id__in=batch).delete()[0]
+    return deleted
+
+
+def counts(using: str) -> dict[str, int]:
+    """Return how many tasks are in each status."""
+    rows = TaskRecord.objects.using(using).values("status").annotate(n=Count("id"))
+    found = {row["status"]: row["n"] for row in rows}
+    return {status.value: found.get(status.value, 0) for status in TaskStatus}
+
+
+# -- the daemons that run tasks -------------------------------------------------
+
+
+def register_worker(record: WorkerRecord, using: str) -> None:
+    """Record a daemon that starts running tasks."""
+    record.save(using=using, force_insert=True)
+
+
+def heartbeat(worker_id: str, using: str) -> None:
+    """Tell the others this daemon is alive."""
+    WorkerRecord.objects.using(using).filter(id=worker_id).update(heartbeat_at=timezone.now())
+
+
+def stop_worker(worker_id: str, using: str) -> None:
+    """Record that a daemon stopped; whatever it still had RUNNING is lost."""
+    WorkerRecord.objects.using(using).filter(id=worker_id).update(stopped_at=timezone.now())
+
+
+def workers_gone(own_id: str, lease: timedelta, using: str) -> list[WorkerRecord]:
+    """Return the daemons that stopped or whose heartbeat is older than *lease*."""
+    cutoff = timezone.now() - lease
+    query = Q(stopped_at__isnull=False) | Q(heartbeat_at__lt=cutoff)
+    return list(WorkerRecord.objects.using(using).exclude(id=own_id).filter(query))
+
+
+def workers_running(own_id: str, using: str) -> list[WorkerRecord]:
+    """Return the other daemons not recorded as stopped."""
+    return list(
+        WorkerRecord.objects.using(using).exclude(id=own_id).filter(stopped_at__isnull=True)
+    )
+
+
+def orphan_claims(using: str) -> set[str]:
+    """Return worker ids that RUNNING tasks name but no worker row has (a pruned row)."""
+    claimed = set(
+        TaskRecord.objects.using(using)
+        .filter(status=RUNNING)
+        .values_list("claimed_by", flat=True)
+        .distinct()
+    )
+    known = set(
+        WorkerRecord.objects.using(using).filter(id__in=claimed).values_list("id", flat=True)
+    )
+    return claimed - known
+
+
+def forget_workers(worker_ids: Collection[str], older_than: timedelta, using: str) -> None:
+    """Mark gone workers stopped, and delete rows of workers stopped long ago."""
+    now = timezone.now()
+    WorkerRecord.objects.using(using).filter(id__in=worker_ids, stopped_at__isnull=True).update(
+        stopped_at=now
+    )
+    busy = TaskRecord.objects.using(using).filter(status=RUNNING).values("claimed_by")
+    WorkerRecord.objects.using(using).filter(stopped_at__lt=now - older_than).exclude(
+        id__in=busy
+    ).delete()

@@ -1,0 +1,315 @@
+"""Tasks through Django's Tasks API: durable rows, run by a real daemon on a real MariaDB.
+
+A ``manage.py taskclient`` process plays the web tier (it enqueues and reads
+results); the daemon is a real ``runsocketservice``; the database is the
+worker's throwaway MariaDB.
+"""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from tests.taskclient import TaskClientError, seconds_between
+from tests.waiting import poll
+
+pytestmark = pytest.mark.mariadb
+
+FRAMEWORK_DOES_NOT_EXIST = ("django.tasks.exceptions", "django_tasks.exceptions")
+
+
+@pytest.fixture
+def tasks_db(clean_tasks):
+    return clean_tasks
+
+
+@pytest.fixture
+def start_tasks_daemon(start_daemon):
+    """start_daemon with task workers (two unless TEST_TASK_WORKERS says otherwise)."""
+
+    def start(url: str, *args: str, **env: str):
+        return start_daemon(url, *args, **{"TEST_TASK_WORKERS": "2", **env})
+
+    return start
+
+
+@pytest.fixture
+def daemon(tasks_db, start_tasks_daemon):
+    return start_tasks_daemon(tasks_db.url())
+
+
+@pytest.fixture
+def client(tasks_db, daemon, taskclient):
+    return taskclient(tasks_db.url(), daemon.socket)
+
+
+def signals_for(daemon, result_id: str) -> list[str]:
+    return [
+        event["signal"]
+        for event in daemon.log_events()
+        if event.get("event") == "task_signal" and event.get("result_id") == result_id
+    ]
+
+
+def test_a_task_succeeds_and_another_process_reads_its_return_value(daemon, client):
+    """enqueue -> SUCCESSFUL with the return value, read through get_result by another process."""
+    queued = client.enqueue("add", 2, 40)
+    assert queued["status"] == "READY"
+    assert client.ask("enqueued_signals") == [queued["id"]]
+    done = client.finished(queued["id"])
+    assert done["status"] == "SUCCESSFUL"
+    assert done["return_value"] == 42
+    assert done["attempts"] == 1
+    assert done["errors"] == []
+    assert done["started_at"] >= done["enqueued_at"]
+    assert done["finished_at"] >= done["started_at"]
+    poll(lambda: signals_for(daemon, queued["id"]) == ["task_started", "task_finished"])
+
+
+def test_a_failing_task_records_the_exception_path_and_traceback(daemon, client):
+    """A task that raises ends FAILED; its error names the exception class and has the traceback."""
+    queued = client.enqueue("fail", "no stock")
+    done = client.finished(queued["id"])
+    assert done["status"] == "FAILED"
+    [error] = done["errors"]
+    assert error["exception_class_path"] == "builtins.ValueError"
+    assert "Traceback (most recent call last)" in error["traceback"]
+    assert "ValueError: no stock" in error["traceback"]
+    assert "return_value" not in done
+    poll(lambda: signals_for(daemon, queued["id"]) == ["task_started", "task_finished"])
+
+
+def test_a_task_enqueued_while_the_daemon_is_down_runs_when_it_starts(
+    tasks_db, start_tasks_daemon, taskclient, short_tmp
+):
+    """The row waits for the daemon: it runs once the daemon starts, with no wake-up needed."""
+    socket_path = str(short_tmp / "late.sock")
+    client = taskclient(tasks_db.url(), socket_path)
+    queued = client.enqueue("add", 1, 1)
+    assert client.result(queued["id"])["status"] == "READY"
+    start_tasks_daemon(tasks_db.url(), socket_path=socket_path)
+    assert client.finished(queued["id"])["return_value"] == 2
+
+
+def test_a_task_enqueued_in_a_rolled_back_transaction_never_exists(daemon, client):
+    """enqueue inside atomic() that rolls back: no row, no run; get_result raises DoesNotExist."""
+    queued = client.enqueue("mark", "rolled-back", atomic="rollback")
+    with pytest.raises(TaskClientError) as missing:
+        client.result(queued["id"])
+    assert missing.value.kind.rsplit(".", 1)[0] in FRAMEWORK_DOES_NOT_EXIST
+    assert missing.value.kind.endswith("TaskResultDoesNotExist")
+    committed = client.enqueue("mark", "committed", atomic="commit")
+    assert client.finished(committed["id"])["status"] == "SUCCESSFUL"
+
+
+def test_priority_queue_and_run_after_are_kept(daemon, client):
+    """A task's queue, priority and run_after are stored and honoured."""
+    report = client.enqueue("urgent_report", "daily")
+    assert (report["queue_name"], report["priority"]) == ("reports", 10)
+    assert client.finished(report["id"])["return_value"]["report"] == "daily"
+    later = client.enqueue("add", 3, 4, run_after=1.0)
+    done = client.finished(later["id"])
+    assert seconds_between(done["enqueued_at"], done["started_at"]) >= 1.0
+    # The daemon woke for it: no polling interval stands between due and started.
+    assert seconds_between(done["enqueued_at"], done["started_at"]) < 2.0
+
+
+def test_higher_priority_runs_first(tasks_db, start_tasks_daemon, taskclient, gate):
+    """With the only task worker busy, the higher-priority task waiting runs before the lower."""
+    daemon = start_tasks_daemon(tasks_db.url(), TEST_TASK_WORKERS="1")
+    client = taskclient(tasks_db.url(), daemon.socket)
+    blocker = client.enqueue("hold", gate.path)
+    gate.wait_for(1)
+    low = client.enqueue("add", 1, 0, priority=-5)
+    high = client.enqueue("add", 2, 0, priority=50)
+    gate.open()
+    for queued in (blocker, low, high):
+        client.finished(queued["id"])
+    assert client.result(high["id"])["started_at"] < client.result(low["id"])["started_at"]
+
+
+def test_a_task_idle_past_wait_timeout_still_gets_its_result_recorded(
+    private_mariadb, start_tasks_daemon, taskclient
+):
+    """wait_timeout=2: a task sleeping 3.5 s without the DB, and one querying around the sleep,
+    both end SUCCESSFUL (the bookkeeping connection is checked and replaced first)."""
+    private_mariadb.set_wait_timeout(2)
+    daemon = start_tasks_daemon(private_mariadb.url(), conn_max_age="none")
+    client = taskclient(private_mariadb.url(), daemon.socket)
+    idle = client.enqueue("sleep_then_return", 3.5)
+    around = client.enqueue("query_sleep_query", 3.5)
+    assert client.finished(idle["id"])["status"] == "SUCCESSFUL"
+    assert client.finished(around["id"])["status"] == "SUCCESSFUL"
+    assert daemon.call("rpc.status")["dead_connections_replaced"] >= 1
+
+
+def test_retries_back_off_and_every_attempt_is_visible(daemon, client):
+    """flaky fails twice then succeeds: 3 attempts, 2 errors, waits of >= 0.3 s then >= 0.6 s."""
+    queued = client.enqueue("flaky", 2)
+    done = client.finished(queued["id"])
+    assert done["status"] == "SUCCESSFUL"
+    assert done["return_value"] == 3
+    assert done["attempts"] == 3
+    assert [e["exception_class_path"] for e in done["errors"]] == ["builtins.ConnectionError"] * 2
+    assert seconds_between(done["enqueued_at"], done["started_at"]) >= 0.9
+    tries = [
+        e
+        for e in daemon.log_events()
+        if e.get("event") == "task" and e.get("task_id") == done["id"]
+    ]
+    assert [t["outcome"] for t in tries] == ["retry", "retry", "ok"]
+    assert tries[0]["retry_in"] == pytest.approx(0.3, abs=0.01)
+    assert tries[1]["retry_in"] == pytest.approx(0.6, abs=0.01)
+
+
+def test_an_error_the_policy_does_not_retry_fails_at_once(daemon, client):
+    """retry_on=(ConnectionError,) and a ValueError: one attempt, FAILED."""
+    done = client.finished(client.enqueue("fails_once_with_value_error", "bad input")["id"])
+    assert done["status"] == "FAILED"
+    assert done["attempts"] == 1
+
+
+def test_progress_is_readable_while_the_task_runs(daemon, client, gate):
+    """get_progress() from another process shows done/total/note while the task runs."""
+    queued = client.enqueue("count_slowly", 40, 0.05, kwargs={"gate": gate.path})
+    gate.wait_for(1)
+    assert client.ask("progress", id=queued["id"]) is None  # nothing reported yet
+    gate.open()
+    seen = poll(lambda: (p := client.ask("progress", id=queued["id"])) and p["done"] >= 5 and p)
+    assert seen["total"] == 40
+    assert seen["note"].startswith("step ")
+    done = client.finished(queued["id"])
+    assert done["return_value"] == 40
+    assert client.ask("progress", id=queued["id"]) == {"done": 40, "total": 40, "note": "step 40"}
+
+
+def test_a_cancelled_queued_task_never_runs(tasks_db, start_tasks_daemon, taskclient, gate):
+    """cancel() on a READY task: FAILED with Cancelled at once, never started."""
+    daemon = start_tasks_daemon(tasks_db.url(), TEST_TASK_WORKERS="1")
+    client = taskclient(tasks_db.url(), daemon.socket)
+    blocker = client.enqueue("hold", gate.path)
+    gate.wait_for(1)
+    queued = client.enqueue("mark", "never")
+    cancelled = client.ask("cancel", id=queued["id"])
+    assert cancelled["status"] == "FAILED"
+    assert [e["exception_class_path"] for e in cancelled["errors"]] == ["socketsvc.tasks.Cancelled"]
+    gate.open()
+    client.finished(blocker["id"])
+    after = client.result(queued["id"])
+    assert after["started_at"] is None
+    assert after["attempts"] == 0
+    assert tasks_db.query(
+        "SELECT COUNT(*) FROM testapp_marker WHERE `key`='never'", db="socketsvc_test"
+    ) == [(0,)]
+
+
+def test_a_cancelled_running_task_stops_at_its_next_progress(daemon, client):
+    """cancel() on a RUNNING task: it raises Cancelled at its next progress(), ends FAILED."""
+    queued = client.enqueue("count_slowly", 1000, 0.01)
+    poll(lambda: (p := client.ask("progress", id=queued["id"])) and p["done"] >= 3)
+    client.ask("cancel", id=queued["id"])
+    done = client.finished(queued["id"])
+    assert done["status"] == "FAILED"
+    assert done["errors"][-1]["exception_class_path"] == "socketsvc.tasks.Cancelled"
+    assert client.ask("progress", id=queued["id"])["done"] < 1000
+
+
+def test_sigterm_lets_a_running_task_finish_and_leaves_the_rest_queued(
+    tasks_db, start_tasks_daemon, taskclient, gate
+):
+    """SIGTERM: the running task completes within the drain; tasks not started stay READY."""
+    daemon = start_tasks_daemon(tasks_db.url(), TEST_TASK_WORKERS="1")
+    client = taskclient(tasks_db.url(), daemon.socket)
+    running = client.enqueue("hold", gate.path)
+    gate.wait_for(1)
+    waiting = client.enqueue("add", 5, 5)
+    daemon.signal(signal.SIGTERM)
+    poll(lambda: "draining" in daemon.log())
+    gate.open()
+    assert daemon.process.wait(30) == 0
+    assert client.result(running["id"])["status"] == "SUCCESSFUL"
+    assert client.result(waiting["id"])["status"] == "READY"
+    # It recorded its stop, and left no session behind.
+    assert tasks_db.query(
+        "SELECT COUNT(*) FROM socketsvc_worker WHERE stopped_at IS NULL", db="socketsvc_test"
+    ) == [(0,)]
+    client.close()
+    poll(lambda: tasks_db.sessions() == [])
+
+
+def test_sigkill_during_a_task_leaves_nothing_running_after_restart(
+    tasks_db, start_tasks_daemon, taskclient, gate, short_tmp
+):
+    """SIGKILL mid-task: the next daemon on this host sees its predecessor is dead and requeues
+    the run; it then succeeds (WorkerLost recorded). A task without retries fails instead."""
+    socket_path = str(short_tmp / "k.sock")
+    first = start_tasks_daemon(tasks_db.url(), socket_path=socket_path)
+    client = taskclient(tasks_db.url(), socket_path)
+    killed = client.enqueue("hold_then_mark", gate.path, "after-kill")
+    gate.wait_for(1)
+    first.process.kill()
+    first.process.wait(10)
+    gate.open()
+    start_tasks_daemon(tasks_db.url(), socket_path=socket_path)
+    done = client.finished(killed["id"])
+    assert done["status"] == "FAILED"  # hold_then_mark has no retries: lost, not rerun
+    assert done["errors"][-1]["exception_class_path"] == "socketsvc.tasks.WorkerLost"
+    assert "stopped before it finished" in done["errors"][-1]["traceback"]
+    assert tasks_db.query(
+        "SELECT COUNT(*) FROM socketsvc_task WHERE status='RUNNING'", db="socketsvc_test"
+    ) == [(0,)]
+
+
+def test_a_lost_run_with_retries_left_runs_again_after_restart(
+    tasks_db, start_tasks_daemon, taskclient, gate, short_tmp
+):
+    """SIGKILL mid-task with attempts left: the restarted daemon runs it again, to SUCCESSFUL."""
+    socket_path = str(short_tmp / "k.sock")
+    first = start_tasks_daemon(tasks_db.url(), socket_path=socket_path)
+    client = taskclient(tasks_db.url(), socket_path)
+    killed = client.enqueue("hold_then_mark_retried", gate.path, "rerun")
+    gate.wait_for(1)
+    first.process.kill()
+    first.process.wait(10)
+    gate.open()
+    start_tasks_daemon(tasks_db.url(), socket_path=socket_path)
+    gate.wait_for(2)
+    gate.open()
+    done = client.finished(killed["id"])
+    assert done["status"] == "SUCCESSFUL"
+    assert done["attempts"] == 2
+    assert [e["exception_class_path"] for e in done["errors"]] == ["socketsvc.tasks.WorkerLost"]
+
+
+def test_two_daemons_on_one_database_run_each_task_exactly_once(
+    tasks_db, start_tasks_daemon, taskclient, short_tmp
+):
+    """500 tasks that each insert a unique key, two daemons claiming: 500 rows, no error."""
+    one = start_tasks_daemon(tasks_db.url(), socket_path=str(short_tmp / "one.sock"))
+    two = start_tasks_daemon(tasks_db.url(), socket_path=str(short_tmp / "two.sock"))
+    client = taskclient(tasks_db.url(), one.socket)
+    ids = [client.enqueue("mark", f"k{n}")["id"] for n in range(500)]
+    for daemon in (one, two):
+        daemon.call("rpc.tasks.wake")
+    poll(
+        lambda: (
+            tasks_db.query(
+                "SELECT COUNT(*) FROM socketsvc_task WHERE status IN ('SUCCESSFUL','FAILED')",
+                db="socketsvc_test",
+            )
+            == [(500,)]
+        ),
+        timeout=120,
+    )
+    assert tasks_db.query(
+        "SELECT COUNT(*), COUNT(DISTINCT `key`) FROM testapp_marker", db="socketsvc_test"
+    ) == [(500, 500)]
+    assert tasks_db.query(
+        "SELECT COUNT(*) FROM socketsvc_task WHERE status='SUCCESSFUL'", db="socketsvc_test"
+    ) == [(500,)]
+    ran_on = tasks_db.query(
+        "SELECT COUNT(DISTINCT worker_ids) FROM socketsvc_task", db="socketsvc_test"
+    )
+    assert ran_on[0][0] == 2  # both daemons took a share
+    assert len(ids) == 500

@@ -1,0 +1,99 @@
+"""``manage.py taskclient``: a process that enqueues and reads tasks, as a web process would.
+
+It reads one JSON request per line on stdin and answers one JSON line on
+stdout, so a test can drive it: ``{"op": "enqueue", "task": "add", "args": [1, 2]}``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import timedelta
+from typing import Any
+
+from django.core.management.base import BaseCommand
+from django.db import transaction
+from django.utils import timezone
+
+from socketsvc.tasks import cancel, get_progress
+from socketsvc.tasks.compat import task_backends, task_enqueued
+from tests.testapp import tasks
+
+_enqueued: list[str] = []
+task_enqueued.connect(
+    lambda sender, task_result, **kwargs: _enqueued.append(task_result.id), weak=False
+)
+
+
+def _describe(result: Any) -> dict[str, Any]:
+    described = {
+        "id": result.id,
+        "status": str(result.status),
+        "attempts": result.attempts,
+        "worker_ids": result.worker_ids,
+        "errors": [
+            {"exception_class_path": e.exception_class_path, "traceback": e.traceback}
+            for e in result.errors
+        ],
+        "enqueued_at": result.enqueued_at,
+        "started_at": result.started_at,
+        "finished_at": result.finished_at,
+        "last_attempted_at": result.last_attempted_at,
+        "queue_name": result.task.queue_name,
+        "priority": result.task.priority,
+        "args": result.args,
+        "kwargs": result.kwargs,
+    }
+    if result.status == "SUCCESSFUL":
+        described["return_value"] = result.return_value
+    return described
+
+
+class Command(BaseCommand):
+    help = "Enqueue and read tasks for the test suite, one JSON request per stdin line."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        for line in sys.stdin:
+            request = json.loads(line)
+            try:
+                answer = {"ok": getattr(self, f"do_{request['op']}")(**request.get("args", {}))}
+            except Exception as exc:
+                cls = type(exc)
+                answer = {"error": f"{cls.__module__}.{cls.__qualname__}", "message": str(exc)}
+            sys.stdout.write(json.dumps(answer, default=str) + "\n")
+            sys.stdout.flush()
+
+    def do_enqueue(  # noqa: PLR0917
+        self,
+        task: str,
+        args: list[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        priority: int | None = None,
+        queue_name: str | None = None,
+        run_after: float | None = None,
+        atomic: str | None = None,
+    ) -> dict[str, Any]:
+        chosen = getattr(tasks, task).using(
+            priority=priority,
+            queue_name=queue_name,
+            run_after=None if run_after is None else timezone.now() + timedelta(seconds=run_after),
+        )
+        if atomic is None:
+            return _describe(chosen.enqueue(*(args or []), **(kwargs or {})))
+        with transaction.atomic():
+            result = chosen.enqueue(*(args or []), **(kwargs or {}))
+            if atomic == "rollback":
+                transaction.set_rollback(True)
+        return _describe(result)
+
+    def do_result(self, id: str) -> dict[str, Any]:
+        return _describe(task_backends["default"].get_result(id))
+
+    def do_progress(self, id: str) -> Any:
+        return get_progress(id)
+
+    def do_cancel(self, id: str) -> dict[str, Any]:
+        return _describe(cancel(id))
+
+    def do_enqueued_signals(self) -> list[str]:
+        return list(_enqueued)

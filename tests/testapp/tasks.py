@@ -1,0 +1,118 @@
+"""Tasks for the suite: ones that succeed, fail, retry, report progress, wait, and touch the DB."""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Any
+
+from django.db import connection
+
+from socketsvc.tasks import progress, retry
+
+from .models import Marker, Note
+
+try:
+    from django.tasks import TaskContext, task
+except ImportError:  # Django 5.2
+    from django_tasks import TaskContext, task
+
+
+@task
+def add(a: int, b: int) -> int:
+    """Add two numbers."""
+    return a + b
+
+
+@task(queue_name="reports", priority=10)
+def urgent_report(name: str) -> dict[str, Any]:
+    """Return a small report (a queue of its own, a high priority)."""
+    return {"report": name, "notes": Note.objects.count()}
+
+
+@task
+def fail(message: str) -> None:
+    """Raise a ValueError."""
+    raise ValueError(message)
+
+
+@task
+def sleep_then_return(seconds: float) -> float:
+    """Sleep without touching the database, then return."""
+    time.sleep(seconds)
+    return seconds
+
+
+@task
+def query_sleep_query(seconds: float) -> int:
+    """Query, sleep without touching the database, query again."""
+    Note.objects.count()
+    time.sleep(seconds)
+    return Note.objects.count()
+
+
+@task
+def mark(key: str) -> str:
+    """Insert a unique key: a task that ran twice fails on the second insert."""
+    Marker.objects.create(key=key)
+    return key
+
+
+@task
+def hold(gate: str, timeout: float = 60.0) -> str:
+    """Wait at the test's gate (tests/gate.py) until the test opens it."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(gate)
+        sock.recv(1)
+    return "released"
+
+
+@task
+def hold_then_mark(gate: str, key: str) -> str:
+    """Wait at the gate, then insert a unique key."""
+    hold.call(gate)
+    return mark.call(key)
+
+
+@task
+@retry(attempts=2, backoff=0.0)
+def hold_then_mark_retried(gate: str, key: str) -> str:
+    """Wait at the gate, then insert a unique key; run again if its run was lost."""
+    hold.call(gate)
+    return mark.call(key)
+
+
+@task(takes_context=True)
+@retry(attempts=4, backoff=0.3, factor=2.0, jitter=0.0)
+def flaky(context: TaskContext, failures: int) -> int:
+    """Fail the first *failures* attempts, then return the attempt number."""
+    if context.attempt <= failures:
+        raise ConnectionError(f"attempt {context.attempt} fails on purpose")
+    return context.attempt
+
+
+@task
+@retry(attempts=3, backoff=0.1, retry_on=(ConnectionError,))
+def fails_once_with_value_error(message: str) -> None:
+    """Raise an error its policy does not retry."""
+    raise ValueError(message)
+
+
+@task
+def count_slowly(total: int, pause: float, gate: str = "") -> int:
+    """Report progress over *total* steps, pausing between them (and at a gate first)."""
+    if gate:
+        hold.call(gate)
+    for step in range(1, total + 1):
+        progress(step, total, note=f"step {step}")
+        time.sleep(pause)
+    return total
+
+
+@task
+def connection_id() -> int:
+    """Return the server-side id of this worker's DB session."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT CONNECTION_ID()")
+        return int(cursor.fetchone()[0])
