@@ -45,6 +45,16 @@ if os.environ.get("TEST_LOG_CAPTURE"):
         "root": {"handlers": ["capture", "console"], "level": "INFO"},
     }
 
+# The same tasks on RQ: this is all a project changes to move them there
+# (the README shows it). TEST_REDIS_DB is the suite's own Redis database.
+if os.environ.get("TEST_TASKS_BACKEND") == "rq":
+    INSTALLED_APPS = [*INSTALLED_APPS, "django_rq"]
+    if "django_tasks" not in INSTALLED_APPS:
+        INSTALLED_APPS.append("django_tasks")
+    TASKS = {"default": {"BACKEND": "django_tasks_rq.RQBackend", "QUEUES": ["default", "reports"]}}
+    _redis = {"HOST": "127.0.0.1", "PORT": 6379, "DB": int(os.environ["TEST_REDIS_DB"])}
+    RQ_QUEUES = {"default": _redis, "reports": _redis}
+
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 SOCKETSVC = {

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import subprocess
-import sys
 from dataclasses import dataclass
 
 import pytest
@@ -19,7 +17,7 @@ from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tests.browser import DevServer, chromium
-from tests.daemon import REPO, Daemon
+from tests.daemon import REPO, Daemon, manage
 
 # The README's picture, rewritten only when asked (it shows timestamps, so every run differs).
 SCREENSHOT = REPO / "docs" / "admin-button.png"
@@ -28,23 +26,13 @@ PASSWORD = "browser-test-password"
 
 
 def create_superuser(database_url: str) -> None:
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "DATABASE_URL": database_url,
-        "DJANGO_SUPERUSER_PASSWORD": PASSWORD,
-    }
-    subprocess.run(
-        [
-            *(sys.executable, "manage.py", "createsuperuser", "--noinput"),
-            *("--username", "admin", "--email", "admin@example.com"),
-        ],
-        cwd=REPO,
-        env=env,
-        check=True,
-        timeout=60,
-        capture_output=True,
+    done = manage(
+        "createsuperuser",
+        "--noinput",
+        *("--username", "admin", "--email", "admin@example.com"),
+        env={"DATABASE_URL": database_url, "DJANGO_SUPERUSER_PASSWORD": PASSWORD},
     )
+    assert done.returncode == 0, done.stderr
 
 
 class ShopDatabase:
@@ -87,7 +75,7 @@ class Shop:
 def shop(sqlite_url, start_daemon, short_tmp):
     """A migrated shop database with an admin login, its daemon, and runserver in front."""
     create_superuser(sqlite_url)
-    daemon = start_daemon(sqlite_url, SOCKETSVC_VAR_DIR=str(short_tmp))
+    daemon = start_daemon(sqlite_url, SOCKETSVC_VAR_DIR=str(short_tmp), TEST_TASK_WORKERS="2")
     server = DevServer(
         {"DATABASE_URL": sqlite_url, "SOCKETSVC_SOCKET": daemon.socket},
         short_tmp / "runserver.log",
@@ -113,6 +101,13 @@ def response_status(driver) -> int:
     )
 
 
+def log_in(driver, server: DevServer, next_path: str) -> None:
+    driver.get(f"{server.url}/admin/login/?next={next_path}")
+    driver.find_element(By.NAME, "username").send_keys("admin")
+    driver.find_element(By.NAME, "password").send_keys(PASSWORD)
+    driver.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+
+
 def test_admin_button_and_action_reach_the_daemon_in_a_real_browser(shop, start_daemon, short_tmp):
     """Log in, press "Restock now", see the daemon's change; stop it, press again; run an action."""
     daemon, server, db = shop.daemon, shop.server, shop.db
@@ -120,10 +115,7 @@ def test_admin_button_and_action_reach_the_daemon_in_a_real_browser(shop, start_
     change_url = f"{server.url}/admin/shop/product/{mug}/change/"
 
     with chromium() as driver:
-        driver.get(f"{server.url}/admin/login/?next=/admin/shop/product/{mug}/change/")
-        driver.find_element(By.NAME, "username").send_keys("admin")
-        driver.find_element(By.NAME, "password").send_keys(PASSWORD)
-        driver.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+        log_in(driver, server, f"/admin/shop/product/{mug}/change/")
         wait_for(driver, 'button[data-socketsvc-method="shop.restock"]').click()
 
         assert message(driver, "success") == "Restock now: sku MUG-01, added 24, stock 27"
@@ -183,3 +175,66 @@ def test_admin_button_and_action_reach_the_daemon_in_a_real_browser(shop, start_
         "MUG-01": 51,
         "PEN-03": 10,
     }
+
+
+def bar_width(driver) -> float:
+    """Return the progress bar's fill, in percent."""
+    fill = driver.find_element(By.CSS_SELECTOR, ".socketsvc-progress-fill")
+    return (
+        float(fill.value_of_css_property("width").removesuffix("px"))
+        / float(
+            driver.find_element(By.CSS_SELECTOR, ".socketsvc-progress-track")
+            .value_of_css_property("width")
+            .removesuffix("px")
+        )
+        * 100
+    )
+
+
+TASK_SCREENSHOT = REPO / "docs" / "task-progress.png"
+
+
+def test_a_task_action_shows_a_progress_bar_that_moves_without_a_reload(shop, short_tmp):
+    """Run "Count stock" on every product: the message links the task's page, whose bar moves
+    on its own while the task runs, then shows Successful and the task's result."""
+    server = shop.server
+    with chromium() as driver:
+        log_in(driver, server, "/admin/shop/product/")
+        wait_for(driver, "#action-toggle").click()  # every product
+        option = driver.find_element(
+            By.CSS_SELECTOR, 'option[data-socketsvc-task="project.shop.tasks.stock_count"]'
+        )
+        Select(driver.find_element(By.NAME, "action")).select_by_value(
+            option.get_attribute("value")
+        )
+        driver.find_element(By.CSS_SELECTOR, "button[name=index]").click()
+        assert message(driver, "success").startswith(
+            "Count stock of selected products (a report in the background): queued as task "
+        )
+        wait_for(driver, "ul.messagelist a[data-socketsvc-result]").click()
+        wait_for(driver, ".socketsvc-progress")
+        driver.execute_script("window.socketsvcSamePage = true;")
+        widths = []
+
+        def moved_on(driver) -> bool:
+            widths.append(round(bar_width(driver)))
+            return 0 < widths[-1] < 100
+
+        WebDriverWait(driver, 20, poll_frequency=0.1).until(moved_on)
+        shot = TASK_SCREENSHOT if WRITE_SCREENSHOTS else short_tmp / TASK_SCREENSHOT.name
+        assert driver.save_screenshot(str(shot))
+        status = driver.find_element(
+            By.CSS_SELECTOR, '.field-status_badge [data-socketsvc-field="status"]'
+        )
+        WebDriverWait(driver, 30, poll_frequency=0.1).until(lambda d: status.text == "Successful")
+        WebDriverWait(driver, 5, poll_frequency=0.1).until(lambda d: round(bar_width(d)) == 100)
+        assert driver.execute_script("return window.socketsvcSamePage === true;")  # no reload
+        assert (
+            driver.find_element(
+                By.CSS_SELECTOR, '.field-progress_bar [data-socketsvc-field="progress"]'
+            ).text
+            == "5 / 5 — counted TEA-02"
+        )
+        assert widths == sorted(widths)
+        driver.refresh()
+        assert "Counted 5 products" in wait_for(driver, ".field-result").text

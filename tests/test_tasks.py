@@ -11,6 +11,7 @@ import signal
 
 import pytest
 
+from tests.daemon import manage, socketsvc_settings
 from tests.taskclient import TaskClientError, seconds_between
 from tests.waiting import poll
 
@@ -105,7 +106,7 @@ def test_a_task_enqueued_in_a_rolled_back_transaction_never_exists(daemon, clien
 
 def test_priority_queue_and_run_after_are_kept(daemon, client):
     """A task's queue, priority and run_after are stored and honoured."""
-    report = client.enqueue("urgent_report", "daily")
+    report = client.enqueue("tests.testapp.urgent.urgent_report", "daily")
     assert (report["queue_name"], report["priority"]) == ("reports", 10)
     assert client.finished(report["id"])["return_value"]["report"] == "daily"
     later = client.enqueue("add", 3, 4, run_after=1.0)
@@ -313,3 +314,65 @@ def test_two_daemons_on_one_database_run_each_task_exactly_once(
     )
     assert ran_on[0][0] == 2  # both daemons took a share
     assert len(ids) == 500
+
+
+def backdate_finished(db, result_ids: list[str], days: int) -> None:
+    for result_id in result_ids:
+        db.query(
+            "UPDATE socketsvc_task SET finished_at = finished_at - INTERVAL %s DAY WHERE id = %s",
+            [days, result_id],
+            db="socketsvc_test",
+        )
+
+
+def remaining(db) -> set[str]:
+    return {row[0] for row in db.query("SELECT id FROM socketsvc_task", db="socketsvc_test")}
+
+
+def test_prunetasks_deletes_only_finished_results_older_than_the_age(tasks_db, daemon, client):
+    """prunetasks --older-than 14d: old finished results go; recent, queued and running stay."""
+    old = [client.finished(client.enqueue("add", n, 1)["id"])["id"] for n in range(3)]
+    recent = client.finished(client.enqueue("add", 9, 9)["id"])["id"]
+    waiting = client.enqueue("add", 1, 1, run_after=3600)["id"]
+    backdate_finished(tasks_db, old, 30)
+    dry = manage(
+        "prunetasks", "--older-than", "14d", "--dry-run", env={"DATABASE_URL": tasks_db.url()}
+    )
+    assert dry.returncode == 0, dry.stderr
+    assert "3 finished task result(s)" in dry.stdout
+    done = manage("prunetasks", "--older-than", "14d", env={"DATABASE_URL": tasks_db.url()})
+    assert done.returncode == 0, done.stderr
+    assert "deleted 3" in done.stdout
+    assert remaining(tasks_db) == {recent, waiting}
+    bad = manage("prunetasks", "--older-than", "soon", env={"DATABASE_URL": tasks_db.url()})
+    assert bad.returncode != 0
+    assert "give a number" in bad.stderr
+
+
+def test_task_retention_prunes_by_itself(tasks_db, start_tasks_daemon, taskclient, short_tmp):
+    """TASK_RETENTION: the daemon deletes finished results older than it, without being asked."""
+    first = start_tasks_daemon(tasks_db.url())
+    client = taskclient(tasks_db.url(), first.socket)
+    old = client.finished(client.enqueue("add", 1, 1)["id"])["id"]
+    recent = client.finished(client.enqueue("add", 2, 2)["id"])["id"]
+    backdate_finished(tasks_db, [old], 2)
+    assert first.stop() == 0
+    start_tasks_daemon(
+        tasks_db.url(), **socketsvc_settings(short_tmp / "keep.json", TASK_RETENTION=86400)
+    )
+    poll(lambda: remaining(tasks_db) == {recent})
+
+
+def test_status_reports_task_counts_and_the_runner(daemon, client):
+    """rpc.status (and socketctl status) show the task counts by status and what is running."""
+    for n in range(3):
+        client.finished(client.enqueue("add", n, n)["id"])
+    client.finished(client.enqueue("fail", "x")["id"])
+    status = poll(
+        lambda: (s := daemon.call("rpc.status")["tasks"])["counts"].get("SUCCESSFUL") == 3 and s
+    )
+    assert status["counts"] == {"READY": 0, "RUNNING": 0, "FAILED": 1, "SUCCESSFUL": 3}
+    assert status["workers"] == 2
+    assert status["running"] == []
+    shown = manage("socketctl", "--socket", daemon.socket, "status")
+    assert '"SUCCESSFUL": 3' in shown.stdout

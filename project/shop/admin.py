@@ -73,6 +73,11 @@ class ProductAdmin(SocketServiceAdminMixin, admin.ModelAdmin):
     socketsvc_actions = [
         Action("shop.restock_products", "Restock selected products", params=_skus),
         Action("shop.order_products", "Order selected products from their suppliers", params=_skus),
+        Action(
+            task="project.shop.tasks.stock_count",
+            label="Count stock of selected products (a report in the background)",
+            params=_skus,
+        ),
     ]
 
     @admin.display(boolean=True, description="Low on stock")

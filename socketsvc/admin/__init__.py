@@ -26,5 +26,13 @@ back within the call's timeout, never a server error.
 from .commands import Action, Button
 from .messages import describe_failure, describe_result
 from .mixin import SocketServiceAdminMixin
+from .tasks import TaskRecordAdmin
 
-__all__ = ["Action", "Button", "SocketServiceAdminMixin", "describe_failure", "describe_result"]
+__all__ = [
+    "Action",
+    "Button",
+    "SocketServiceAdminMixin",
+    "TaskRecordAdmin",
+    "describe_failure",
+    "describe_result",
+]

@@ -16,6 +16,8 @@ from django.forms import Form, Select
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.loader import select_template
 from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
 from ..client import call_with, default_timeout, notify_with
 from ..errors import SocketServiceError
@@ -34,28 +36,34 @@ _OBJECT_PERMISSIONS = frozenset({"view", "change", "delete"})
 
 
 class MethodSelect(Select):
-    """The action menu's select, marking socketsvc actions with their method."""
+    """The action menu's select, marking socketsvc actions with their method or task."""
 
-    def __init__(self, methods: Mapping[str, str], *args: Any, **kwargs: Any) -> None:
+    def __init__(self, marks: Mapping[str, dict[str, str]], *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.methods = dict(methods)
+        self.marks = dict(marks)
 
     def create_option(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """Add ``data-socketsvc-method`` to the options of socketsvc actions."""
+        """Add ``data-socketsvc-method`` (or ``-task``) to the options of socketsvc actions."""
         option: dict[str, Any] = super().create_option(*args, **kwargs)
-        method = self.methods.get(str(option["value"]))
-        if method is not None:
-            option["attrs"] = {**option["attrs"], "data-socketsvc-method": method}
+        mark = self.marks.get(str(option["value"]))
+        if mark is not None:
+            option["attrs"] = {**option["attrs"], **mark}
         return option
 
 
-def _action_form_with_methods(base: type[Form], methods: Mapping[str, str]) -> type[Form]:
+def data_attribute(command: Command) -> dict[str, str]:
+    """Return the HTML attribute that names what *command* runs."""
+    kind = "method" if command.task is None else "task"
+    return {f"data-socketsvc-{kind}": command.target}
+
+
+def _action_form_with_methods(base: type[Form], marks: Mapping[str, dict[str, str]]) -> type[Form]:
     """Return a subclass of the action form *base* whose menu marks socketsvc actions."""
 
     def __init__(form: Form, *args: Any, **kwargs: Any) -> None:
         base.__init__(form, *args, **kwargs)
         field = form.fields["action"]
-        field.widget = MethodSelect(methods, attrs=field.widget.attrs)
+        field.widget = MethodSelect(marks, attrs=field.widget.attrs)
 
     return type(base.__name__, (base,), {"__init__": __init__})
 
@@ -81,8 +89,8 @@ class SocketServiceAdminMixin(_ModelAdmin):
         cls._socketsvc_check(cls.socketsvc_buttons, "socketsvc_buttons")
         cls._socketsvc_check(cls.socketsvc_actions, "socketsvc_actions")
         if cls.socketsvc_actions:
-            methods = {action.slug: action.method for action in cls.socketsvc_actions}
-            cls.action_form = _action_form_with_methods(cls.action_form, methods)
+            marks = {action.slug: data_attribute(action) for action in cls.socketsvc_actions}
+            cls.action_form = _action_form_with_methods(cls.action_form, marks)
 
     def __init__(self, model: type[Model], admin_site: admin.AdminSite) -> None:
         super().__init__(model, admin_site)
@@ -173,7 +181,10 @@ class SocketServiceAdminMixin(_ModelAdmin):
                         args=(quote(obj.pk), button.slug),
                         current_app=self.admin_site.name,
                     )
-                    buttons.append({"button": button, "method": button.method, "url": url})
+                    kind = "method" if button.task is None else "task"
+                    buttons.append(
+                        {"button": button, "kind": kind, "target": button.target, "url": url}
+                    )
         context["socketsvc_buttons"] = buttons
         return super().render_change_form(request, context, add, change, form_url, obj)
 
@@ -210,7 +221,10 @@ class SocketServiceAdminMixin(_ModelAdmin):
         return HttpResponseRedirect(add_preserved_filters(preserved, change_url))
 
     def socketsvc_send(self, request: HttpRequest, command: Command, params: Params) -> None:
-        """Call (or notify) *command*'s method and tell the user what happened."""
+        """Call (or notify) *command*'s method, or enqueue its task; tell the user what happened."""
+        if command.task is not None:
+            self._socketsvc_enqueue(request, command, params)
+            return
         timeout = default_timeout() if command.timeout is None else command.timeout
         arguments = jsonable(params)
         sent = dict(arguments) if isinstance(arguments, Mapping) else list(arguments or [])
@@ -238,3 +252,42 @@ class SocketServiceAdminMixin(_ModelAdmin):
             self.message_user(
                 request, f"{command.label}: {describe_result(result)}", messages.SUCCESS
             )
+
+    def _socketsvc_enqueue(self, request: HttpRequest, command: Command, params: Params) -> None:
+        arguments = jsonable(params)
+        args = list(arguments) if isinstance(arguments, Sequence) else []
+        kwargs = dict(arguments) if isinstance(arguments, Mapping) else {}
+        try:
+            result = command.resolve_task().enqueue(*args, **kwargs)
+        except Exception as exc:
+            log.warning("socketsvc task %s not queued: %r", command.target, exc)
+            self.message_user(
+                request,
+                f"{command.label}: the task could not be queued ({type(exc).__name__}); "
+                "see the web server's log.",
+                messages.ERROR,
+            )
+            return
+        self.message_user(
+            request,
+            format_html(
+                "{}: queued as task {}; its page shows its progress and its result.",
+                command.label,
+                self._socketsvc_result_link(result.id),
+            ),
+            messages.SUCCESS,
+        )
+
+    def _socketsvc_result_link(self, result_id: str) -> SafeString:
+        """Link a task result's admin page, if this site shows task results."""
+        from ..models import TaskRecord
+
+        if (
+            not self.admin_site.is_registered(TaskRecord)
+            or not TaskRecord.objects.filter(id=result_id).exists()
+        ):
+            return format_html("<code>{}</code>", result_id)
+        url = reverse(f"{self.admin_site.name}:socketsvc_taskrecord_change", args=[result_id])
+        return format_html(
+            '<a href="{}" data-socketsvc-result="{}">{}</a>', url, result_id, result_id[:8]
+        )

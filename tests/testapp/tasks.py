@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import Any
 
 from django.db import connection
 
@@ -22,12 +21,6 @@ except ImportError:  # Django 5.2
 def add(a: int, b: int) -> int:
     """Add two numbers."""
     return a + b
-
-
-@task(queue_name="reports", priority=10)
-def urgent_report(name: str) -> dict[str, Any]:
-    """Return a small report (a queue of its own, a high priority)."""
-    return {"report": name, "notes": Note.objects.count()}
 
 
 @task

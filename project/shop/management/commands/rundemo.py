@@ -87,6 +87,7 @@ class Command(BaseCommand):
             self._show("shop.sell", sku=DEMO_SKU, quantity=mug["stock"] - 1)
         self._show("shop.restock_low_stock")
         self._show("shop.stock_report")
+        self._run_stock_count()
         if options["once"]:
             return
         password = self._ensure_admin()
@@ -98,6 +99,7 @@ class Command(BaseCommand):
         self.stdout.write(
             "\nThe daemon and the admin are running.\n"
             f"  admin:  {url}shop/product/\n"
+            f"  tasks:  {url}socketsvc/taskrecord/\n"
             f"  login:  {ADMIN_USERNAME} / {password}\n"
             "In another shell try:\n"
             "  .venv/bin/python manage.py socketctl call shop.restock sku=MUG-01 quantity=5\n"
@@ -147,6 +149,22 @@ class Command(BaseCommand):
         user.set_password(password)
         user.save()
         return password
+
+    def _run_stock_count(self) -> None:
+        """Enqueue the stock-take task and follow it to its end, as the admin's page does."""
+        from project.shop.tasks import stock_count
+        from socketsvc.tasks import get_progress
+
+        result = stock_count.enqueue(seconds_per_product=0.1)
+        self.stdout.write(f"\n$ stock_count.enqueue()  # task {result.id}")
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while not result.is_finished and time.monotonic() < deadline:
+            time.sleep(0.1)
+            result.refresh()
+        shown = get_progress(result.id)
+        self.stdout.write(f"{result.status}, progress {shown}")
+        if result.is_finished and result.status == "SUCCESSFUL":
+            self.stdout.write(json.dumps(result.return_value, indent=2))
 
     def _show(self, method: str, **params: Any) -> Any:
         result = call(method, **params)

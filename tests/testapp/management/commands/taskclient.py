@@ -14,6 +14,7 @@ from typing import Any
 from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from socketsvc.tasks import cancel, get_progress
 from socketsvc.tasks.compat import task_backends, task_enqueued
@@ -73,7 +74,8 @@ class Command(BaseCommand):
         run_after: float | None = None,
         atomic: str | None = None,
     ) -> dict[str, Any]:
-        chosen = getattr(tasks, task).using(
+        found = import_string(task) if "." in task else getattr(tasks, task)
+        chosen = found.using(
             priority=priority,
             queue_name=queue_name,
             run_after=None if run_after is None else timezone.now() + timedelta(seconds=run_after),

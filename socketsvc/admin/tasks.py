@@ -1,0 +1,323 @@
+"""Task results in the admin: a changelist that updates itself, the detail, cancel and run again.
+
+The changelist and the detail page show a progress bar per task; while a
+task is READY or RUNNING, a small script asks ``<changelist>/live/?id=...``
+once a second and updates its bar, status, times and attempts in place, so
+the page never needs a reload. Results are read-only; staff with the change
+permission may cancel tasks and run them again (as new tasks with the same
+arguments).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+
+from ..models import TaskRecord, TaskStatus
+
+_ACTIVE = (TaskStatus.READY, TaskStatus.RUNNING)
+
+
+def progress_percent(record: TaskRecord) -> int | None:
+    """Return 0..100 for a task with a known total (a finished success is 100)."""
+    if record.status == TaskStatus.SUCCESSFUL:
+        return 100
+    if record.progress_done is None or not record.progress_total:
+        return None
+    return max(0, min(100, round(100 * record.progress_done / record.progress_total)))
+
+
+def live_state(record: TaskRecord) -> dict[str, Any]:
+    """Return what the page updates in place for one task."""
+    return {
+        "status": record.status,
+        "status_label": record.get_status_display(),
+        "percent": progress_percent(record),
+        "progress": progress_text(record),
+        "started_at": record.started_at.isoformat(sep=" ", timespec="seconds")
+        if record.started_at
+        else "",
+        "finished_at": record.finished_at.isoformat(sep=" ", timespec="seconds")
+        if record.finished_at
+        else "",
+        "duration": duration_text(record),
+        "attempts": record.attempts,
+        "active": record.status in _ACTIVE,
+    }
+
+
+def progress_text(record: TaskRecord) -> str:
+    """Return ``done / total — note`` (or what is known of it)."""
+    if record.progress_done is None:
+        return ""
+    text = str(record.progress_done)
+    if record.progress_total is not None:
+        text += f" / {record.progress_total}"
+    if record.progress_note:
+        text += f" — {record.progress_note}"
+    return text
+
+
+def duration_text(record: TaskRecord) -> str:
+    """Return the last run's duration as ``1.234 s``, or ``""``."""
+    seconds = record.duration
+    return "" if seconds is None else f"{seconds:.3f} s"
+
+
+def _pretty(value: Any) -> SafeString:
+    return format_html("<pre class='socketsvc-json'>{}</pre>", json.dumps(value, indent=2))
+
+
+if TYPE_CHECKING:
+    _ModelAdmin = admin.ModelAdmin[TaskRecord]
+else:
+    _ModelAdmin = admin.ModelAdmin
+
+
+@admin.register(TaskRecord)
+class TaskRecordAdmin(_ModelAdmin):
+    """Task results: watch them, read them, cancel them, run them again."""
+
+    list_display = [
+        "short_id",
+        "task_name",
+        "status_badge",
+        "queue_name",
+        "priority",
+        "enqueued_at",
+        "started_cell",
+        "finished_cell",
+        "duration_cell",
+        "attempts_cell",
+        "progress_bar",
+    ]
+    list_filter = ["status", "queue_name", "task_path"]
+    search_fields = ["=id", "task_path"]
+    date_hierarchy = "enqueued_at"
+    actions = ["cancel_tasks", "run_again"]
+    fieldsets = [
+        (None, {"fields": ["id", "task_path", "status_badge", "progress_bar", "backend_name"]}),
+        ("Queue", {"fields": ["queue_name", "priority", "run_after", "available_at"]}),
+        (
+            "Runs",
+            {
+                "fields": [
+                    "enqueued_at",
+                    "started_cell",
+                    "finished_cell",
+                    "duration_cell",
+                    "attempts_cell",
+                    "max_attempts",
+                    "worker_ids",
+                    "cancel_requested_at",
+                ]
+            },
+        ),
+        ("Arguments", {"fields": ["arguments"]}),
+        ("Result", {"fields": ["result", "error_list"]}),
+    ]
+
+    class Media:
+        css = {"all": ["socketsvc/admin.css"]}
+        js = ["socketsvc/tasks.js"]
+
+    # -- read-only --------------------------------------------------------------
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        """Tasks are enqueued by code, not typed in."""
+        return False
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        """Every field is read-only: a result is a record of what happened."""
+        return [
+            "id",
+            "task_path",
+            "status_badge",
+            "progress_bar",
+            "backend_name",
+            "queue_name",
+            "priority",
+            "run_after",
+            "available_at",
+            "enqueued_at",
+            "started_cell",
+            "finished_cell",
+            "duration_cell",
+            "attempts_cell",
+            "max_attempts",
+            "worker_ids",
+            "cancel_requested_at",
+            "arguments",
+            "result",
+            "error_list",
+        ]
+
+    def render_change_form(  # noqa: PLR0917 (Django's signature)
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Any = None,
+    ) -> HttpResponse:
+        """Show no save buttons (nothing is editable)."""
+        context.update(
+            show_save=False, show_save_and_continue=False, show_save_and_add_another=False
+        )
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    # -- columns ------------------------------------------------------------------
+
+    @admin.display(description="id", ordering="id")
+    def short_id(self, record: TaskRecord) -> str:
+        """Return the id's first 8 digits (the link opens the whole result)."""
+        return record.id[:8]
+
+    @admin.display(description="task", ordering="task_path")
+    def task_name(self, record: TaskRecord) -> str:
+        return record.task_name
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, record: TaskRecord) -> SafeString:
+        return format_html(
+            '<span class="socketsvc-status socketsvc-status-{}" data-socketsvc-field="status">'
+            "{}</span>",
+            record.status.lower(),
+            record.get_status_display(),
+        )
+
+    @admin.display(description="started", ordering="started_at")
+    def started_cell(self, record: TaskRecord) -> SafeString:
+        return self._live_cell(record, "started_at", live_state(record)["started_at"])
+
+    @admin.display(description="finished", ordering="finished_at")
+    def finished_cell(self, record: TaskRecord) -> SafeString:
+        return self._live_cell(record, "finished_at", live_state(record)["finished_at"])
+
+    @admin.display(description="duration")
+    def duration_cell(self, record: TaskRecord) -> SafeString:
+        return self._live_cell(record, "duration", duration_text(record))
+
+    @admin.display(description="attempts")
+    def attempts_cell(self, record: TaskRecord) -> SafeString:
+        return self._live_cell(record, "attempts", str(record.attempts))
+
+    @staticmethod
+    def _live_cell(record: TaskRecord, field: str, text: str) -> SafeString:
+        return format_html('<span data-socketsvc-field="{}">{}</span>', field, text)
+
+    @admin.display(description="progress")
+    def progress_bar(self, record: TaskRecord) -> SafeString:
+        state = live_state(record)
+        percent = state["percent"]
+        return format_html(
+            '<div class="socketsvc-progress" data-socketsvc-task="{}" data-active="{}" '
+            'data-socketsvc-live="{}"><div class="socketsvc-progress-track">'
+            '<div class="socketsvc-progress-fill" style="width: {}%"></div></div>'
+            '<span class="socketsvc-progress-text" data-socketsvc-field="progress">{}</span>'
+            "</div>",
+            record.id,
+            "1" if state["active"] else "0",
+            reverse(f"{self.admin_site.name}:socketsvc_taskrecord_live"),
+            0 if percent is None else percent,
+            state["progress"],
+        )
+
+    @admin.display(description="args and kwargs")
+    def arguments(self, record: TaskRecord) -> SafeString:
+        return _pretty({"args": record.args, "kwargs": record.kwargs})
+
+    @admin.display(description="return value")
+    def result(self, record: TaskRecord) -> SafeString | str:
+        if record.status != TaskStatus.SUCCESSFUL:
+            return "-"
+        return _pretty(record.return_value)
+
+    @admin.display(description="errors")
+    def error_list(self, record: TaskRecord) -> SafeString | str:
+        if not record.errors:
+            return "-"
+        return format_html_join(
+            "",
+            "<div class='socketsvc-error'><strong>Attempt {}: {}</strong><pre>{}</pre></div>",
+            (
+                (n, error["exception_class_path"], error["traceback"])
+                for n, error in enumerate(record.errors, 1)
+            ),
+        )
+
+    # -- live updates ----------------------------------------------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        """Add the JSON the page polls for live updates."""
+        return [
+            path(
+                "live/",
+                self.admin_site.admin_view(self.live_view),
+                name="socketsvc_taskrecord_live",
+            ),
+            *super().get_urls(),
+        ]
+
+    def live_view(self, request: HttpRequest) -> HttpResponse:
+        """Return the live state of the tasks named by ``?id=`` (at most 200)."""
+        if not self.has_view_permission(request):
+            return JsonResponse({"error": "permission denied"}, status=403)
+        ids = request.GET.getlist("id")[:200]
+        records = TaskRecord.objects.filter(id__in=ids)
+        return JsonResponse({record.id: live_state(record) for record in records})
+
+    # -- actions -------------------------------------------------------------------
+
+    @admin.action(description="Cancel selected tasks", permissions=["change"])
+    def cancel_tasks(self, request: HttpRequest, queryset: QuerySet[TaskRecord]) -> None:
+        """Cancel each selected task that has not finished."""
+        from ..tasks import cancel
+
+        stopped = 0
+        for record in queryset.filter(status__in=_ACTIVE):
+            cancel(record.id, backend=record.backend_name)
+            stopped += 1
+        self.message_user(
+            request,
+            f"Asked {stopped} task(s) to stop: queued ones never run, running ones stop at "
+            "their next progress report.",
+            messages.SUCCESS if stopped else messages.WARNING,
+        )
+
+    @admin.action(description="Run selected tasks again", permissions=["change"])
+    def run_again(self, request: HttpRequest, queryset: QuerySet[TaskRecord]) -> None:
+        """Enqueue each selected task anew, with the same arguments, queue and priority."""
+        from ..tasks.backend import load_task
+
+        links = []
+        for record in queryset:
+            try:
+                task = load_task(record.task_path).using(
+                    queue_name=record.queue_name,
+                    priority=record.priority,
+                    backend=record.backend_name,
+                )
+            except (ImportError, TypeError) as exc:
+                self.message_user(request, f"{record.id[:8]}: {exc}", messages.ERROR)
+                continue
+            fresh = task.enqueue(*record.args, **record.kwargs)
+            url = reverse(f"{self.admin_site.name}:socketsvc_taskrecord_change", args=[fresh.id])
+            links.append((url, fresh.id[:8]))
+        if links:
+            self.message_user(
+                request,
+                format_html(
+                    "Queued again as {}.",
+                    format_html_join(", ", '<a href="{}">{}</a>', links),
+                ),
+                messages.SUCCESS,
+            )

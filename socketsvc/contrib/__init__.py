@@ -1,0 +1,1 @@
+"""socketsvc's lifecycle for workers that are not socketsvc's own (RQ)."""
