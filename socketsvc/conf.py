@@ -68,6 +68,8 @@ class Config:
     TASK_HEARTBEAT: float = 10.0
     TASK_LEASE: float = 60.0
     TASK_RETENTION: float | None = None
+    # The periodic schedules this daemon decides (None: every one declared).
+    SCHEDULES: tuple[str, ...] | None = None
 
 
 # Settings that only take effect when the socket is (re)bound: a restart.
@@ -160,14 +162,14 @@ def _check_value(key: str, value: Any) -> Any:
         if value is None or (isinstance(value, str) and value and ":" not in value):
             return value
         raise _fail(key, f"must be a FileDescriptorName= (no ':'), or None, not {value!r}")
-    if key == "TASK_QUEUES":
+    if key in ("TASK_QUEUES", "SCHEDULES"):
         if value is None:
             return None
         if isinstance(value, list | tuple | set | frozenset) and all(
             isinstance(item, str) and item for item in value
         ):
             return tuple(sorted(value))
-        raise _fail(key, f"must be a list of queue names, or None, not {value!r}")
+        raise _fail(key, f"must be a list of names, or None, not {value!r}")
     if key == "TASK_RETENTION":
         if value is None:
             return None

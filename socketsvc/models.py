@@ -45,6 +45,9 @@ class TaskRecord(models.Model):
     progress_note = models.CharField(max_length=255, blank=True, default="")
     progress_at = models.DateTimeField(null=True, blank=True)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    # A periodic run: its schedule, and the slot it runs for (none for "run now").
+    schedule = models.CharField(max_length=200, blank=True, default="")
+    slot = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         db_table = "socketsvc_task"
@@ -56,11 +59,16 @@ class TaskRecord(models.Model):
             ),
             models.Index(fields=["finished_at"], name="socketsvc_task_finished"),
             models.Index(fields=["claimed_by", "status"], name="socketsvc_task_claimed"),
+            models.Index(fields=["schedule", "status"], name="socketsvc_task_schedule"),
         ]
         constraints = [
             models.CheckConstraint(
                 condition=Q(priority__gte=-100) & Q(priority__lte=100),
                 name="socketsvc_task_priority_range",
+            ),
+            # One run per slot of a schedule, however many daemons decide it.
+            models.UniqueConstraint(
+                fields=["schedule", "slot"], name="socketsvc_task_one_per_slot"
             ),
         ]
 
@@ -115,3 +123,26 @@ class WorkerRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.hostname}:{self.pid}"
+
+
+class ScheduleRecord(models.Model):
+    """A periodic task as last declared, its pause switch, and the last slot decided."""
+
+    name = models.CharField(primary_key=True, max_length=200)
+    task_path = models.CharField("task", max_length=255)
+    expression = models.CharField(max_length=100)
+    timezone = models.CharField(max_length=64)
+    catch_up = models.CharField(max_length=10)
+    overlap = models.BooleanField(default=False)
+    enabled = models.BooleanField(default=True, help_text="Paused schedules skip their slots.")
+    last_slot = models.DateTimeField(null=True, blank=True)
+    next_slot = models.DateTimeField(null=True, blank=True)
+    declared_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "socketsvc_schedule"
+        verbose_name = "schedule"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name

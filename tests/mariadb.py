@@ -138,13 +138,25 @@ class MariaDB:
         return f"mysql://root@{quote(self.socket, safe='')}/{db}"
 
     def sessions(self, db: str = DB_NAME) -> list[tuple[int, str]]:
-        """Return (id, command) of the client sessions on *db*, other than this query's own."""
-        rows = self.query(
-            "SELECT id, command FROM information_schema.processlist "
-            "WHERE db = %s AND id <> CONNECTION_ID()",
-            [db],
-        )
-        return [(int(row[0]), str(row[1])) for row in rows]
+        """Return (id, command) of the client sessions on *db*, other than this query's own.
+
+        SHOW PROCESSLIST, not information_schema.processlist: MariaDB 10.11
+        crashes (ha_maria::drop_table on the query's temporary table) when
+        sessions end while the latter is being read, as timeouts make them do.
+        """
+        conn = MySQLdb.connect(unix_socket=self.socket, user="root")
+        try:
+            cursor = conn.cursor()
+            cursor.execute("SELECT CONNECTION_ID()")
+            (own,) = cursor.fetchone()
+            cursor.execute("SHOW PROCESSLIST")
+            return [
+                (int(row[0]), str(row[4]))
+                for row in cursor.fetchall()
+                if row[3] == db and int(row[0]) != own
+            ]
+        finally:
+            conn.close()
 
     def kill_sessions(self, db: str = DB_NAME) -> list[int]:
         """KILL every client session on *db*; return their ids."""

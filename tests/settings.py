@@ -66,6 +66,8 @@ SOCKETSVC = {
     "CALL_TIMEOUT": 20.0,
     # Tests of tasks ask for task workers; the others leave the database to the RPC workers.
     "TASK_WORKERS": int(os.environ.get("TEST_TASK_WORKERS", "0")),
+    # The periodic tests choose their schedules; the rest run none (not the demo's either).
+    "SCHEDULES": tuple(filter(None, os.environ.get("TEST_SCHEDULES", "").split(","))),
 }
 
 # Overrides re-read on SIGHUP (the settings module is executed again).

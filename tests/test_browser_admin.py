@@ -7,6 +7,7 @@ migrated SQLite database, which the test reads to see what the daemon wrote.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from dataclasses import dataclass
@@ -75,9 +76,13 @@ class Shop:
 def shop(sqlite_url, start_daemon, short_tmp):
     """A migrated shop database with an admin login, its daemon, and runserver in front."""
     create_superuser(sqlite_url)
-    daemon = start_daemon(sqlite_url, SOCKETSVC_VAR_DIR=str(short_tmp), TEST_TASK_WORKERS="2")
+    # The suite's schedule, declared alike in the daemon and the web server (same code).
+    periodic = {"TEST_PERIODIC": json.dumps({"every": 2}), "TEST_SCHEDULES": "test.tick"}
+    daemon = start_daemon(
+        sqlite_url, SOCKETSVC_VAR_DIR=str(short_tmp), TEST_TASK_WORKERS="2", **periodic
+    )
     server = DevServer(
-        {"DATABASE_URL": sqlite_url, "SOCKETSVC_SOCKET": daemon.socket},
+        {"DATABASE_URL": sqlite_url, "SOCKETSVC_SOCKET": daemon.socket, **periodic},
         short_tmp / "runserver.log",
     ).start()
     yield Shop(sqlite_url, ShopDatabase(sqlite_url), daemon, server)
@@ -238,3 +243,44 @@ def test_a_task_action_shows_a_progress_bar_that_moves_without_a_reload(shop, sh
         assert widths == sorted(widths)
         driver.refresh()
         assert "Counted 5 products" in wait_for(driver, ".field-result").text
+
+
+def select_action(driver, value: str) -> None:
+    Select(driver.find_element(By.NAME, "action")).select_by_value(value)
+    driver.find_element(By.CSS_SELECTOR, "button[name=index]").click()
+
+
+def test_a_schedule_is_paused_and_run_now_from_the_admin(shop):
+    """The schedules page lists test.tick with its next and last run; "Pause" makes the daemon
+    skip its slots; "Run now" queues a run at once, whose page shows it succeed."""
+    server, daemon = shop.server, shop.daemon
+    with chromium() as driver:
+        log_in(driver, server, "/admin/socketsvc/schedulerecord/")
+
+        def listed(driver) -> bool:
+            driver.refresh()
+            rows = driver.find_elements(By.XPATH, '//tr[.//a[text()="test.tick"]]')
+            return bool(rows) and "SUCCESSFUL" in rows[0].text.upper()
+
+        WebDriverWait(driver, 30, poll_frequency=0.5).until(listed)
+        row = driver.find_element(By.XPATH, '//tr[.//a[text()="test.tick"]]')
+        assert "every 2s" in row.text
+        row.find_element(By.CSS_SELECTOR, "input.action-select").click()
+        select_action(driver, "pause")
+        assert message(driver, "success") == "Paused 1 schedule(s)."
+        row = driver.find_element(By.XPATH, '//tr[.//a[text()="test.tick"]]')
+        assert "paused" in row.find_element(By.CSS_SELECTOR, ".field-next_run").text
+        WebDriverWait(driver, 20, poll_frequency=0.2).until(
+            lambda d: any(
+                e.get("event") == "periodic_slots_skipped" and e.get("reason") == "paused"
+                for e in daemon.log_events()
+            )
+        )
+
+        row.find_element(By.CSS_SELECTOR, "input.action-select").click()
+        select_action(driver, "run_now")
+        assert message(driver, "success").startswith("Queued now: test.tick (")
+        wait_for(driver, "ul.messagelist a").click()
+        status = wait_for(driver, '.field-status_badge [data-socketsvc-field="status"]')
+        WebDriverWait(driver, 20, poll_frequency=0.2).until(lambda d: status.text == "Successful")
+        assert "test.tick" in driver.page_source or "tick" in driver.title

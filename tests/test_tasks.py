@@ -154,11 +154,19 @@ def test_retries_back_off_and_every_attempt_is_visible(daemon, client):
     assert done["attempts"] == 3
     assert [e["exception_class_path"] for e in done["errors"]] == ["builtins.ConnectionError"] * 2
     assert seconds_between(done["enqueued_at"], done["started_at"]) >= 0.9
-    tries = [
-        e
-        for e in daemon.log_events()
-        if e.get("event") == "task" and e.get("task_id") == done["id"]
-    ]
+    tries = poll(
+        lambda: (
+            len(
+                found := [
+                    e
+                    for e in daemon.log_events()
+                    if e.get("event") == "task" and e.get("task_id") == done["id"]
+                ]
+            )
+            == 3
+            and found
+        )
+    )
     assert [t["outcome"] for t in tries] == ["retry", "retry", "ok"]
     assert tries[0]["retry_in"] == pytest.approx(0.3, abs=0.01)
     assert tries[1]["retry_in"] == pytest.approx(0.6, abs=0.01)

@@ -8,7 +8,14 @@ from django.http import HttpRequest
 
 from socketsvc.admin import Action, Button, SocketServiceAdminMixin
 
-from .models import Product, PurchaseOrder, PurchaseOrderLine, StockMovement, Supplier
+from .models import (
+    LowStockReport,
+    Product,
+    PurchaseOrder,
+    PurchaseOrderLine,
+    StockMovement,
+    Supplier,
+)
 
 
 def _skus(products: QuerySet[Product]) -> dict[str, Any]:
@@ -134,6 +141,17 @@ class StockMovementAdmin(admin.ModelAdmin):
     list_display = ["created_at", "product", "change", "reason", "purchase_order"]
     list_filter = ["reason", "product"]
     list_select_related = ["product", "purchase_order__supplier"]
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(LowStockReport)
+class LowStockReportAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "products_checked", "low_on_stock"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

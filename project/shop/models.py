@@ -88,3 +88,17 @@ class StockMovement(models.Model):
 
     def __str__(self) -> str:
         return f"{self.product.sku} {self.change:+d} ({self.reason})"
+
+
+class LowStockReport(models.Model):
+    """What the periodic low-stock check found, once a minute."""
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    products_checked = models.PositiveIntegerField()
+    low_on_stock = models.JSONField(default=list, help_text="SKUs at or below their reorder level.")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{len(self.low_on_stock)} low of {self.products_checked} at {self.created_at:%H:%M}"

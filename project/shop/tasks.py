@@ -6,9 +6,11 @@ import time
 from collections import Counter
 from typing import Any
 
-from socketsvc.tasks import progress, retry
+from django.db.models import F
 
-from .models import Product
+from socketsvc.tasks import periodic, progress, retry
+
+from .models import LowStockReport, Product
 
 try:
     from django.tasks import task
@@ -47,3 +49,14 @@ def stock_count(
         "low_on_stock": low,
         "units_by_supplier": dict(by_supplier),
     }
+
+
+@periodic(cron="* * * * *")
+@task
+def check_low_stock() -> dict[str, Any]:
+    """Every minute: record which products are at or below their reorder level."""
+    low = list(Product.objects.filter(stock__lte=F("reorder_level")).values_list("sku", flat=True))
+    report = LowStockReport.objects.create(
+        products_checked=Product.objects.count(), low_on_stock=low
+    )
+    return {"summary": f"{len(low)} product(s) low on stock", "report": report.pk, "low": low}

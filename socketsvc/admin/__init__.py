@@ -26,11 +26,13 @@ back within the call's timeout, never a server error.
 from .commands import Action, Button
 from .messages import describe_failure, describe_result
 from .mixin import SocketServiceAdminMixin
+from .schedules import ScheduleRecordAdmin
 from .tasks import TaskRecordAdmin
 
 __all__ = [
     "Action",
     "Button",
+    "ScheduleRecordAdmin",
     "SocketServiceAdminMixin",
     "TaskRecordAdmin",
     "describe_failure",

@@ -23,6 +23,7 @@
 """
 
 from .backend import SocketServiceBackend
+from .periodic import periodic
 from .policy import Cancelled, RetryPolicy, WorkerLost, retry
 from .runtime import cancel, get_progress, progress
 
@@ -33,6 +34,7 @@ __all__ = [
     "WorkerLost",
     "cancel",
     "get_progress",
+    "periodic",
     "progress",
     "retry",
 ]

@@ -32,7 +32,9 @@ from ..lifecycle import close_expired_connections, close_thread_connections, req
 from ..models import WorkerRecord
 from . import store
 from .execute import Executor
+from .periodic import Schedule
 from .runtime import Running, register_writer
+from .scheduler import Scheduler
 from .wake import serve_in_process
 
 log = structlog.get_logger("socketsvc.tasks")
@@ -77,9 +79,12 @@ def _alive(pid: int) -> bool:
 class TaskRunner:
     """Claims and runs this daemon's tasks (see the module docstring)."""
 
-    def __init__(self, served: Served, config: Config) -> None:
+    def __init__(self, served: Served, config: Config, schedules: list[Schedule]) -> None:
         self.served = served
         self.config = config
+        self.scheduler = Scheduler(
+            schedules, served.database, lambda: self.config.DB_CHECK_AFTER_IDLE, self.wake
+        )
         boot_id, namespace = _identity()
         host = socket.gethostname()
         self.worker = WorkerRecord(
@@ -137,7 +142,8 @@ class TaskRunner:
             running.cancelled.set()
 
     def begin_drain(self) -> None:
-        """Claim nothing more; running tasks go on until they end or the daemon must stop."""
+        """Claim nothing more, schedule nothing more; running tasks go on until they end."""
+        self.scheduler.stop(0.0)
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
@@ -153,6 +159,7 @@ class TaskRunner:
         self._hard_stop.set()
         self._house.set()
         deadline = time.monotonic() + timeout
+        self.scheduler.stop(timeout)
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         serve_in_process(None)
@@ -170,6 +177,7 @@ class TaskRunner:
             "queues": sorted(self.served.queues) if self.served.queues is not None else "all",
             "counts": dict(self.counts),
             "counts_age": round(time.monotonic() - self.counts_at, 3) if self.counts_at else None,
+            **self.scheduler.status(),
         }
 
     # -- worker threads ------------------------------------------------------------
@@ -288,6 +296,7 @@ class TaskRunner:
             )
             self._safely(self._recover)
             self._registered.set()
+            self.scheduler.start()
             self.wake()
             return
 

@@ -8,6 +8,7 @@ from django.core.exceptions import ImproperlyConfigured
 from ..conf import Config
 from .backend import SocketServiceBackend
 from .compat import task_backends
+from .periodic import discover
 from .runner import Served, TaskRunner
 
 
@@ -41,8 +42,23 @@ def served(config: Config) -> Served | None:
 
 
 def runner_for(config: Config) -> TaskRunner | None:
-    """Return the task runner this daemon should start, or None (no tasks, or TASK_WORKERS=0)."""
+    """Return the task runner this daemon should start, or None (no tasks, or TASK_WORKERS=0).
+
+    The ``tasks`` modules of the installed apps are imported first, so their
+    periodic schedules are known (a bad one stops the daemon here, naming it).
+    """
     if config.TASK_WORKERS == 0:
         return None
     what = served(config)
-    return None if what is None else TaskRunner(what, config)
+    if what is None:
+        return None
+    schedules = discover()
+    if config.SCHEDULES is not None:
+        unknown = set(config.SCHEDULES) - {schedule.name for schedule in schedules}
+        if unknown:
+            names = ", ".join(sorted(unknown))
+            raise ImproperlyConfigured(
+                f"SOCKETSVC['SCHEDULES'] names schedules no app declares: {names}"
+            )
+        schedules = [schedule for schedule in schedules if schedule.name in config.SCHEDULES]
+    return TaskRunner(what, config, schedules)

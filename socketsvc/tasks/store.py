@@ -48,8 +48,10 @@ def insert(
     run_after: datetime | None,
     max_attempts: int,
     using: str,
+    schedule: str = "",
+    slot: datetime | None = None,
 ) -> TaskRecord:
-    """Store a new READY task."""
+    """Store a new READY task (a periodic run names its *schedule* and *slot*)."""
     now = timezone.now()
     return TaskRecord.objects.using(using).create(
         id=new_id(),
@@ -63,6 +65,8 @@ def insert(
         available_at=max(now, run_after) if run_after is not None else now,
         enqueued_at=now,
         max_attempts=max_attempts,
+        schedule=schedule,
+        slot=slot,
     )
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 import time
+from datetime import timedelta
 
 from django.db import connection
 
-from socketsvc.tasks import progress, retry
+from socketsvc.tasks import periodic, progress, retry
 
 from .models import Marker, Note
 
@@ -109,3 +112,21 @@ def connection_id() -> int:
     with connection.cursor() as cursor:
         cursor.execute("SELECT CONNECTION_ID()")
         return int(cursor.fetchone()[0])
+
+
+@task
+def tick(gate: str = "") -> str:
+    """A periodic task for the suite (holding at a gate first, if given one)."""
+    if gate:
+        hold.call(gate)
+    return "tick"
+
+
+# The periodic tests declare "test.tick" through TEST_PERIODIC, e.g.
+# {"every": 1, "catch_up": "all"} (and choose it with TEST_SCHEDULES).
+if os.environ.get("TEST_PERIODIC"):
+    _spec = json.loads(os.environ["TEST_PERIODIC"])
+    _every = _spec.pop("every", None)
+    periodic(
+        every=None if _every is None else timedelta(seconds=_every), name="test.tick", **_spec
+    )(tick)

@@ -1,6 +1,7 @@
 """``manage.py socketctl``: talk to a running socketsvc; print JSON.
 
 Exit status: 0 ok, 1 the service answered with an error, 2 unreachable.
+``socketctl schedules`` reads the code and the database, not the daemon.
 """
 
 from __future__ import annotations
@@ -58,9 +59,17 @@ class Command(BaseCommand):
         call_parser.add_argument("params", nargs="*", help="key=value ... or one JSON array/object")
         for action in ("ping", "status", "methods"):
             sub.add_parser(action, help=f"call rpc.{action}")
+        sub.add_parser(
+            "schedules", help="list the periodic schedules: next run, last run, paused or not"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         action = options["action"]
+        if action == "schedules":
+            from socketsvc.tasks.listing import list_schedules
+
+            self.stdout.write(json.dumps(list_schedules(), indent=2, ensure_ascii=False))
+            return
         if action == "call":
             method, params = options["method"], _parse_params(options["params"])
         else:

@@ -1,0 +1,25 @@
+"""Run a periodic task now, outside its slots (the admin's "run now", ``socketctl``)."""
+
+from __future__ import annotations
+
+from ..models import ScheduleRecord, TaskRecord
+from .backend import load_task
+from .periodic import schedules
+from .scheduler import enqueue_run
+from .wake import wake
+
+
+def run_now(row: ScheduleRecord) -> TaskRecord:
+    """Enqueue one run of the schedule *row* names, with its declared arguments.
+
+    Raises LookupError if the code no longer declares that schedule.
+    """
+    load_task(row.task_path)  # importing the task's module declares its schedules
+    declared = {schedule.name: schedule for schedule in schedules()}
+    schedule = declared.get(row.name)
+    if schedule is None:
+        raise LookupError(f"schedule {row.name!r} is no longer declared in the code")
+    database = str(getattr(schedule.task.get_backend(), "database", "default"))
+    record = enqueue_run(schedule, database, None)
+    wake(schedule.task.queue_name)
+    return record

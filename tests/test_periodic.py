@@ -1,0 +1,217 @@
+"""Periodic tasks run by real daemons on a real MariaDB: once per slot, across restarts and hosts.
+
+The suite's schedule "test.tick" is declared through TEST_PERIODIC (see
+tests/testapp/tasks.py) and chosen with TEST_SCHEDULES; its runs are task
+rows naming the schedule and the slot.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from datetime import datetime, timedelta
+
+import pytest
+
+from tests.daemon import manage
+from tests.waiting import poll
+
+pytestmark = pytest.mark.mariadb
+
+
+@pytest.fixture
+def start_ticking(clean_tasks, start_daemon):
+    """start_ticking(spec, socket_path=None): a daemon with task workers deciding "test.tick"."""
+
+    def start(spec: dict, **env: str):
+        return start_daemon(
+            clean_tasks.url(),
+            TEST_TASK_WORKERS="2",
+            TEST_PERIODIC=json.dumps(spec),
+            TEST_SCHEDULES="test.tick",
+            **env,
+        )
+
+    return start
+
+
+def runs(db) -> list[tuple[datetime, str]]:
+    """Return (slot, status) of every run of test.tick, by slot."""
+    return [
+        (row[0], row[1])
+        for row in db.query(
+            "SELECT slot, status FROM socketsvc_task WHERE schedule='test.tick' ORDER BY slot",
+            db="socketsvc_test",
+        )
+    ]
+
+
+def last_slot(db) -> datetime | None:
+    rows = db.query(
+        "SELECT last_slot FROM socketsvc_schedule WHERE name='test.tick'", db="socketsvc_test"
+    )
+    return rows[0][0] if rows else None
+
+
+def wait_until(moment: float) -> None:
+    """Let the wall clock reach *moment* (time.time()): the passing of time is what is tested."""
+    remaining = moment - time.time()
+    if remaining > 0:
+        time.sleep(remaining)
+
+
+def test_every_two_seconds_for_nine_seconds_gives_four_or_five_runs(clean_tasks, start_ticking):
+    """every=2 s for 9 s: 4 or 5 runs, each a successful task result, each for its own slot."""
+    daemon = start_ticking({"every": 2})
+    started = time.time()
+    wait_until(started + 9)
+    assert daemon.stop() == 0
+    found = runs(clean_tasks)
+    assert 4 <= len(found) <= 5
+    slots = [slot for slot, _ in found]
+    assert len(set(slots)) == len(slots)
+    assert all(status == "SUCCESSFUL" for _, status in found)
+    assert all((b - a) == timedelta(seconds=2) for a, b in itertools.pairwise(slots))
+
+
+def test_two_daemons_on_one_database_run_each_slot_exactly_once(
+    clean_tasks, start_ticking, short_tmp
+):
+    """Two daemons deciding every=1 s for 10 s: every slot runs once in all, none is missed."""
+    first = start_ticking({"every": 1}, socket_path=str(short_tmp / "a.sock"))
+    second = start_ticking({"every": 1}, socket_path=str(short_tmp / "b.sock"))
+    started = time.time()
+    wait_until(started + 10)
+    assert first.stop() == 0
+    assert second.stop() == 0
+    slots = [slot for slot, _ in runs(clean_tasks)]
+    assert len(slots) >= 9
+    assert len(set(slots)) == len(slots)
+    assert all((b - a) == timedelta(seconds=1) for a, b in itertools.pairwise(slots))
+    deciders = {
+        daemon.socket
+        for daemon in (first, second)
+        for event in daemon.log_events()
+        if event.get("event") == "periodic_runs_enqueued"
+    }
+    assert deciders  # at least one decided; which one is the database's choice
+
+
+@pytest.mark.parametrize("catch_up", ["latest", "none", "all"])
+def test_slots_missed_while_stopped_follow_catch_up(
+    clean_tasks, start_ticking, short_tmp, catch_up
+):
+    """Stopped for five 4-second slots (and the restart's own start-up), then restarted: latest
+    runs the last missed slot, none none, all every one; later slots run as usual."""
+    spec = {"every": 4, "catch_up": catch_up}
+    path = str(short_tmp / "c.sock")
+    daemon = start_ticking(spec, socket_path=path)
+    poll(lambda: len(runs(clean_tasks)) >= 1, timeout=30)
+    assert daemon.stop() == 0
+    stopped_after = last_slot(clean_tasks)
+    wait_until(stopped_after.timestamp() + 5 * 4 + 0.2)  # five slots pass with no daemon
+    restarted = start_ticking(spec, socket_path=path)
+    declared = poll(
+        lambda: next(
+            (e for e in restarted.log_events() if e.get("event") == "schedules_declared"), None
+        )
+    )
+    watching = datetime.fromisoformat(declared["watching_since"]).replace(tzinfo=None)
+    # The slots before the restarted daemon began watching were missed: five at least.
+    missed = []
+    slot = stopped_after + timedelta(seconds=4)
+    while slot < watching:
+        missed.append(slot)
+        slot += timedelta(seconds=4)
+    assert len(missed) >= 5
+    poll(lambda: last_slot(clean_tasks) >= missed[-1], timeout=30)
+    ran = [s for s, _ in runs(clean_tasks) if stopped_after < s <= missed[-1]]
+    expected = {"latest": missed[-1:], "none": [], "all": missed}[catch_up]
+    assert ran == expected
+    poll(lambda: any(s > missed[-1] for s, _ in runs(clean_tasks)), timeout=30)
+
+
+def test_a_slot_is_skipped_while_the_previous_run_goes_on(clean_tasks, start_ticking, gate):
+    """overlap=False (the default): while a run waits at the gate, the next slots are skipped
+    and logged; once it ends, the schedule runs again. Runs never overlap."""
+    daemon = start_ticking({"every": 1, "kwargs": {"gate": gate.path}})
+    gate.wait_for(1)
+    poll(
+        lambda: any(
+            e.get("event") == "periodic_slots_skipped"
+            and e.get("reason") == "the previous run is still queued or running"
+            for e in daemon.log_events()
+        )
+    )
+    assert len(runs(clean_tasks)) == 1
+    gate.open()
+    gate.wait_for(2)
+    gate.open()
+    poll(lambda: [status for _, status in runs(clean_tasks)][:2] == ["SUCCESSFUL"] * 2)
+    rows = clean_tasks.query(
+        "SELECT started_at, finished_at FROM socketsvc_task WHERE schedule='test.tick' "
+        "AND finished_at IS NOT NULL ORDER BY started_at",
+        db="socketsvc_test",
+    )
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(rows))
+
+
+def test_pause_survives_a_restart_and_status_and_socketctl_show_the_schedule(
+    clean_tasks, start_ticking, short_tmp
+):
+    """A schedule paused in the database runs no more, also after a restart; rpc.status gives
+    the next slot; socketctl schedules lists it as paused with its last run."""
+    path = str(short_tmp / "p.sock")
+    daemon = start_ticking({"every": 1}, socket_path=path)
+    poll(lambda: len(runs(clean_tasks)) >= 1)
+    status = daemon.call("rpc.status")["tasks"]
+    assert status["schedules"] == 1
+    assert status["next"]["schedule"] == "test.tick"
+    clean_tasks.query(
+        "UPDATE socketsvc_schedule SET enabled = 0 WHERE name = 'test.tick'", db="socketsvc_test"
+    )
+    assert daemon.stop() == 0
+    daemon = start_ticking({"every": 1}, socket_path=path)
+    paused_at = len(runs(clean_tasks))
+    poll(
+        lambda: any(
+            e.get("event") == "periodic_slots_skipped" and e.get("reason") == "paused"
+            for e in daemon.log_events()
+        )
+    )
+    assert len(runs(clean_tasks)) == paused_at
+    listed = manage(
+        "socketctl",
+        "schedules",
+        env={
+            "DATABASE_URL": clean_tasks.url(),
+            "TEST_PERIODIC": json.dumps({"every": 1}),
+        },
+    )
+    assert listed.returncode == 0, listed.stderr
+    [tick] = [s for s in json.loads(listed.stdout) if s["name"] == "test.tick"]
+    assert tick["enabled"] is False
+    assert tick["expression"] == "every 1s"
+    assert tick["last_run"]["status"] == "SUCCESSFUL"
+    assert tick["next_run"] is None
+
+
+def test_an_invalid_schedule_stops_the_daemon_at_startup_naming_it(clean_tasks, short_tmp):
+    """A cron expression that cannot be parsed: the daemon exits at once, naming the schedule."""
+    from tests.daemon import Daemon
+
+    daemon = Daemon(
+        str(short_tmp / "bad.sock"),
+        {
+            "DATABASE_URL": clean_tasks.url(),
+            "TEST_TASK_WORKERS": "1",
+            "TEST_PERIODIC": json.dumps({"cron": "61 * * * *"}),
+            "TEST_SCHEDULES": "test.tick",
+        },
+    )
+    code, output = daemon.run_to_exit()
+    assert code != 0
+    assert "schedule 'test.tick'" in output
+    assert "61 * * * *" in output
+    assert "Traceback" not in output
