@@ -63,6 +63,15 @@ TEMPLATES = [
     },
 ]
 
+# For SQLite: the daemon's threads write concurrently, so take the write lock
+# when a transaction begins (waiting for it then works), and let readers
+# never wait (WAL).
+SQLITE_OPTIONS = {
+    "transaction_mode": "IMMEDIATE",
+    "timeout": 20,
+    "init_command": "PRAGMA journal_mode=WAL",
+}
+
 # Connections are kept for a minute and checked before reuse: socketsvc pings
 # a reused connection before each request anyway, and the web process gets
 # Django's own health check, so neither meets one the server has dropped.
@@ -73,6 +82,8 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["OPTIONS"] = SQLITE_OPTIONS
 if DATABASES["default"]["ENGINE"] == "django.db.backends.mysql":
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("charset", "utf8mb4")
     DATABASES["default"]["OPTIONS"].setdefault("isolation_level", "read committed")

@@ -18,7 +18,6 @@ import itertools
 import json
 import os
 import socket as _socket
-import struct
 import threading
 import time
 from typing import Any
@@ -38,6 +37,7 @@ from .errors import (
     SocketServiceError,
 )
 from .protocol import JSONValue
+from .wire import Unanswered, connect, read_reply, send
 
 __all__ = [
     "AccessDenied",
@@ -60,7 +60,6 @@ __all__ = [
 
 _ids = itertools.count(1)
 _ids_lock = threading.Lock()
-_MAX_REPLY_BYTES = 64 * 1024 * 1024
 
 
 def _resolve(socket: str | os.PathLike[str] | None, timeout: float | None) -> tuple[str, float]:
@@ -86,122 +85,6 @@ def default_timeout() -> float:
 def _next_id() -> int:
     with _ids_lock:
         return next(_ids)
-
-
-def _connect(path: str, deadline: float) -> _socket.socket:
-    """Connect, waiting (until *deadline*) while the service's listen backlog is full.
-
-    A non-blocking connect to a Unix socket whose backlog is full fails at once
-    with EAGAIN; a blocking one waits for room, bounded by ``SO_SNDTIMEO``.
-    """
-    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
-    wait = max(deadline - time.monotonic(), 0.001)
-    seconds = int(wait)
-    sock.setsockopt(
-        _socket.SOL_SOCKET,
-        _socket.SO_SNDTIMEO,
-        struct.pack("ll", seconds, int((wait - seconds) * 1_000_000)),
-    )
-    try:
-        sock.connect(path)
-    except FileNotFoundError:
-        sock.close()
-        raise ServiceUnavailable(
-            f"socketsvc is not running: no socket at {path}", path, "not_running"
-        ) from None
-    except ConnectionRefusedError:
-        sock.close()
-        raise ServiceUnavailable(
-            f"socketsvc is not running: connection to {path} refused", path, "refused"
-        ) from None
-    except PermissionError:
-        sock.close()
-        raise ServiceUnavailable(
-            f"no permission to connect to {path}: this user needs write access to the socket "
-            "(add it to the socket's group)",
-            path,
-            "permission_denied",
-        ) from None
-    except (TimeoutError, BlockingIOError):
-        sock.close()
-        raise CallTimeout(f"timed out connecting to {path} (its backlog stayed full)") from None
-    except OSError as exc:
-        sock.close()
-        raise ServiceUnavailable(
-            f"cannot connect to {path}: {exc.strerror}", path, "unreachable"
-        ) from None
-    sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDTIMEO, struct.pack("ll", 0, 0))
-    return sock
-
-
-def _refusal(sock: _socket.socket) -> dict[str, JSONValue] | None:
-    """Return the error the service sent before closing on us (refused on accept), if any."""
-    sock.settimeout(0.5)
-    try:
-        line = sock.recv(65536).split(b"\n", 1)[0]
-        reply = json.loads(line)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(reply, dict) or reply.get("id") is not None:
-        return None
-    error = reply.get("error")
-    return error if isinstance(error, dict) else None
-
-
-class _Unanswered(Exception):
-    """The connection ended before one byte of the reply: the request was never read."""
-
-
-def _send(sock: _socket.socket, data: bytes, path: str, deadline: float) -> None:
-    sock.settimeout(max(deadline - time.monotonic(), 0.001))
-    try:
-        sock.sendall(data)
-    except TimeoutError:
-        raise CallTimeout(f"timed out sending to {path}") from None
-    except OSError as exc:
-        error = _refusal(sock)
-        if error is not None:
-            raise RemoteError.from_error(error) from None
-        raise _Unanswered(f"connection to {path} lost while sending: {exc.strerror}") from None
-
-
-def _read_reply(sock: _socket.socket, path: str, deadline: float, timeout: float) -> bytes:
-    buffer = bytearray()
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise CallTimeout(f"no reply from {path} within {timeout:g} s")
-        sock.settimeout(remaining)
-        try:
-            chunk = sock.recv(65536)
-        except TimeoutError:
-            raise CallTimeout(f"no reply from {path} within {timeout:g} s") from None
-        except ConnectionResetError:
-            # The service closed with our request unread (that is what a reset
-            # means on a Unix socket).
-            if not buffer:
-                raise _Unanswered(f"socketsvc at {path} closed the connection unread") from None
-            raise ServiceUnavailable(
-                f"connection to {path} reset during the reply", path, "lost"
-            ) from None
-        except OSError as exc:
-            raise ServiceUnavailable(
-                f"connection to {path} lost while waiting for the reply: {exc.strerror}",
-                path,
-                "lost",
-            ) from None
-        if not chunk:
-            message = f"socketsvc at {path} closed the connection before replying"
-            if not buffer:
-                raise _Unanswered(message)
-            raise ServiceUnavailable(message, path, "lost")
-        newline = chunk.find(b"\n")
-        if newline >= 0:
-            buffer += chunk[:newline]
-            return bytes(buffer)
-        buffer += chunk
-        if len(buffer) > _MAX_REPLY_BYTES:
-            raise ProtocolError(f"reply from {path} exceeds {_MAX_REPLY_BYTES} bytes")
 
 
 _pool = threading.local()
@@ -242,11 +125,11 @@ def _exchange(
         sock = None
     for fresh in (sock is None, True):
         if sock is None:
-            sock = _connect(path, deadline)
+            sock = connect(path, deadline)
         try:
-            _send(sock, data, path, deadline)
-            reply = _validated(_read_reply(sock, path, deadline, timeout), request_id, path)
-        except _Unanswered as exc:
+            send(sock, data, path, deadline)
+            reply = _validated(read_reply(sock, path, deadline, timeout), request_id, path)
+        except Unanswered as exc:
             sock.close()
             sock = None
             if fresh:
@@ -357,8 +240,8 @@ def notify_with(
     path, timeout = _resolve(socket, timeout)
     data = _encode(_build(method, params))
     deadline = time.monotonic() + timeout
-    sock = _connect(path, deadline)
+    sock = connect(path, deadline)
     try:
-        _send(sock, data, path, deadline)
+        send(sock, data, path, deadline)
     finally:
         sock.close()

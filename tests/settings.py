@@ -10,7 +10,7 @@ import os
 import dj_database_url
 
 from project.settings import *  # noqa: F403
-from project.settings import INSTALLED_APPS, VAR_DIR
+from project.settings import INSTALLED_APPS, SQLITE_OPTIONS, VAR_DIR
 
 INSTALLED_APPS = [
     *INSTALLED_APPS,
@@ -26,6 +26,8 @@ DATABASES = {
         conn_health_checks=os.environ.get("TEST_CONN_HEALTH_CHECKS", "0") == "1",
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["OPTIONS"] = SQLITE_OPTIONS
 if DATABASES["default"]["ENGINE"] == "django.db.backends.mysql":
     DATABASES["default"].setdefault("OPTIONS", {})["charset"] = "utf8mb4"
 

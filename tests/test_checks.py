@@ -86,6 +86,25 @@ def test_check_after_idle_above_wait_timeout_warns_for_mysql(engine, fires):
         assert ("socketsvc.W005" in socketsvc_ids()) is fires
 
 
+@pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")
+@pytest.mark.parametrize(
+    ("options", "fires"),
+    [
+        ({}, True),
+        ({"transaction_mode": "DEFERRED"}, True),
+        ({"transaction_mode": "IMMEDIATE"}, False),
+    ],
+    ids=["default", "deferred", "immediate"],
+)
+def test_sqlite_with_deferred_transactions_warns(options, fires):
+    """SQLite whose transactions start DEFERRED gives W006 (concurrent writers fail at once)."""
+    database = {"ENGINE": "django.db.backends.sqlite3", "NAME": "x.sqlite3", "OPTIONS": options}
+    with override_settings(
+        DATABASES={"default": database}, SOCKETSVC={"SOCKET": "/run/app/s.sock"}
+    ):
+        assert ("socketsvc.W006" in socketsvc_ids()) is fires
+
+
 def test_demo_settings_pass_every_check():
     """manage.py check on the demo project reports no issue at all.
 

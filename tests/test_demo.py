@@ -37,13 +37,24 @@ def test_demo_runs_until_ctrl_c_and_stops_the_daemon(short_tmp):
         cwd=REPO,
         env=manage_env({**DEMO, "SOCKETSVC_VAR_DIR": str(short_tmp)}, NOT_FROM_THE_TESTS),
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=open(short_tmp / "demo.err", "wb"),
         text=True,
         start_new_session=True,
     )
-    try:
+    shown: list[str] = []
+
+    def prompted() -> bool:
         assert demo.stdout is not None
-        poll(lambda: "Press Ctrl-C to stop." in demo.stdout.readline(), timeout=60, interval=0)
+        shown.append(demo.stdout.readline())
+        return "Press Ctrl-C to stop." in shown[-1]
+
+    try:
+        poll(
+            prompted,
+            timeout=60,
+            interval=0,
+            why=lambda: "".join(shown) + (short_tmp / "demo.err").read_text(errors="replace"),
+        )
         assert (short_tmp / "socketsvc.sock").exists()
         # Ctrl-C reaches the whole foreground process group, daemon included.
         os.killpg(demo.pid, signal.SIGINT)

@@ -9,12 +9,14 @@ module for a connection; vendors without one get the generic behaviour.
 
 from __future__ import annotations
 
-from . import base, mysql, postgresql
+from . import base, mysql, postgresql, sqlite
 from .base import VendorOps
 
 _BY_VENDOR: dict[str, VendorOps] = {
     "mysql": mysql.OPS,
     "postgresql": postgresql.OPS,
+    "sqlite": sqlite.OPS,
+    "sqlite3": sqlite.OPS,  # the last part of the ENGINE's path
 }
 
 

@@ -15,8 +15,6 @@ counts ``rpc.status`` shows.
 
 from __future__ import annotations
 
-import os
-import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -29,9 +27,9 @@ from django.utils import timezone
 from .. import backends
 from ..conf import Config
 from ..lifecycle import close_expired_connections, close_thread_connections, request_scope
-from ..models import WorkerRecord
 from . import store
 from .execute import Executor
+from .lost import recover_lost, this_daemon
 from .periodic import Schedule
 from .runtime import Running, register_writer
 from .scheduler import Scheduler
@@ -40,7 +38,6 @@ from .wake import serve_in_process
 log = structlog.get_logger("socketsvc.tasks")
 
 PROGRESS_INTERVAL = 0.5
-_FORGET_STOPPED_AFTER = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -53,29 +50,6 @@ class Served:
     backend_class: type
 
 
-def _identity() -> tuple[str, str]:
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as handle:
-            boot_id = handle.read().strip()
-    except OSError:
-        boot_id = ""
-    try:
-        namespace = str(os.stat("/proc/self/ns/pid").st_ino)
-    except OSError:
-        namespace = ""
-    return boot_id, namespace
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class TaskRunner:
     """Claims and runs this daemon's tasks (see the module docstring)."""
 
@@ -85,15 +59,7 @@ class TaskRunner:
         self.scheduler = Scheduler(
             schedules, served.database, lambda: self.config.DB_CHECK_AFTER_IDLE, self.wake
         )
-        boot_id, namespace = _identity()
-        host = socket.gethostname()
-        self.worker = WorkerRecord(
-            id=f"{host[:40]}-{os.getpid()}-{store.new_id()[:8]}",
-            hostname=host,
-            pid=os.getpid(),
-            boot_id=boot_id,
-            pid_namespace=namespace,
-        )
+        self.worker = this_daemon()
         self.executor = Executor(
             self.worker.id,
             served.database,
@@ -306,28 +272,8 @@ class TaskRunner:
 
     def _recover(self) -> None:
         """Requeue (or fail) what gone daemons left RUNNING."""
-        database = self.served.database
         lease = timedelta(seconds=self.config.TASK_LEASE)
-        gone = {worker.id: worker for worker in store.workers_gone(self.worker.id, lease, database)}
-        for worker in store.workers_running(self.worker.id, database):
-            local = (worker.hostname, worker.boot_id, worker.pid_namespace) == (
-                self.worker.hostname,
-                self.worker.boot_id,
-                self.worker.pid_namespace,
-            )
-            if local and worker.boot_id and not _alive(worker.pid):
-                gone[worker.id] = worker
-        orphans = store.orphan_claims(database)
-        if not gone and not orphans:
-            return
-        names = ", ".join(str(worker) for worker in gone.values()) or "a daemon no longer recorded"
-        reason = store.error_entry(
-            "socketsvc.tasks.WorkerLost",
-            f"socketsvc.tasks.WorkerLost: the daemon running this task ({names}) stopped "
-            "before it finished\n",
-        )
-        requeued, failed = store.lost({*gone, *orphans}, reason, database)
-        store.forget_workers(list(gone), _FORGET_STOPPED_AFTER, database)
+        requeued, failed, names = recover_lost(self.worker, lease, self.served.database)
         if requeued or failed:
             log.warning("tasks_of_lost_daemons", daemons=names, requeued=requeued, failed=failed)
             self.wake()
