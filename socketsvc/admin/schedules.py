@@ -14,6 +14,20 @@ from django.utils.safestring import SafeString
 
 from ..models import ScheduleRecord, TaskRecord
 
+FIELDS = (
+    "name",
+    "task_path",
+    "expression",
+    "timezone",
+    "catch_up",
+    "overlap",
+    "enabled",
+    "next_run",
+    "last_run_cell",
+    "last_slot",
+    "declared_at",
+)
+
 if TYPE_CHECKING:
     _ModelAdmin = admin.ModelAdmin[ScheduleRecord]
 else:
@@ -42,31 +56,11 @@ class ScheduleRecordAdmin(_ModelAdmin):
     list_filter = ["enabled"]
     search_fields = ["name", "task_path"]
     actions = ["pause", "resume", "run_now"]
-    fields = [
-        "name",
-        "task_path",
-        "expression",
-        "timezone",
-        "catch_up",
-        "overlap",
-        "enabled",
-        "next_run",
-        "last_run_cell",
-        "last_slot",
-        "declared_at",
-    ]
-    readonly_fields = [
-        "name",
-        "task_path",
-        "expression",
-        "timezone",
-        "catch_up",
-        "overlap",
-        "next_run",
-        "last_run_cell",
-        "last_slot",
-        "declared_at",
-    ]
+    fields = FIELDS
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        """Only the pause switch is editable: the rest is declared in code."""
+        return [name for name in FIELDS if name != "enabled"]
 
     class Media:
         css = {"all": ["socketsvc/admin.css"]}

@@ -14,6 +14,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import flatten_fieldsets
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import URLPattern, path, reverse
@@ -136,28 +137,7 @@ class TaskRecordAdmin(_ModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         """Every field is read-only: a result is a record of what happened."""
-        return [
-            "id",
-            "task_path",
-            "status_badge",
-            "progress_bar",
-            "backend_name",
-            "queue_name",
-            "priority",
-            "run_after",
-            "available_at",
-            "enqueued_at",
-            "started_cell",
-            "finished_cell",
-            "duration_cell",
-            "attempts_cell",
-            "max_attempts",
-            "worker_ids",
-            "cancel_requested_at",
-            "arguments",
-            "result",
-            "error_list",
-        ]
+        return list(flatten_fieldsets(self.fieldsets))
 
     def render_change_form(  # noqa: PLR0917 (Django's signature)
         self,

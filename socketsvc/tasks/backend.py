@@ -24,6 +24,7 @@ from .compat import (
     TaskResult,
     TaskResultDoesNotExist,
     TaskResultStatus,
+    normalize_json,
     task_enqueued,
 )
 from .policy import policy_of
@@ -55,28 +56,14 @@ class SocketServiceBackend(BaseTaskBackend):
     def enqueue(self, task: Task[Any, Any], args: Any, kwargs: Any) -> TaskResult[Any]:
         """Store the task; wake the daemon once the caller's transaction commits."""
         self.validate_task(task)
-        # The framework's result normalizes args and kwargs to JSON (or raises).
-        pending: TaskResult[Any] = TaskResult(
-            task=task,
-            id="",
-            status=TaskResultStatus.READY,
-            enqueued_at=None,
-            started_at=None,
-            finished_at=None,
-            last_attempted_at=None,
-            args=list(args),
-            kwargs=dict(kwargs),
-            backend=self.alias,
-            errors=[],
-            worker_ids=[],
-        )
         record = store.insert(
             task_path=task.module_path,
             queue_name=task.queue_name,
             backend_name=self.alias,
             priority=task.priority,
-            args=pending.args,
-            kwargs=pending.kwargs,
+            # The framework's own rule: JSON types only (a tuple becomes a list).
+            args=normalize_json(list(args)),
+            kwargs=normalize_json(dict(kwargs)),
             run_after=task.run_after,
             max_attempts=policy_of(task.func).attempts,
             using=self.database,

@@ -2,7 +2,6 @@
 
 import contextlib
 import logging
-import socket
 import time
 from typing import Any
 
@@ -12,6 +11,7 @@ from django.db import DatabaseError, connection, transaction
 from socketsvc import handler
 from socketsvc.lifecycle import refresh_connections
 
+from .gates import wait_at
 from .models import Note
 
 log = structlog.get_logger("testapp")
@@ -39,10 +39,7 @@ def sleep(seconds: float) -> float:
 @handler
 def hold(gate: str, timeout: float = 60.0) -> str:
     """Wait at the test's gate (tests/gate.py) until the test opens it."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(gate)
-        sock.recv(1)
+    wait_at(gate, timeout)
     return "released"
 
 

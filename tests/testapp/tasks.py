@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 from datetime import timedelta
 
@@ -12,6 +11,7 @@ from django.db import connection
 
 from socketsvc.tasks import periodic, progress, retry
 
+from .gates import wait_at
 from .models import Marker, Note
 
 try:
@@ -57,10 +57,7 @@ def mark(key: str) -> str:
 @task
 def hold(gate: str, timeout: float = 60.0) -> str:
     """Wait at the test's gate (tests/gate.py) until the test opens it."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(gate)
-        sock.recv(1)
+    wait_at(gate, timeout)
     return "released"
 
 
