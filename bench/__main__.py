@@ -1,17 +1,21 @@
 """Benchmark socketsvc against the Python floor, gunicorn, Celery and huey, in one run.
 
-    .venv/bin/python -m bench            # full run: prints the table, writes docs/
-    .venv/bin/python -m bench --smoke    # seconds: socketsvc and the floor only, writes nothing
+    .venv/bin/python -m bench               # full run: prints the tables, writes docs/
+    .venv/bin/python -m bench --smoke       # seconds: socketsvc and the floor only, writes nothing
+    .venv/bin/python -m bench --tasks-only  # the task benchmark alone; --docs: its section only
 
 Every server does the same unit of work (one product by primary key through
 the ORM on a throwaway MariaDB, its name back), each client is a process of its
 own, and the rounds are interleaved so drift hits every server alike. Each
-figure is the median over the rounds.
+figure is the median over the rounds. Then the same work as a background task:
+socketsvc's task runner against django-tasks-db's db_worker and RQ
+(:mod:`bench.taskbench`; the smoke run measures socketsvc alone, on a few tasks).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import resource
 import shutil
@@ -20,10 +24,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import hotpath, report
-from bench.goals import socketsvc_clean
+from bench import hotpath, report, taskbench, taskreport
+from bench.goals import socketsvc_clean, tasks_clean
 from bench.measure import dead_connections, measure_idle_connections, run_rounds
-from bench.model import FULL, SMOKE, Results
+from bench.model import FULL, SMOKE, Plan, Results, TaskResults
 from bench.servers import start_servers, wait_ready
 from bench.stack import Stack
 
@@ -35,29 +39,71 @@ DEAD_CONNECTION_TARGETS = (
     "socketsvc-0",
     "socketsvc-pingall",
 )
+# What the full task benchmark needs besides socketsvc (the bench extra installs them).
+TASK_MODULES = ("django_tasks_db", "django_tasks_rq", "django_rq", "rq")
+
+
+def _require(plan: Plan) -> None:
+    """Fail early, before anything starts, if the full run lacks a tool it needs."""
+    if not plan.full:
+        return
+    if shutil.which("redis-cli") is None:
+        raise SystemExit("redis-cli not found: the full run needs Redis on 127.0.0.1:6379")
+    missing = [m for m in TASK_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        raise SystemExit(f"{', '.join(missing)} not installed: .venv/bin/pip install -e '.[bench]'")
+
+
+def tasks_only(plan: Plan, docs: str | None, keep: bool) -> int:
+    """Run the task benchmark alone; write its section of the docs only if *docs* is given."""
+    stack = Stack(keep=keep)
+    try:
+        print(f"starting MariaDB in {stack.base}", flush=True)
+        stack.start_database()
+        tasks = taskbench.run(stack, plan)
+        print(taskreport.text(tasks))
+        if docs is not None:
+            taskreport.write_section(tasks, Path(docs))
+            print(f"wrote the task section of {docs}/benchmarks.md and {taskreport.CHART}")
+        return 0 if tasks_clean(tasks) else 1
+    finally:
+        stack.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark; return the exit status (1 if socketsvc failed a request)."""
+    """Run the benchmark; return the exit status (1 if socketsvc failed a request or a task)."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--smoke",
         action="store_true",
-        help="tiny counts, socketsvc and the floor only; writes nothing",
+        help="tiny counts, socketsvc and the floor only (tasks: socketsvc); writes nothing",
     )
     parser.add_argument("--no-profile", action="store_true", help="skip the hot-path profile")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     parser.add_argument(
-        "--docs", default=str(report.DOCS), help="where benchmarks.md and the chart go"
+        "--tasks-only",
+        action="store_true",
+        help="only the task benchmark (with --smoke: socketsvc, a few tasks); "
+        "writes nothing unless --docs is given",
+    )
+    parser.add_argument(
+        "--docs",
+        nargs="?",
+        const=str(report.DOCS),
+        default=None,
+        metavar="DIR",
+        help=f"where benchmarks.md and the charts go (default {report.DOCS}; "
+        "the full run always writes, --tasks-only only with this option)",
     )
     options = parser.parse_args(argv)
     plan = SMOKE if options.smoke else FULL
+    _require(plan)
+    if options.tasks_only:
+        return tasks_only(plan, options.docs, options.keep)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = plan.idle_connections + 1024
     if soft < wanted:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
-    if shutil.which("redis-cli") is None and plan.full:
-        raise SystemExit("redis-cli not found: the full run needs Redis on 127.0.0.1:6379")
     started = time.monotonic()
     load_at_start = os.getloadavg()
     stack = Stack(keep=options.keep)
@@ -78,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
         if plan.full and not options.no_profile:
             print("profiling the hot path", flush=True)
             profile = hotpath.run(stack, by_name["socketsvc"], by_name["socketsvc-0"], ids)
+        # The task systems run one at a time, on a machine the other servers left.
+        stack.stop_servers()
+        print("background tasks", flush=True)
+        tasks: TaskResults = taskbench.run(stack, plan)
         elapsed = time.monotonic() - started
         results = Results(
             targets,
@@ -90,13 +140,15 @@ def main(argv: list[str] | None = None) -> int:
             plan.idle_connections,
             elapsed,
             load_at_start,
+            tasks,
         )
         print(report.text(results))
         if plan.full:
+            docs = options.docs or str(report.DOCS)
             mariadb = str(stack.db.query("SELECT VERSION()")[0][0])
-            report.write(results, Path(options.docs), mariadb)
-            print(f"wrote {options.docs}/benchmarks.md and benchmarks.png")
-        return 0 if socketsvc_clean(results) else 1
+            report.write(results, Path(docs), mariadb)
+            print(f"wrote {docs}/benchmarks.md, benchmarks.png and {taskreport.CHART}")
+        return 0 if socketsvc_clean(results) and tasks_clean(tasks) else 1
     finally:
         stack.stop()
 

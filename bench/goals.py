@@ -1,12 +1,13 @@
 """The issue's targets, checked against a run's figures.
 
-Pure functions of :class:`~bench.model.Results`: what the printed verdicts,
+Pure functions of :class:`~bench.model.Results` and
+:class:`~bench.model.TaskResults`: what the printed verdicts,
 ``docs/benchmarks.md`` and the exit status of ``python -m bench`` are based on.
 """
 
 from __future__ import annotations
 
-from bench.model import Check, Results, fmt, ratio
+from bench.model import Check, Results, TaskResults, fmt, ratio
 
 PERSISTENT = ("socketsvc", "socketsvc-pingall")
 
@@ -110,3 +111,46 @@ def socketsvc_clean(results: Results) -> bool:
     return perf == 0 and all(
         dead_failures(results, n)[0] == 0 for n in ("socketsvc", "socketsvc-0")
     )
+
+
+# -- the task benchmark --------------------------------------------------------
+
+# The issue's task targets: enqueue -> started p50 in ms, and tasks/s against these systems.
+TASK_P50_MS = 5.0
+TASK_RATE_VS = (("db_worker-0", 3.0), ("rq", 1.0))
+
+
+def task_checks(tasks: TaskResults) -> list[Check]:
+    """Evaluate the issue's task targets against this run."""
+    found: list[Check] = []
+    p50 = tasks.latency("socketsvc", 0.5)
+    found.append(
+        Check(
+            f"task: enqueue → started p50 ≤ {TASK_P50_MS:g} ms",
+            f"{fmt(p50)} ms (p99 {fmt(tasks.latency('socketsvc', 0.99))} ms)",
+            p50,
+            TASK_P50_MS,
+            True,
+        )
+    )
+    for producers in tasks.producers:
+        ours = tasks.median("socketsvc", f"tps{producers}")
+        for other, limit in TASK_RATE_VS:
+            theirs = tasks.median(other, f"tps{producers}")
+            found.append(
+                Check(
+                    f"task: tasks/s, {producers} producer{'s' if producers > 1 else ''}, "
+                    f"≥ {limit:g} x {other}",
+                    f"{fmt(ours, 0)} vs {fmt(theirs, 0)} /s",
+                    ratio(ours, theirs),
+                    limit,
+                    False,
+                )
+            )
+    return found
+
+
+def tasks_clean(tasks: TaskResults | None) -> bool:
+    """Return True if every socketsvc task of the run succeeded (or none ran)."""
+    system = None if tasks is None else tasks.system("socketsvc")
+    return system is None or system.failures() == 0

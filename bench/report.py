@@ -1,6 +1,7 @@
-"""Turn a run's figures into the printed table, ``docs/benchmarks.md`` and the chart.
+"""Turn a run's figures into the printed table, ``docs/benchmarks.md`` and the charts.
 
-Reads only :mod:`bench.model` and :mod:`bench.goals`: it never measures.
+Reads only :mod:`bench.model`, :mod:`bench.goals` and (for the task section)
+:mod:`bench.taskreport`: it never measures.
 """
 
 from __future__ import annotations
@@ -12,29 +13,14 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
+from bench import taskreport
 from bench.goals import checks
-from bench.model import Results, fmt, ratio
+from bench.model import Results, fmt, markdown_table, plain_table, ratio
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
 # -- tables ------------------------------------------------------------------
-
-
-def _markdown(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _plain(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = [
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
-        for row in [header, *rows]
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 def main_table(results: Results) -> tuple[list[str], list[str], list[list[str]]]:
@@ -129,13 +115,13 @@ def text(results: Results) -> str:
     short, _, rows = main_table(results)
     resilience_header, resilience = resilience_rows(results)
     parts = [
-        _plain(short[:-1], [row[:-1] for row in rows]),
+        plain_table(short[:-1], [row[:-1] for row in rows]),
         "",
-        _plain(["target", "measured", "ratio", "verdict"], check_rows(results)),
+        plain_table(["target", "measured", "ratio", "verdict"], check_rows(results)),
         "",
-        _plain(resilience_header, resilience),
+        plain_table(resilience_header, resilience),
         "",
-        _plain(
+        plain_table(
             [
                 "target",
                 "p50 ms",
@@ -146,9 +132,11 @@ def text(results: Results) -> str:
             idle_rows(results),
         ),
     ]
+    if results.tasks:
+        parts += ["", "Background tasks", taskreport.text(results.tasks)]
     if results.profile:
         for section in results.profile["sections"]:
-            parts += ["", section["title"], _plain(section["header"], section["rows"])]
+            parts += ["", section["title"], plain_table(section["header"], section["rows"])]
     parts.append(f"\n{results.rounds} rounds, {results.elapsed:.0f} s")
     return "\n".join(parts)
 
@@ -202,12 +190,14 @@ def machine(results: Results, mariadb: str) -> list[tuple[str, str]]:
 
 
 def write(results: Results, docs: Path, mariadb: str) -> None:
-    """Write ``benchmarks.md`` and ``benchmarks.png`` into *docs*.
+    """Write ``benchmarks.md``, ``benchmarks.png`` (and ``benchmarks-tasks.png``) into *docs*.
 
     *mariadb* is the database server's version, for the machine table.
     """
     docs.mkdir(parents=True, exist_ok=True)
     chart(results, docs / "benchmarks.png")
+    if results.tasks:
+        taskreport.chart(results.tasks, docs / taskreport.CHART)
     _, long, rows = main_table(results)
     resilience_header, resilience = resilience_rows(results)
     lines = [
@@ -241,15 +231,15 @@ def write(results: Results, docs: Path, mariadb: str) -> None:
         "",
         "## Machine",
         "",
-        _markdown(["", ""], [[k, v] for k, v in machine(results, mariadb)]),
+        markdown_table(["", ""], [[k, v] for k, v in machine(results, mariadb)]),
         "",
         "## Figures",
         "",
-        _markdown(long, rows),
+        markdown_table(long, rows),
         "",
         "## Targets",
         "",
-        _markdown(["target", "measured", "ratio", "verdict"], check_rows(results)),
+        markdown_table(["target", "measured", "ratio", "verdict"], check_rows(results)),
         "",
         "## Dead database connections",
         "",
@@ -259,24 +249,26 @@ def write(results: Results, docs: Path, mariadb: str) -> None:
         "worker's connection first; socketsvc runs 4 worker threads, each with its "
         "own connection, so one cycle can break up to 4 of them.",
         "",
-        _markdown(resilience_header, resilience),
+        markdown_table(resilience_header, resilience),
         "",
         f"## {results.idle_connections} idle connections",
         "",
         f"p50 of one client while {results.idle_connections} other connections sit open "
         "and silent.",
         "",
-        _markdown(
+        markdown_table(
             ["target", "p50 ms", "p50 ms with idle connections", "ratio", "RSS MiB with them"],
             idle_rows(results),
         ),
         "",
     ]
+    if results.tasks:
+        lines += [taskreport.section(results.tasks), ""]
     if results.profile:
         lines += ["## Hot-path profile", "", results.profile["intro"], ""]
         for section in results.profile["sections"]:
             lines += [f"### {section['title']}", "", section["text"], ""]
-            lines += [_markdown(section["header"], section["rows"]), ""]
+            lines += [markdown_table(section["header"], section["rows"]), ""]
     lines += [
         "## Reading the figures",
         "",
@@ -305,9 +297,11 @@ def write(results: Results, docs: Path, mariadb: str) -> None:
         "    .venv/bin/python -m bench           # about "
         f"{round(results.elapsed / 60) or 1} min; rewrites this page and the chart",
         "    .venv/bin/python -m bench --smoke   # CI: socketsvc and the floor, tiny counts",
+        "    .venv/bin/python -m bench --tasks-only [--docs]   # the task section alone",
         "",
         "Needs MariaDB's server binaries (`mariadbd`, `mariadb-install-db`) and Redis on "
-        "127.0.0.1:6379 (databases 13 and 14 are flushed and used).",
+        "127.0.0.1:6379 (databases 13 and 14 are flushed and used; 14 by huey, then by "
+        "RQ in the task section).",
         "",
     ]
     (docs / "benchmarks.md").write_text("\n".join(lines))

@@ -5,12 +5,20 @@
 compare connection policies; the database comes from ``DATABASE_URL`` as in
 the demo. ``DEBUG`` is off and the middleware list is empty so the Django
 view behind gunicorn pays only for what the other servers pay for too.
+
+``BENCH_TASKS`` picks the Tasks backend of the task benchmark
+(:mod:`bench.taskbench`), serving the one queue ``bench``: ``socketsvc``
+(the daemon's task runner, ``BENCH_TASK_WORKERS`` threads, default 2),
+``db`` (django-tasks-db, run by ``manage.py db_worker``) or ``rq``
+(django-tasks-rq on Redis database ``BENCH_RQ_REDIS_DB``, run by
+``manage.py rqworker``). Unset, the demo's ``TASKS`` stay as they are.
 """
 
 import os
 from dataclasses import fields
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from project.settings import *  # noqa: F403
 from project.settings import INSTALLED_APPS, SOCKETSVC, VAR_DIR
@@ -39,7 +47,34 @@ SOCKETSVC = {
     "DB_CHECK_AFTER_IDLE": float(os.environ.get("BENCH_DB_CHECK_AFTER_IDLE", "1.0")),
     "IDLE_TIMEOUT": 600.0,
     "MAX_CONNECTIONS": 4096,
+    # The demo's every-minute periodic task would run during the measurements.
+    "SCHEDULES": [],
 }
 # The idle-connections figure holds 1,000 connections from one user.
 if "MAX_CONNECTIONS_PER_UID" in {f.name for f in fields(Config)}:
     SOCKETSVC["MAX_CONNECTIONS_PER_UID"] = 4096
+
+# The task benchmark: one backend per process. Its task runs on the queue
+# "bench", which alone the workers serve; the demo's queues stay declared
+# because the demo's task modules are imported (and validated) too.
+BENCH_TASK_QUEUE = "bench"
+_task_queues = ["default", "reports", BENCH_TASK_QUEUE]
+_tasks_backend = os.environ.get("BENCH_TASKS", "")
+if _tasks_backend == "socketsvc":
+    TASKS = {"default": {"BACKEND": "socketsvc.tasks.SocketServiceBackend", "QUEUES": _task_queues}}
+    SOCKETSVC["TASK_WORKERS"] = int(os.environ.get("BENCH_TASK_WORKERS", "2"))
+    SOCKETSVC["TASK_QUEUES"] = [BENCH_TASK_QUEUE]
+elif _tasks_backend == "db":
+    INSTALLED_APPS = [*INSTALLED_APPS, "django_tasks_db"]
+    TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": _task_queues}}
+elif _tasks_backend == "rq":
+    INSTALLED_APPS = [*INSTALLED_APPS, "django_rq"]
+    TASKS = {"default": {"BACKEND": "django_tasks_rq.RQBackend", "QUEUES": _task_queues}}
+    _rq_redis = {
+        "HOST": "127.0.0.1",
+        "PORT": 6379,
+        "DB": int(os.environ.get("BENCH_RQ_REDIS_DB", "14")),
+    }
+    RQ_QUEUES = dict.fromkeys(_task_queues, _rq_redis)
+elif _tasks_backend:
+    raise ImproperlyConfigured(f"BENCH_TASKS={_tasks_backend!r}: use socketsvc, db or rq")

@@ -3,7 +3,8 @@
 A throwaway ``mariadbd`` (``tests/mariadb.py``) with the demo schema and
 :data:`ROWS` products, and one process (or process tree) per server. The
 machine's shared MariaDB is never touched; Celery and huey use Redis database
-numbers of their own (13 and 14), flushed before use.
+numbers of their own (13 and 14), flushed before use. The task benchmark's RQ
+runs on database 14 too, flushed before each use, once huey is stopped.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ ROWS = 1000
 REDIS_HOST = "127.0.0.1"
 CELERY_REDIS_DB = 13
 HUEY_REDIS_DB = 14
+# RQ's database in the task benchmark: huey's, which runs only before it.
+RQ_REDIS_DB = HUEY_REDIS_DB
 
 
 class Stack:
@@ -87,6 +90,7 @@ class Stack:
             "BENCH_CONN_HEALTH_CHECKS": "1" if health_checks else "0",
             "BENCH_CELERY_REDIS": f"redis://{REDIS_HOST}:6379/{CELERY_REDIS_DB}",
             "BENCH_HUEY_REDIS_DB": str(HUEY_REDIS_DB),
+            "BENCH_RQ_REDIS_DB": str(RQ_REDIS_DB),
         }
 
     def socket_path(self, name: str) -> str:
@@ -114,9 +118,11 @@ class Stack:
         text = (self.base / f"{name}.log").read_text(errors="replace")
         return "\n".join(text.splitlines()[-lines:])
 
-    def flush_redis(self) -> None:
-        """Empty the Redis databases Celery and huey use (never any other)."""
-        for db in (CELERY_REDIS_DB, HUEY_REDIS_DB):
+    def flush_redis(self, dbs: tuple[int, ...] = (CELERY_REDIS_DB, HUEY_REDIS_DB)) -> None:
+        """Empty the Redis databases Celery, huey and RQ use (never any other)."""
+        for db in dbs:
+            if db not in (CELERY_REDIS_DB, HUEY_REDIS_DB):
+                raise ValueError(f"Redis database {db} is not the benchmark's")
             subprocess.run(
                 ["redis-cli", "-h", REDIS_HOST, "-n", str(db), "FLUSHDB"],
                 check=True,
@@ -124,19 +130,26 @@ class Stack:
                 timeout=10,
             )
 
-    def stop(self) -> None:
-        """Stop every server (SIGTERM, then SIGKILL), then the database; remove the directory."""
-        for process in self.processes.values():
+    def stop_servers(self, names: list[str] | None = None) -> None:
+        """Stop these servers (all by default): SIGTERM, then SIGKILL; their logs stay."""
+        chosen = {n: p for n, p in self.processes.items() if names is None or n in names}
+        for process in chosen.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 10
-        for process in self.processes.values():
+        for process in chosen.values():
             try:
                 process.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 # The whole session: gunicorn's and celery's children too.
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(5)
+        for name in chosen:
+            del self.processes[name]
+
+    def stop(self) -> None:
+        """Stop every server, then the database; remove the directory."""
+        self.stop_servers()
         for log in self._logs:
             log.close()
         self.db.stop()
@@ -156,6 +169,19 @@ def rss_kib(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 total += int(line.split()[1])
     return total
+
+
+def cpu_seconds(pid: int) -> float:
+    """Return the CPU time (user + system) *pid* and all its descendants used so far."""
+    ticks = 0
+    for member in [pid, *_descendants(pid)]:
+        try:
+            stat = Path(f"/proc/{member}/stat").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        fields = stat.rpartition(")")[2].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _descendants(pid: int) -> list[int]:
