@@ -54,9 +54,14 @@ class TaskRecord(models.Model):
         verbose_name = "task result"
         ordering = ["-enqueued_at"]
         indexes = [
+            # The claim: READY rows in the order they run (priority first), so the
+            # database reads (and locks) only the row it takes.
             models.Index(
-                fields=["status", "queue_name", "available_at"], name="socketsvc_task_ready"
+                fields=["status", "-priority", "available_at", "enqueued_at"],
+                name="socketsvc_task_claim",
             ),
+            # When the next task becomes due.
+            models.Index(fields=["status", "available_at"], name="socketsvc_task_due"),
             models.Index(fields=["finished_at"], name="socketsvc_task_finished"),
             models.Index(fields=["claimed_by", "status"], name="socketsvc_task_claimed"),
             models.Index(fields=["schedule", "status"], name="socketsvc_task_schedule"),

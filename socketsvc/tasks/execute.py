@@ -133,7 +133,7 @@ class Executor:
             retry_at = timezone.now() + timedelta(seconds=ending.retry_in)
         written = self._write(
             lambda: store.finish(
-                record.id,
+                record,
                 self.worker_id,
                 status=ending.status,
                 using=self.database,

@@ -122,7 +122,7 @@ def next_due(
 
 
 def finish(
-    record_id: str,
+    record: TaskRecord,
     worker_id: str,
     *,
     status: str,
@@ -131,27 +131,39 @@ def finish(
     error: dict[str, str] | None = None,
     retry_at: datetime | None = None,
 ) -> TaskRecord | None:
-    """Record how a run ended (or schedule the next one); None if the run was taken from us."""
-    with transaction.atomic(using=using):
-        record = (
+    """Record how a run ended (or schedule the next one); None if the run was taken from us.
+
+    A success is one conditional UPDATE; a failure appends to the row's errors,
+    which takes the row's lock first.
+    """
+    ours = Q(id=record.id, status=RUNNING, claimed_by=worker_id)
+    if error is None and retry_at is None:
+        now = timezone.now()
+        done = (
             TaskRecord.objects.using(using)
-            .select_for_update()
-            .filter(id=record_id, status=RUNNING, claimed_by=worker_id)
-            .first()
+            .filter(ours)
+            .update(status=status, finished_at=now, return_value=return_value, claimed_by="")
         )
-        if record is None:
+        if not done:
+            return None
+        record.status, record.finished_at, record.return_value = status, now, return_value
+        record.claimed_by = ""
+        return record
+    with transaction.atomic(using=using):
+        locked = TaskRecord.objects.using(using).select_for_update().filter(ours).first()
+        if locked is None:
             return None
         if error is not None:
-            record.errors = [*record.errors, error]
-        record.claimed_by = ""
+            locked.errors = [*locked.errors, error]
+        locked.claimed_by = ""
         if retry_at is not None:
-            record.status = READY
-            record.available_at = retry_at
+            locked.status = READY
+            locked.available_at = retry_at
         else:
-            record.status = status
-            record.finished_at = timezone.now()
-            record.return_value = return_value
-        record.save(
+            locked.status = status
+            locked.finished_at = timezone.now()
+            locked.return_value = return_value
+        locked.save(
             update_fields=[
                 "errors",
                 "claimed_by",
@@ -161,7 +173,7 @@ def finish(
                 "return_value",
             ]
         )
-        return record
+        return locked
 
 
 def request_cancel(record_id: str, reason: dict[str, str], using: str) -> TaskRecord:
