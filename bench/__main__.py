@@ -54,13 +54,13 @@ def _require(plan: Plan) -> None:
         raise SystemExit(f"{', '.join(missing)} not installed: .venv/bin/pip install -e '.[bench]'")
 
 
-def tasks_only(plan: Plan, docs: str | None, keep: bool) -> int:
+def tasks_only(plan: Plan, docs: str | None, keep: bool, only: frozenset[str] | None) -> int:
     """Run the task benchmark alone; write its section of the docs only if *docs* is given."""
     stack = Stack(keep=keep)
     try:
         print(f"starting MariaDB in {stack.base}", flush=True)
         stack.start_database()
-        tasks = taskbench.run(stack, plan)
+        tasks = taskbench.run(stack, plan, only)
         print(taskreport.text(tasks))
         if docs is not None:
             taskreport.write_section(tasks, Path(docs))
@@ -87,6 +87,12 @@ def main(argv: list[str] | None = None) -> int:
         "writes nothing unless --docs is given",
     )
     parser.add_argument(
+        "--task-systems",
+        metavar="NAMES",
+        help="with --tasks-only: measure only these systems (comma-separated: socketsvc, "
+        "db_worker, db_worker-0, rq, rq-simple)",
+    )
+    parser.add_argument(
         "--docs",
         nargs="?",
         const=str(report.DOCS),
@@ -99,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     plan = SMOKE if options.smoke else FULL
     _require(plan)
     if options.tasks_only:
-        return tasks_only(plan, options.docs, options.keep)
+        only = frozenset(options.task_systems.split(",")) if options.task_systems else None
+        return tasks_only(plan, options.docs, options.keep, only)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = plan.idle_connections + 1024
     if soft < wanted:

@@ -203,11 +203,16 @@ def _progress(system: TaskSystem, producers: tuple[int, ...]) -> str:
     return f"  {system.name:<12} enqueue -> started p50 {p50:8.2f} ms{rates}"
 
 
-def run(stack: Stack, plan: Plan) -> TaskResults:
-    """Measure every system of the plan (socketsvc alone unless *plan.full*), rounds interleaved."""
+def run(stack: Stack, plan: Plan, only: frozenset[str] | None = None) -> TaskResults:
+    """Measure every system of the plan (socketsvc alone unless *plan.full*), rounds interleaved.
+
+    *only* names the systems to measure (default: all of the plan's).
+    """
     started = time.monotonic()
     load_at_start = os.getloadavg()[0]
-    chosen = systems(plan.full)
+    chosen = [system for system in systems(plan.full) if only is None or system.name in only]
+    if not chosen:
+        raise SystemExit(f"no task system named {', '.join(sorted(only or ()))}")
     prepare(stack, chosen)
     for round_no in range(plan.task_rounds):
         shift = round_no % len(chosen)

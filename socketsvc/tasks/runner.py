@@ -160,11 +160,12 @@ class TaskRunner:
                     return
             while not self._stopping:
                 wakes = self._wakes
-                record = self._claim()
+                record, more = self._claim()
                 if record is None:
                     self._sleep(wakes)
                     continue
-                self.wake()  # another idle worker may take the next one
+                if more:
+                    self.wake()  # another idle worker takes the next one
                 running = Running(record.id)
                 self.running[record.id] = running
                 try:
@@ -176,7 +177,7 @@ class TaskRunner:
         finally:
             close_thread_connections()
 
-    def _claim(self) -> Any:
+    def _claim(self) -> tuple[Any, bool]:
         served = self.served
         try:
             with request_scope(self.config.DB_CHECK_AFTER_IDLE):
@@ -186,7 +187,7 @@ class TaskRunner:
                 "task_claim_failed", error=str(exc), unreachable=backends.is_connection_error(exc)
             )
             self._hard_stop.wait(1.0)
-            return None
+            return None, False
 
     def _sleep(self, wakes: int) -> None:
         """Wait for a wake-up, the next due task, the safety sweep, or a connection's expiry."""

@@ -17,10 +17,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connections, transaction
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from ..models import TaskRecord, TaskStatus, WorkerRecord
+from . import statements
 
 READY, RUNNING = TaskStatus.READY, TaskStatus.RUNNING
 FINISHED = (TaskStatus.SUCCESSFUL, TaskStatus.FAILED)
@@ -70,46 +71,50 @@ def insert(
     )
 
 
-def _ready(
-    backends: Collection[str], queues: Collection[str] | None, using: str
-) -> QuerySet[TaskRecord]:
-    ready = TaskRecord.objects.using(using).filter(status=READY, backend_name__in=backends)
-    return ready if queues is None else ready.filter(queue_name__in=queues)
-
-
 def claim(
     worker_id: str, backends: Collection[str], queues: Collection[str] | None, using: str
-) -> TaskRecord | None:
-    """Take the most urgent READY task that is due, marking it RUNNING for *worker_id*."""
+) -> tuple[TaskRecord | None, bool]:
+    """Take the most urgent READY task that is due, marking it RUNNING for *worker_id*.
+
+    Returns the task (None if none was due) and whether another due task was
+    seen, so the caller rouses a second worker only when there is work for it.
+    """
     now = timezone.now()
-    due = _ready(backends, queues, using).filter(available_at__lte=now)
-    due = due.order_by("-priority", "available_at", "enqueued_at")
     if connections[using].features.has_select_for_update_skip_locked:
         with transaction.atomic(using=using):
-            record = due.select_for_update(skip_locked=True).first()
-            if record is not None:
-                _mark_running(record, worker_id, now)
-            return record
-    for candidate in due.values_list("id", flat=True)[:8]:
-        taken = (
-            TaskRecord.objects.using(using)
-            .filter(id=candidate, status=READY)
-            .update(status=RUNNING, claimed_by=worker_id)
+            found = statements.lock_due(backends, queues, using, now, limit=2)
+            if not found:
+                return None, False
+            _mark_running(found[0], worker_id, now, using)
+            return found[0], len(found) > 1
+    due = statements.due_in_order(backends, queues, using, now)
+    candidates = list(due.values_list("id", flat=True)[:8])
+    for n, candidate in enumerate(candidates):
+        taken = statements.update_row(
+            using, {"status": RUNNING, "claimed_by": worker_id}, {"id": candidate, "status": READY}
         )
         if taken:
             record = TaskRecord.objects.using(using).get(id=candidate)
-            _mark_running(record, worker_id, now)
-            return record
-    return None
+            _mark_running(record, worker_id, now, using)
+            return record, n + 1 < len(candidates)
+    return None, False
 
 
-def _mark_running(record: TaskRecord, worker_id: str, now: datetime) -> None:
+def _mark_running(record: TaskRecord, worker_id: str, now: datetime, using: str) -> None:
     record.status = RUNNING
     record.claimed_by = worker_id
     record.started_at = record.last_attempted_at = now
     record.worker_ids = [*record.worker_ids, worker_id]
-    record.save(
-        update_fields=["status", "claimed_by", "started_at", "last_attempted_at", "worker_ids"]
+    statements.update_row(
+        using,
+        {
+            "status": RUNNING,
+            "claimed_by": worker_id,
+            "started_at": now,
+            "last_attempted_at": now,
+            "worker_ids": record.worker_ids,
+        },
+        {"id": record.id},
     )
 
 
@@ -117,7 +122,7 @@ def next_due(
     backends: Collection[str], queues: Collection[str] | None, using: str
 ) -> datetime | None:
     """Return when the next READY task becomes due (None if there is none)."""
-    first = _ready(backends, queues, using).order_by("available_at").first()
+    first = statements.ready(backends, queues, using).order_by("available_at").first()
     return None if first is None else first.available_at
 
 
@@ -136,13 +141,13 @@ def finish(
     A success is one conditional UPDATE; a failure appends to the row's errors,
     which takes the row's lock first.
     """
-    ours = Q(id=record.id, status=RUNNING, claimed_by=worker_id)
+    ours = {"id": record.id, "status": RUNNING, "claimed_by": worker_id}
     if error is None and retry_at is None:
         now = timezone.now()
-        done = (
-            TaskRecord.objects.using(using)
-            .filter(ours)
-            .update(status=status, finished_at=now, return_value=return_value, claimed_by="")
+        done = statements.update_row(
+            using,
+            {"status": status, "finished_at": now, "return_value": return_value, "claimed_by": ""},
+            ours,
         )
         if not done:
             return None
@@ -150,7 +155,7 @@ def finish(
         record.claimed_by = ""
         return record
     with transaction.atomic(using=using):
-        locked = TaskRecord.objects.using(using).select_for_update().filter(ours).first()
+        locked = TaskRecord.objects.using(using).select_for_update().filter(**ours).first()
         if locked is None:
             return None
         if error is not None:
