@@ -70,10 +70,21 @@ class Config:
     TASK_RETENTION: float | None = None
     # The periodic schedules this daemon decides (None: every one declared).
     SCHEDULES: tuple[str, ...] | None = None
+    # Worker processes (see socketsvc.supervisor): how many ("auto": one per
+    # core), and when one is replaced by a fresh one: after MAX_REQUESTS
+    # requests (0: never), plus a random 0..MAX_REQUESTS_JITTER so they do not
+    # all go at once, or once its resident memory passes MAX_WORKER_MEMORY_MB
+    # (0: no ceiling). Any of them set runs a supervising master process.
+    PROCESSES: int = 1
+    MAX_REQUESTS: int = 0
+    MAX_REQUESTS_JITTER: int = 0
+    MAX_WORKER_MEMORY_MB: int = 0
 
 
 # Settings that only take effect when the socket is (re)bound: a restart.
-RESTART_ONLY = frozenset({"SOCKET", "SOCKET_MODE", "SOCKET_GROUP", "BACKLOG", "ACTIVATION_NAME"})
+RESTART_ONLY = frozenset(
+    {"SOCKET", "SOCKET_MODE", "SOCKET_GROUP", "BACKLOG", "ACTIVATION_NAME", "PROCESSES"}
+)
 
 
 _INT_RANGES: dict[str, tuple[int, int]] = {
@@ -89,6 +100,10 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "MAX_JSON_DEPTH": (2, 10_000),
     "MAX_NUMBER_DIGITS": (1, 4300),
     "BACKLOG": (1, 65535),
+    "PROCESSES": (1, 1024),
+    "MAX_REQUESTS": (0, 1_000_000_000),
+    "MAX_REQUESTS_JITTER": (0, 1_000_000_000),
+    "MAX_WORKER_MEMORY_MB": (0, 1_000_000),
 }
 _SECONDS = (
     "IDLE_TIMEOUT",
@@ -111,6 +126,16 @@ _POSITIVE_SECONDS = (
     "TASK_HEARTBEAT",
     "TASK_LEASE",
 )
+
+
+def cores() -> int:
+    """Return the number of CPUs this process may run on."""
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+def supervised(config: Config) -> bool:
+    """Return True if *config* runs worker processes under a master."""
+    return config.PROCESSES > 1 or config.MAX_REQUESTS > 0 or config.MAX_WORKER_MEMORY_MB > 0
 
 
 def _fail(key: str, problem: str) -> ImproperlyConfigured:
@@ -180,6 +205,8 @@ def _check_value(key: str, value: Any) -> Any:
         if isinstance(value, bool):
             return value
         raise _fail(key, f"must be True or False, not {value!r}")
+    if key == "PROCESSES" and value == "auto":
+        return cores()
     if key == "SOCKET_GROUP":
         if value is None or (isinstance(value, int) and not isinstance(value, bool)):
             return value

@@ -24,6 +24,7 @@ from .conf import Config
 from .dbstats import stats
 from .dispatch import Dispatcher
 from .pool import WorkerPool
+from .processes import WorkerRole, rss_kib
 from .router import Counters
 from .systemd import Notifier
 
@@ -50,8 +51,9 @@ class Observed(Protocol):
 class Health:
     """Readiness and liveness of one loop, told to systemd and to ``rpc.status``."""
 
-    def __init__(self, notifier: Notifier | None = None) -> None:
+    def __init__(self, notifier: Notifier | None = None, role: WorkerRole | None = None) -> None:
         self.notifier = notifier or Notifier()
+        self.role = role
         self.started = time.monotonic()
         self.ready = False
         self.progressing = True
@@ -85,6 +87,8 @@ class Health:
             self._next_status = now
         if progressing:
             self.notifier.ping_if_due(now)
+        if self.role is not None:
+            self.role.tick(self.row(loop), now)
         if not self._announced:
             if self.ready and loop.serving:
                 self._announced = True
@@ -117,9 +121,29 @@ class Health:
             f"{loop.counters.requests} requests, {loop.counters.errors} errors"
         )
 
-    def status(self, loop: Observed) -> dict[str, Any]:
-        """Return what ``rpc.status`` reports."""
+    def row(self, loop: Observed) -> dict[str, Any]:
+        """Return this process's line of the daemon's figures."""
         counters = loop.counters
+        return {
+            "pid": os.getpid(),
+            "slot": None if self.role is None else self.role.info.slot,
+            "state": loop.state_name,
+            "ready": self.ready,
+            "uptime": round(time.monotonic() - self.started, 3),
+            "connections": len(loop.clients),
+            "requests": counters.requests,
+            "notifications": counters.notifications,
+            "errors": counters.errors,
+            "workers": loop.pool.size,
+            "busy_workers": loop.pool.busy,
+            "queued": loop.pool.waiting,
+            "rss_kib": rss_kib(),
+        }
+
+    def status(self, loop: Observed) -> dict[str, Any]:
+        """Return what ``rpc.status`` reports (with worker processes: the whole daemon's too)."""
+        counters = loop.counters
+        whole = {} if self.role is None else self.role.whole(self.row(loop))
         return {
             "pid": os.getpid(),
             "uptime": round(time.monotonic() - self.started, 3),
@@ -144,4 +168,5 @@ class Health:
             "tasks": None if loop.tasks is None else loop.tasks.status(),
             "config": dataclasses.asdict(loop.config),
             **stats.snapshot(),
+            **whole,
         }

@@ -165,6 +165,8 @@ class Loop:
         self.config = config
         self.clients.apply(config, self._policy(config))
         self.pool.resize(config.WORKERS)
+        if self.health.role is not None:
+            self.health.role.apply(config)
         self.pool.log_params = config.LOG_PARAMS
         self.dispatcher.check_idle_after = config.DB_CHECK_AFTER_IDLE
 
@@ -244,9 +246,9 @@ class Loop:
         if enabled == self._accepting or (enabled and self.listener.closed):
             return
         if enabled:
-            self.selector.register(self.listener.sock, selectors.EVENT_READ, self._on_accept)
+            self.selector.register(self.listener.waitable, selectors.EVENT_READ, self._on_accept)
         else:
-            self.selector.unregister(self.listener.sock)
+            self.selector.unregister(self.listener.waitable)
         self._accepting = enabled
 
     def _resume_accepting(self) -> None:
@@ -255,6 +257,12 @@ class Loop:
             self._set_accepting(True)
 
     def _on_accept(self) -> None:
+        try:
+            self._accept_some()
+        finally:
+            self.listener.accepted()
+
+    def _accept_some(self) -> None:
         clients = self.clients
         for _ in range(_ACCEPTS_PER_TURN):
             if len(clients) >= self.config.MAX_CONNECTIONS:

@@ -16,16 +16,18 @@ from typing import IO, Any
 
 import structlog
 from django.db import connections
+from structlog.contextvars import bind_contextvars
 
 from . import lifecycle
 from .backends import ops_for
-from .conf import RESTART_ONLY, Config
+from .conf import RESTART_ONLY, Config, supervised
 from .daemonize import PidFile, PidFileError, daemonize
 from .dispatch import Dispatcher
 from .health import Health
 from .listener import Listener, ListenerError
 from .logconfig import reopen_log_files
 from .loop import Loop
+from .processes import WorkerInfo, WorkerRole, die_with_master
 from .registry import autodiscover
 from .signals import SignalWatch
 from .systemd import under_systemd
@@ -44,6 +46,11 @@ class Options:
     daemonize: bool = False
     pidfile: str | None = None
     log_stream: IO[Any] | None = None
+    # Set in a worker process started by a master (socketsvc.supervisor).
+    worker: WorkerInfo | None = None
+    # What a master passes on to the workers it starts.
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    worker_args: list[str] = dataclasses.field(default_factory=list)
 
 
 def _warn_about_idle_timeout(conn: Any, idle_timeout: int, config: Config) -> None:
@@ -192,6 +199,8 @@ def run(
 ) -> int:
     """Serve until SIGTERM/SIGINT; return the process exit status."""
     options = options or Options()
+    if options.worker is not None:
+        return _run_worker(options.worker, config, reload_config)
     registry = autodiscover()
     pidfile = PidFile(options.pidfile) if options.pidfile else None
     detach = options.daemonize and not under_systemd()
@@ -211,6 +220,10 @@ def run(
             daemonize([*listener.preserved_fds(), *([stream] if stream else [])], stream)
         if pidfile is not None:
             pidfile.write()
+        if supervised(config):
+            from .supervisor import Supervisor
+
+            return Supervisor(listener, config, options.overrides, options.worker_args).run()
         return _serve(listener, config, registry, reload_config, detach)
     finally:
         listener.close()
@@ -218,17 +231,38 @@ def run(
             pidfile.remove()
 
 
-def _serve(
+def _run_worker(
+    worker: WorkerInfo, config: Config, reload_config: Callable[[], Config] | None
+) -> int:
+    """Serve as one worker process of a master, on the socket it passed."""
+    die_with_master(worker.master_pid)
+    bind_contextvars(process_slot=worker.slot)
+    if worker.slot != 0:
+        # One process decides the periodic schedules (any could: each slot is
+        # enqueued once whoever decides it), so the others need not query.
+        config = dataclasses.replace(config, SCHEDULES=())
+    listener = Listener.inherited(worker.fd)
+    role = WorkerRole(worker, config)
+    try:
+        return _serve(listener, config, autodiscover(), reload_config, False, role)
+    finally:
+        role.forget()
+        listener.close()
+
+
+def _serve(  # noqa: PLR0917
     listener: Listener,
     config: Config,
     registry: Any,
     reload_config: Callable[[], Config] | None,
     detached: bool,
+    role: WorkerRole | None = None,
 ) -> int:
     from .tasks.serving import runner_for
 
     tasks = runner_for(config)
-    loop = Loop(listener, config, Dispatcher(registry, config.DB_CHECK_AFTER_IDLE), Health(), tasks)
+    dispatcher = Dispatcher(registry, config.DB_CHECK_AFTER_IDLE)
+    loop = Loop(listener, config, dispatcher, Health(role=role), tasks)
     control = Control(loop, reload_config)
     signals = SignalWatch((signal.SIGTERM, signal.SIGINT, signal.SIGHUP), control.on_signal)
     loop.watch(signals, signals.deliver)

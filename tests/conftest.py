@@ -15,6 +15,7 @@ from socketsvc.client import close_connections
 from tests.daemon import Daemon, manage
 from tests.gate import Gate
 from tests.mariadb import MariaDB, migrate
+from tests.notify import NotifySocket
 from tests.taskclient import TaskClient
 
 
@@ -198,3 +199,11 @@ def taskclient() -> Iterator[Callable[..., TaskClient]]:
     yield start
     for client in started:
         client.close()
+
+
+@pytest.fixture
+def notify_socket(short_tmp: Path) -> Iterator[NotifySocket]:
+    """A datagram socket standing in for systemd's NOTIFY_SOCKET."""
+    listener = NotifySocket(str(short_tmp / "notify"))
+    yield listener
+    listener.close()

@@ -26,56 +26,6 @@ def activator(short_tmp):
     parent.close()
 
 
-class NotifySocket:
-    """What systemd listens on: a datagram socket collecting KEY=VALUE messages."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(path)
-
-    def receive(self, timeout: float) -> list[str] | None:
-        """Return the fields of the next datagram, or None if none came within *timeout*."""
-        self.sock.settimeout(timeout)
-        try:
-            data = self.sock.recv(4096)
-        except TimeoutError:
-            return None
-        return data.decode().split("\n")
-
-    def wait_for(self, field: str, timeout: float = 30.0) -> list[list[str]]:
-        """Collect datagrams until one holds *field*; return all of them."""
-        seen = []
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            fields = self.receive(deadline - time.monotonic())
-            if fields is None:
-                break
-            seen.append(fields)
-            if field in fields:
-                return seen
-        raise AssertionError(f"no {field} within {timeout} s; got {seen}")
-
-    def wait_for_prefix(self, prefix: str, timeout: float = 30.0) -> list[str]:
-        """Return the first datagram with a field starting with *prefix*."""
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            fields = self.receive(left)
-            if fields and any(field.startswith(prefix) for field in fields):
-                return fields
-        raise AssertionError(f"no {prefix}... within {timeout} s")
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-@pytest.fixture
-def notify_socket(short_tmp):
-    listener = NotifySocket(str(short_tmp / "notify"))
-    yield listener
-    listener.close()
-
-
 def test_activated_daemon_serves_and_leaves_the_socket_on_sigterm(activator, sqlite_url, daemons):
     """A daemon given the socket as fd 3 serves on it, exits 0 on SIGTERM, and never removes it."""
     daemon = activator.spawn({"DATABASE_URL": sqlite_url})

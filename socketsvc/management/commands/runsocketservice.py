@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from socketsvc.conf import get_config, reread_config
 from socketsvc.logconfig import configure_logging
+from socketsvc.processes import from_environment
 from socketsvc.service import Options, StartupError, run
 
 log = structlog.get_logger("socketsvc.checks")
@@ -37,6 +38,10 @@ def _mode(value: str) -> int:
     return int(value, 8)
 
 
+def _processes(value: str) -> int | str:
+    return value if value == "auto" else int(value)
+
+
 class Command(BaseCommand):
     help = "Serve socketsvc handlers over JSON-RPC on a Unix socket until SIGTERM."
     # Checks run in handle(), logged in the daemon's format (see run_system_checks).
@@ -44,7 +49,12 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--socket", help="socket path (default: SOCKETSVC['SOCKET'])")
-        parser.add_argument("--workers", type=int, help="handler threads")
+        parser.add_argument("--workers", type=int, help="handler threads (per process)")
+        parser.add_argument(
+            "--processes",
+            type=_processes,
+            help="worker processes under a supervising master; 'auto': one per core",
+        )
         parser.add_argument("--socket-mode", type=_mode, help="octal mode, e.g. 660")
         parser.add_argument("--socket-group", help="group that owns the socket")
         parser.add_argument("--max-message-bytes", type=int, help="longest request line")
@@ -59,14 +69,22 @@ class Command(BaseCommand):
         parser.add_argument("--pidfile", help="write the daemon's pid here")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        overrides = {
+        worker = from_environment()
+        overrides: dict[str, Any] = {
             "SOCKET": options["socket"],
             "WORKERS": options["workers"],
             "SOCKET_MODE": options["socket_mode"],
             "SOCKET_GROUP": options["socket_group"],
             "MAX_MESSAGE_BYTES": options["max_message_bytes"],
             "DRAIN_TIMEOUT": options["drain_timeout"],
+            "PROCESSES": options["processes"],
         }
+        if worker is not None:
+            # A worker process of a master: the master's command line, not this one.
+            overrides = dict(worker.overrides)
+        worker_args = ["--log-level", options["log_level"]]
+        if options["log_file"]:
+            worker_args += ["--log-file", options["log_file"]]
         try:
             config = get_config(**overrides)
             handler = configure_logging(options["log_level"].upper(), options["log_file"])
@@ -77,6 +95,9 @@ class Command(BaseCommand):
                     daemonize=options["daemonize"],
                     pidfile=options["pidfile"],
                     log_stream=getattr(handler, "stream", None),
+                    worker=worker,
+                    overrides=overrides,
+                    worker_args=worker_args,
                 ),
                 reload_config=lambda: reread_config(**overrides),
             )

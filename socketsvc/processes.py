@@ -1,0 +1,200 @@
+"""A worker process's side of a supervised daemon (the master is :mod:`socketsvc.supervisor`).
+
+The master starts each worker as a fresh ``runsocketservice`` process with
+``SOCKETSVC_WORKER`` in its environment: a JSON object naming its slot, the
+inherited listening socket's descriptor, the master's pid, the directory the
+processes share, and the command-line overrides the master was given. The
+worker then
+
+* serves on the inherited socket, woken with ``EPOLLEXCLUSIVE`` so that a new
+  connection wakes one process, not all (:class:`~socketsvc.listener.Listener`);
+* dies with the master (``PR_SET_PDEATHSIG``), so no worker outlives it;
+* tells the master what systemd would be told (``READY=1``, ``WATCHDOG=1``,
+  ``STOPPING=1``), over the master's notify socket, which the master passes
+  as ``NOTIFY_SOCKET``;
+* asks to be replaced (``SOCKETSVC_RECYCLE=``) once it served ``MAX_REQUESTS``
+  (plus its jitter) or its memory passed ``MAX_WORKER_MEMORY_MB``; the master
+  starts its successor and, once that one is ready, drains it;
+* writes a line of figures to the shared directory every second, from which
+  any worker answers ``rpc.status`` for the whole daemon.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import random
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from .conf import Config
+from .systemd import notify
+
+log = structlog.get_logger("socketsvc.processes")
+
+ENVIRONMENT = "SOCKETSVC_WORKER"
+_PR_SET_PDEATHSIG = 1
+_REPORT_EVERY = 1.0
+# A report older than this belongs to a process that is gone or wedged.
+_REPORT_STALE = 5.0
+# The figures each process reports, summed into the daemon's total.
+SUMMED = (
+    "connections",
+    "requests",
+    "notifications",
+    "errors",
+    "workers",
+    "busy_workers",
+    "queued",
+    "rss_kib",
+)
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """What the master tells a worker process it starts."""
+
+    slot: int
+    fd: int
+    master_pid: int
+    shared_dir: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def encode(self) -> str:
+        """Return the value of ``SOCKETSVC_WORKER``."""
+        return json.dumps(asdict(self))
+
+
+def from_environment() -> WorkerInfo | None:
+    """Return this process's WorkerInfo if a master started it (and forget the variable)."""
+    raw = os.environ.pop(ENVIRONMENT, None)
+    if raw is None:
+        return None
+    return WorkerInfo(**json.loads(raw))
+
+
+def die_with_master(master_pid: int) -> None:
+    """Have the kernel send SIGTERM when the master dies; exit now if it already has."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != master_pid:
+        sys.exit("socketsvc: the master process is gone")
+
+
+def rss_kib(pid: int | str = "self") -> int:
+    """Return a process's resident memory in KiB (0 if unknown)."""
+    try:
+        with open(f"/proc/{pid}/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class WorkerRole:
+    """What a worker process does beside serving: reports, and asks to be recycled."""
+
+    def __init__(self, info: WorkerInfo, config: Config) -> None:
+        self.info = info
+        self.request_limit = 0
+        self.apply(config)
+        self.recycle_reason: str | None = None
+        self._next_report = 0.0
+        self._reported_state: tuple[bool, str] | None = None
+        self._report_path = Path(info.shared_dir) / f"worker-{info.slot}-{os.getpid()}.json"
+
+    def apply(self, config: Config) -> None:
+        """Take (re)loaded settings: the request limit gets its jitter drawn once."""
+        self.config = config
+        if config.MAX_REQUESTS:
+            self.request_limit = config.MAX_REQUESTS + random.randint(  # noqa: S311
+                0, config.MAX_REQUESTS_JITTER
+            )
+        else:
+            self.request_limit = 0
+
+    def tick(self, row: dict[str, Any], now: float) -> None:
+        """Report this process's figures once a second, and at once when its state changed;
+        ask to be recycled when it is time."""
+        changed = (row["ready"], row["state"]) != self._reported_state
+        if now < self._next_report and not changed:
+            return
+        self._next_report = now + _REPORT_EVERY
+        self._reported_state = (row["ready"], row["state"])
+        row["rss_kib"] = rss_kib()
+        self._write(row)
+        if self.recycle_reason is None:
+            reason = self._due(row)
+            if reason is not None:
+                self.recycle_reason = reason
+                log.info("worker_recycle_requested", reason=reason, **_brief(row))
+                notify(f"SOCKETSVC_RECYCLE={reason}")
+
+    def _due(self, row: dict[str, Any]) -> str | None:
+        if self.request_limit and row["requests"] >= self.request_limit:
+            return "max_requests"
+        ceiling = self.config.MAX_WORKER_MEMORY_MB
+        if ceiling and row["rss_kib"] > ceiling * 1024:
+            return "max_memory"
+        return None
+
+    def _write(self, row: dict[str, Any]) -> None:
+        try:
+            with tempfile.NamedTemporaryFile(
+                "w", dir=self.info.shared_dir, prefix=".report-", delete=False
+            ) as out:
+                json.dump(row, out)
+            os.replace(out.name, self._report_path)
+        except OSError as exc:
+            log.warning("worker_report_not_written", error=str(exc))
+
+    def forget(self) -> None:
+        """Remove this process's report (it stops)."""
+        with contextlib.suppress(OSError):
+            self._report_path.unlink()
+
+    def whole(self, own: dict[str, Any]) -> dict[str, Any]:
+        """Return the daemon's processes (this one fresh, the others as last reported) and total."""
+        rows = [own]
+        now = time.time()
+        for path in sorted(Path(self.info.shared_dir).glob("worker-*.json")):
+            if path == self._report_path:
+                continue
+            try:
+                if now - path.stat().st_mtime > _REPORT_STALE:
+                    continue
+                row = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(row, dict) and _alive(int(row.get("pid", 0))):
+                rows.append(row)
+        rows.sort(key=lambda row: (row.get("slot", 0), row.get("uptime", 0)))
+        total = {key: sum(int(row.get(key) or 0) for row in rows) for key in SUMMED}
+        return {
+            "master_pid": self.info.master_pid,
+            "processes": rows,
+            "total": {"processes": len(rows), **total},
+        }
+
+
+def _brief(row: dict[str, Any]) -> dict[str, Any]:
+    return {key: row.get(key) for key in ("requests", "rss_kib")}

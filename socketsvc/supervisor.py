@@ -1,0 +1,435 @@
+"""The master of a daemon with worker processes: it starts them, watches them, replaces them.
+
+With ``PROCESSES`` above 1 (or ``MAX_REQUESTS`` / ``MAX_WORKER_MEMORY_MB``
+set), ``runsocketservice`` binds the socket (or takes it from systemd), holds
+the instance lock, and then serves nothing itself: it starts one worker
+process per slot, each a fresh ``runsocketservice`` (a new interpreter: no
+database connection, lock or thread is inherited) that accepts on the shared
+socket (see :mod:`socketsvc.processes`). The master
+
+* restarts a worker that exits unasked (exit status, signal, a crash in a C
+  extension), after a pause that doubles while workers die young (up to 30 s),
+  and logs why; the kernel closes that worker's connections, so a request it
+  was running gets an error at the client, never silence;
+* replaces a worker that asks for it (``MAX_REQUESTS``, memory ceiling): the
+  successor starts first, and only once it is ready does the old one drain;
+* on SIGHUP replaces the workers one by one the same way (new code, new
+  settings; the old one drains, so no request fails), then says ``READY=1``;
+* on SIGTERM/SIGINT tells every worker to drain and waits for them (a second
+  signal tells them to stop at once);
+* alone talks to systemd: ``READY=1`` once every slot's worker is ready,
+  ``STATUS=``, ``STOPPING=1``, and ``WATCHDOG=1`` only while every worker has
+  pinged the master within its own watchdog period (a worker pings only while
+  its handler threads make progress, so a wedged or stopped worker stops the
+  watchdog and systemd restarts the service).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from .conf import Config
+from .listener import Listener
+from .logconfig import reopen_log_files
+from .processes import ENVIRONMENT, WorkerInfo
+from .signals import SignalWatch
+from .systemd import Notifier
+
+log = structlog.get_logger("socketsvc.supervisor")
+
+# Workers ping the master every half of this (the WATCHDOG_USEC they are given);
+# one silent for PING_GRACE is unresponsive.
+WORKER_WATCHDOG_USEC = 1_000_000
+PING_GRACE = 3.0
+# How long a new worker may take to become ready before it is given up on.
+START_TIMEOUT = 60.0
+# A worker that lived less than this died young: the next start waits longer.
+YOUNG = 10.0
+BACKOFF_FIRST, BACKOFF_MAX = 0.1, 30.0
+_TICK = 0.25
+_CREDENTIALS = struct.Struct("3i")
+# The worker's command: the same Django project, its settings from the environment.
+_WORKER_MAIN = ("-m", "django", "runsocketservice")
+
+
+@dataclass
+class Worker:
+    """One worker process the master started."""
+
+    slot: int
+    process: subprocess.Popen[bytes]
+    started: float
+    ready: bool = False
+    last_ping: float = 0.0
+    retiring: bool = False
+    recycle: str | None = None
+    successor: Worker | None = None
+    replaces: Worker | None = None
+    reason: str = "start"
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int:
+        """Return the process id."""
+        return self.process.pid
+
+
+def _exit_reason(code: int) -> str:
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+        return f"killed by signal {-code}"
+    return f"exit status {code}"
+
+
+def _project_path() -> str:
+    """Return sys.path entries outside the interpreter, for the workers' PYTHONPATH."""
+    prefixes = tuple({sys.prefix, sys.base_prefix, sys.exec_prefix})
+    entries = [
+        os.path.abspath(entry or os.curdir)
+        for entry in sys.path
+        if not os.path.abspath(entry or os.curdir).startswith(prefixes)
+    ]
+    inherited = os.environ.get("PYTHONPATH")
+    return os.pathsep.join([*dict.fromkeys(entries), *([inherited] if inherited else [])])
+
+
+class Supervisor:
+    """The master process (see the module docstring)."""
+
+    def __init__(
+        self,
+        listener: Listener,
+        config: Config,
+        overrides: dict[str, Any],
+        worker_args: list[str],
+    ) -> None:
+        self.listener = listener
+        self.config = config
+        self.overrides = {key: value for key, value in overrides.items() if value is not None}
+        self.worker_args = worker_args
+        self.notifier = Notifier()
+        self.workers: dict[int, Worker] = {}  # pid -> worker, every one alive
+        self.slots: dict[int, Worker] = {}  # slot -> the worker serving it
+        self.backoff: dict[int, float] = {}
+        self.restart_at: dict[int, float] = {}
+        self.rotation: list[int] = []
+        self.draining = False
+        self.drain_deadline = 0.0
+        self.announced = False
+        self.clean = True
+        self.responsive = True
+        self._next_status = 0.0
+        self.shared_dir = tempfile.mkdtemp(
+            prefix=f"socketsvc-{os.getpid()}-", dir=os.environ.get("RUNTIME_DIRECTORY")
+        )
+        self.notify_path = os.path.join(self.shared_dir, "notify")
+        self.inbox = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        self.inbox.bind(self.notify_path)
+        self.inbox.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        self.inbox.setblocking(False)
+
+    # -- running -------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Start the workers and supervise them until they all stopped; return the exit status."""
+        selector = selectors.DefaultSelector()
+        signals = SignalWatch(
+            (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD), self._on_signal
+        )
+        selector.register(signals, selectors.EVENT_READ, signals.deliver)
+        selector.register(self.inbox, selectors.EVENT_READ, self._on_message)
+        log.info(
+            "master_started",
+            pid=os.getpid(),
+            processes=self.config.PROCESSES,
+            socket="(activated)" if self.listener.activated else self.config.SOCKET,
+            max_requests=self.config.MAX_REQUESTS or None,
+            max_worker_memory_mb=self.config.MAX_WORKER_MEMORY_MB or None,
+        )
+        try:
+            for slot in range(self.config.PROCESSES):
+                self._start(slot)
+            while self.workers or not self.draining:
+                timeout = _TICK
+                if self.draining:
+                    timeout = min(timeout, max(0.0, self.drain_deadline - time.monotonic()))
+                for key, _ in selector.select(timeout):
+                    key.data()
+                self._reap()
+                self._tick(time.monotonic())
+        finally:
+            signals.close()
+            selector.close()
+            for worker in list(self.workers.values()):
+                with contextlib.suppress(ProcessLookupError):
+                    worker.process.kill()
+                worker.process.wait()
+            self.inbox.close()
+            shutil.rmtree(self.shared_dir, ignore_errors=True)
+        log.info("master_stopped", clean=self.clean)
+        return 0 if self.clean else 1
+
+    def _start(self, slot: int, replaces: Worker | None = None, reason: str = "start") -> Worker:
+        info = WorkerInfo(
+            slot=slot,
+            fd=self.listener.fileno(),
+            master_pid=os.getpid(),
+            shared_dir=self.shared_dir,
+            overrides=self.overrides,
+        )
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if key not in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "WATCHDOG_PID")
+        }
+        from django.conf import settings
+
+        env.update(
+            {
+                ENVIRONMENT: info.encode(),
+                "NOTIFY_SOCKET": self.notify_path,
+                "WATCHDOG_USEC": str(WORKER_WATCHDOG_USEC),
+                "DJANGO_SETTINGS_MODULE": settings.SETTINGS_MODULE,
+                "PYTHONPATH": _project_path(),
+            }
+        )
+        process = subprocess.Popen(
+            [sys.executable, *_WORKER_MAIN, *self.worker_args],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            pass_fds=(self.listener.fileno(),),
+            # Its own process group: a terminal's Ctrl-C reaches the master
+            # alone, which drains the workers in order.
+            process_group=0,
+        )
+        now = time.monotonic()
+        worker = Worker(slot, process, now, last_ping=now, replaces=replaces, reason=reason)
+        self.workers[process.pid] = worker
+        if replaces is None:
+            self.slots[slot] = worker
+        else:
+            replaces.successor = worker
+        log.info("worker_process_started", slot=slot, worker_pid=process.pid, reason=reason)
+        return worker
+
+    # -- what workers say ------------------------------------------------------------
+
+    def _on_message(self) -> None:
+        for _ in range(256):
+            try:
+                data, ancillary, _flags, _addr = self.inbox.recvmsg(
+                    4096, socket.CMSG_SPACE(_CREDENTIALS.size)
+                )
+            except (BlockingIOError, InterruptedError):
+                return
+            pid = 0
+            for level, kind, payload in ancillary:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                    pid = _CREDENTIALS.unpack(payload[: _CREDENTIALS.size])[0]
+            worker = self.workers.get(pid)
+            if worker is not None:
+                self._heard(worker, data.decode(errors="replace").split("\n"))
+
+    def _heard(self, worker: Worker, fields: list[str]) -> None:
+        worker.last_ping = time.monotonic()
+        values = dict(item.partition("=")[::2] for item in fields if "=" in item)
+        if values.get("READY") == "1" and not worker.ready:
+            worker.ready = True
+            log.info("worker_process_ready", slot=worker.slot, worker_pid=worker.pid)
+            self._promote(worker)
+        reason = values.get("SOCKETSVC_RECYCLE")
+        if reason and worker.recycle is None and not worker.retiring and not self.draining:
+            worker.recycle = reason
+            if worker.successor is None:
+                self._start(worker.slot, replaces=worker, reason=reason)
+
+    def _promote(self, worker: Worker) -> None:
+        """A worker became ready: if it replaces one, that one now drains."""
+        old = worker.replaces
+        if old is None:
+            return
+        worker.replaces = None
+        self.slots[worker.slot] = worker
+        if old.pid in self.workers:
+            self._retire(old)
+        if self.rotation and self.rotation[0] == worker.slot:
+            self.rotation.pop(0)
+            self._rotate_next()
+
+    def _retire(self, worker: Worker) -> None:
+        worker.retiring = True
+        with contextlib.suppress(ProcessLookupError):
+            worker.process.send_signal(signal.SIGTERM)
+
+    # -- signals ---------------------------------------------------------------------
+
+    def _on_signal(self, signum: int) -> None:
+        if signum == signal.SIGCHLD:
+            return  # reaped after every turn
+        if signum == signal.SIGHUP:
+            self._reload()
+        elif self.draining:
+            log.warning("second_signal_stopping_now", signal=signal.Signals(signum).name)
+            for worker in self.workers.values():
+                with contextlib.suppress(ProcessLookupError):
+                    worker.process.send_signal(signal.SIGTERM)
+        else:
+            log.info("signal", signal=signal.Signals(signum).name)
+            self._drain()
+
+    def _drain(self) -> None:
+        self.draining = True
+        self.rotation.clear()
+        self.drain_deadline = time.monotonic() + self.config.DRAIN_TIMEOUT + 5.0
+        self.notifier.stopping(self._status_line())
+        # A successor may bind the path, or inherit the activated socket.
+        self.listener.close()
+        log.info("draining", processes=len(self.workers))
+        for worker in self.workers.values():
+            self._retire(worker)
+
+    def _reload(self) -> None:
+        if self.draining:
+            return
+        self.notifier.reloading()
+        reopen_log_files()
+        if self.rotation:
+            log.info("reload_already_in_progress", left=len(self.rotation))
+            return
+        log.info("reloading", processes=len(self.slots))
+        self.rotation = sorted(self.slots)
+        self._rotate_next()
+
+    def _rotate_next(self) -> None:
+        while self.rotation:
+            slot = self.rotation[0]
+            current = self.slots.get(slot)
+            if current is None or current.pid not in self.workers:
+                self.rotation.pop(0)  # being restarted anyway: it starts with new code
+                continue
+            if current.successor is None:
+                self._start(slot, replaces=current, reason="reload")
+            return
+        log.info("reloaded", processes=len(self.slots))
+        self.notifier.ready(self._status_line())
+
+    # -- exits and time --------------------------------------------------------------
+
+    def _reap(self) -> None:
+        for pid, worker in list(self.workers.items()):
+            code = worker.process.poll()
+            if code is None:
+                continue
+            del self.workers[pid]
+            self._exited(worker, code)
+
+    def _exited(self, worker: Worker, code: int) -> None:
+        lived = time.monotonic() - worker.started
+        expected = worker.retiring or self.draining
+        fields = {
+            "slot": worker.slot,
+            "worker_pid": worker.pid,
+            "how": _exit_reason(code),
+            "lived_s": round(lived, 3),
+        }
+        if expected:
+            if code != 0:
+                self.clean = False
+            log.info("worker_process_stopped", **fields)
+            return
+        if worker.replaces is not None:
+            # A successor that died before it was ready: the old one keeps serving.
+            worker.replaces.successor = None
+            log.error("worker_process_failed_to_start", **fields, replacing=worker.replaces.pid)
+            if self.rotation:
+                log.error("reload_failed", hint="the previous workers keep serving")
+                self.rotation.clear()
+                self.notifier.ready(self._status_line())
+            return
+        successor = worker.successor
+        if successor is not None and successor.pid in self.workers:
+            successor.replaces = None
+            self.slots[worker.slot] = successor
+            log.warning("worker_process_exited", **fields, replaced_by=successor.pid)
+            return
+        delay = self.backoff.get(worker.slot, BACKOFF_FIRST)
+        delay = BACKOFF_FIRST if lived >= YOUNG else min(delay * 2, BACKOFF_MAX)
+        self.backoff[worker.slot] = delay
+        self.restart_at[worker.slot] = time.monotonic() + delay
+        if self.slots.get(worker.slot) is worker:
+            del self.slots[worker.slot]
+        log.error("worker_process_exited", **fields, restart_in=round(delay, 3))
+
+    def _tick(self, now: float) -> None:
+        if self.draining:
+            if now >= self.drain_deadline and self.workers:
+                log.error("drain_deadline_passed", processes=len(self.workers))
+                self.clean = False
+                for worker in self.workers.values():
+                    with contextlib.suppress(ProcessLookupError):
+                        worker.process.kill()
+            return
+        for slot, when in list(self.restart_at.items()):
+            if now >= when:
+                del self.restart_at[slot]
+                self._start(slot, reason="restart")
+        for worker in list(self.workers.values()):
+            late = now - worker.started > START_TIMEOUT
+            if worker.replaces is not None and not worker.ready and late:
+                log.error("worker_process_not_ready", slot=worker.slot, worker_pid=worker.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    worker.process.kill()
+        serving = [self.slots.get(slot) for slot in range(self.config.PROCESSES)]
+        all_ready = all(worker is not None and worker.ready for worker in serving)
+        if all_ready and not self.announced:
+            self.announced = True
+            log.info("ready", processes=len(serving))
+            self.notifier.ready(self._status_line())
+            self._next_status = now + 1.0
+        elif self.announced and now >= self._next_status:
+            self._next_status = now + 1.0
+            self.notifier.status(self._status_line())
+        silent = self._silent(now)
+        if bool(silent) == self.responsive:
+            self.responsive = not silent
+            if silent:
+                log.error(
+                    "worker_process_unresponsive",
+                    worker_pids=silent,
+                    hint="the watchdog is no longer fed",
+                )
+            else:
+                log.warning("worker_processes_responsive_again")
+        if self.responsive:
+            self.notifier.ping_if_due(now)
+
+    def _silent(self, now: float) -> list[int]:
+        """Return the workers that did not ping lately (a starting one gets START_TIMEOUT)."""
+        return [
+            worker.pid
+            for worker in self.workers.values()
+            if not worker.retiring
+            and now - worker.last_ping > (PING_GRACE if worker.ready else START_TIMEOUT)
+        ]
+
+    def _status_line(self) -> str:
+        ready = sum(1 for worker in self.slots.values() if worker.ready)
+        state = "Draining" if self.draining else "Serving"
+        if self.rotation:
+            state = "Reloading"
+        return f"{state}: {ready}/{self.config.PROCESSES} worker processes ready"

@@ -1,0 +1,235 @@
+"""Worker processes under a master: shared socket, restart, recycling, rolling reload, watchdog.
+
+Every test runs a real ``runsocketservice --processes 2`` (a master and two
+worker processes) on SQLite, with clients that call it from several threads
+while the master kills, replaces or recycles its workers. A call may fail only
+where the test says it may; no call goes unanswered and none runs twice.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from socketsvc.client import ServiceUnavailable, call_with, close_connections
+from tests.daemon import Daemon, socketsvc_settings
+from tests.notify import NotifySocket
+from tests.waiting import poll
+
+
+def status(daemon: Daemon) -> dict[str, Any]:
+    """Return rpc.status from a fresh connection."""
+    try:
+        return dict(daemon.call("rpc.status"))
+    finally:
+        close_connections()
+
+
+def worker_pids(daemon: Daemon) -> set[int]:
+    """Return the pids of the worker processes that report as ready and serving."""
+    rows = status(daemon)["processes"]
+    return {row["pid"] for row in rows if row["ready"] and row["state"] == "serving"}
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@dataclass
+class Load:
+    """Client threads calling ``testapp.add`` in a loop, each call's outcome recorded."""
+
+    daemon: Daemon
+    threads: int = 8
+    handler_seconds: float = 0.0
+    answered: list[int] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)
+    wrong: list[BaseException] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+    _workers: list[threading.Thread] = field(default_factory=list)
+
+    def start(self) -> Load:
+        for n in range(self.threads):
+            thread = threading.Thread(target=self._run, args=(n,))
+            self._workers.append(thread)
+            thread.start()
+        return self
+
+    def _run(self, n: int) -> None:
+        count = 0
+        try:
+            while not self.stop.is_set():
+                count += 1
+                value = n * 1_000_000 + count
+                try:
+                    if self.handler_seconds:
+                        call_with(
+                            "testapp.sleep", [self.handler_seconds], socket=self.daemon.socket
+                        )
+                    result = call_with("testapp.add", [value, 1], socket=self.daemon.socket)
+                except ServiceUnavailable as exc:
+                    self.lost.append(str(exc))
+                    continue
+                except BaseException as exc:
+                    self.wrong.append(exc)
+                    return
+                if result != value + 1:
+                    self.wrong.append(AssertionError(f"{value} + 1 answered {result}"))
+                self.answered.append(value)
+        finally:
+            close_connections()
+
+    def wait_for_more(self, count: int) -> None:
+        """Wait (bounded) until *count* more calls were answered."""
+        target = len(self.answered) + count
+        poll(lambda: self.wrong or len(self.answered) >= target, why=self.daemon.log)
+
+    def finish(self) -> None:
+        self.stop.set()
+        for thread in self._workers:
+            thread.join(60)
+        assert not any(thread.is_alive() for thread in self._workers), "a call never returned"
+        assert self.wrong == []
+        assert len(set(self.answered)) == len(self.answered), "a call was answered twice"
+
+
+@pytest.fixture
+def two_processes(daemons: list[Daemon], short_tmp: Path, sqlite_url: str) -> Callable[..., Daemon]:
+    def start(*args: str, env: dict[str, str] | None = None, **settings: Any) -> Daemon:
+        env = {"DATABASE_URL": sqlite_url, **(env or {})}
+        env.update(socketsvc_settings(short_tmp / "socketsvc.json", PROCESSES=2, **settings))
+        daemon = Daemon(str(short_tmp / "p.sock"), env, *args)
+        daemons.append(daemon)
+        daemon.start()
+        poll(lambda: len(worker_pids(daemon)) == 2, why=daemon.log)
+        return daemon
+
+    return start
+
+
+@pytest.fixture
+def load() -> Iterator[list[Load]]:
+    started: list[Load] = []
+    yield started
+    for each in started:
+        each.stop.set()
+
+
+def test_worker_processes_share_the_socket_and_status_reports_them_all(two_processes):
+    """Both processes accept connections; rpc.status has a row per process and a total;
+    SIGTERM drains them and leaves neither the socket nor a process behind."""
+    daemon = two_processes()
+    pids = worker_pids(daemon)
+    seen: set[int] = set()
+    poll(lambda: seen.add(status(daemon)["pid"]) or seen == pids, why=daemon.log)
+    whole = status(daemon)
+    assert whole["master_pid"] == daemon.pid
+    assert whole["total"]["processes"] == 2
+    assert whole["total"]["workers"] == 2 * whole["workers"]
+    assert daemon.stop() == 0
+    assert not Path(daemon.socket).exists()
+    assert not any(alive(pid) for pid in pids)
+
+
+def test_a_killed_worker_process_is_replaced_and_no_call_hangs(two_processes, load):
+    """SIGKILL of a worker under 8 clients: its in-flight calls fail with ServiceUnavailable
+    (never a hang, never a second run), a new worker takes its slot, and calls go on."""
+    daemon = two_processes()
+    victim, survivor = sorted(worker_pids(daemon))
+    traffic = Load(daemon, handler_seconds=0.02).start()
+    load.append(traffic)
+    traffic.wait_for_more(50)
+    os.kill(victim, signal.SIGKILL)
+    poll(lambda: (p := worker_pids(daemon)) and survivor in p and len(p) == 2 and victim not in p)
+    traffic.wait_for_more(100)
+    lost_before = len(traffic.lost)
+    traffic.wait_for_more(100)
+    traffic.finish()
+    assert lost_before <= traffic.threads  # at most the calls the victim was running
+    assert len(traffic.lost) == lost_before  # none once the new worker serves
+    assert '"how": "killed by SIGKILL"' in daemon.log()
+
+
+def test_max_requests_recycles_workers_and_loses_nothing(two_processes, load):
+    """With MAX_REQUESTS=150, 8 clients make each worker be replaced several times, and
+    every call is answered with its result."""
+    daemon = two_processes(MAX_REQUESTS=150, MAX_REQUESTS_JITTER=30)
+    first = worker_pids(daemon)
+    traffic = Load(daemon).start()
+    load.append(traffic)
+    poll(lambda: len(worker_pids(daemon) - first) == 2, timeout=60, why=daemon.log)
+    traffic.wait_for_more(200)
+    traffic.finish()
+    assert traffic.lost == []
+    assert daemon.log().count('"reason": "max_requests"') >= 2
+
+
+def test_sighup_replaces_every_worker_with_no_failed_call(two_processes, load):
+    """SIGHUP under 8 clients: each worker is replaced by a fresh process once its successor
+    is ready, and no call fails."""
+    daemon = two_processes()
+    before = worker_pids(daemon)
+    traffic = Load(daemon).start()
+    load.append(traffic)
+    traffic.wait_for_more(100)
+    daemon.signal(signal.SIGHUP)
+    poll(lambda: '"event": "reloaded"' in daemon.log(), why=daemon.log)
+    after = poll(lambda: p if len(p := worker_pids(daemon)) == 2 else None)
+    traffic.wait_for_more(100)
+    traffic.finish()
+    assert traffic.lost == []
+    assert after.isdisjoint(before)
+    poll(lambda: not any(alive(pid) for pid in before))
+
+
+def test_the_watchdog_stops_while_a_worker_process_is_stopped(
+    two_processes, notify_socket: NotifySocket
+):
+    """The master feeds the watchdog while every worker pings it; SIGSTOP of one worker
+    stops the feeding, SIGCONT brings it back."""
+    daemon = two_processes(env={"NOTIFY_SOCKET": notify_socket.path, "WATCHDOG_USEC": "400000"})
+    notify_socket.wait_for("READY=1")
+    notify_socket.wait_for("WATCHDOG=1", timeout=5)
+    wedged = min(worker_pids(daemon))
+    os.kill(wedged, signal.SIGSTOP)
+    try:
+        # Within the master's grace the pings stop: wait (bounded) for a silent second.
+        deadline = time.monotonic() + 15
+        silent = False
+        while not silent and time.monotonic() < deadline:
+            silent = _no_ping_for(notify_socket, 1.0)
+        assert silent, "the watchdog was still fed with a worker stopped"
+    finally:
+        os.kill(wedged, signal.SIGCONT)
+    notify_socket.wait_for("WATCHDOG=1", timeout=10)
+    assert '"event": "worker_process_unresponsive"' in daemon.log()
+
+
+def _no_ping_for(notify: NotifySocket, seconds: float) -> bool:
+    """Return True if no WATCHDOG=1 came for *seconds*."""
+    until = time.monotonic() + seconds
+    while (left := until - time.monotonic()) > 0:
+        fields = notify.receive(left)
+        if fields and "WATCHDOG=1" in fields:
+            return False
+    return True
+
+
+def test_worker_processes_die_with_the_master(two_processes):
+    """A master killed with SIGKILL takes its workers with it (no orphan keeps serving)."""
+    daemon = two_processes()
+    pids = worker_pids(daemon)
+    daemon.kill()
+    poll(lambda: not any(alive(pid) for pid in pids))
