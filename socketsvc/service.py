@@ -29,6 +29,7 @@ from .logconfig import reopen_log_files
 from .loop import Loop
 from .processes import WorkerInfo, WorkerRole, die_with_master
 from .registry import autodiscover
+from .rlimits import raise_open_files
 from .signals import SignalWatch
 from .systemd import under_systemd
 
@@ -199,6 +200,7 @@ def run(
 ) -> int:
     """Serve until SIGTERM/SIGINT; return the process exit status."""
     options = options or Options()
+    raise_open_files(config)
     if options.worker is not None:
         return _run_worker(options.worker, config, reload_config)
     registry = autodiscover()

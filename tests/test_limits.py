@@ -292,3 +292,33 @@ def test_two_thousand_idle_connections_never_lock_out_an_active_client(sqlite_da
     assert errors == []
     assert len(answered) >= held + 10
     assert rss_kib(daemon.pid) - rss_before < 32 * 1024
+
+
+def open_files_limit(pid: int) -> tuple[int, int]:
+    with open(f"/proc/{pid}/limits") as limits:
+        for line in limits:
+            if line.startswith("Max open files"):
+                soft, hard = line.split()[3:5]
+                return int(soft), int(hard)
+    raise AssertionError("no open-files line")
+
+
+class LimitedDaemon(Daemon):
+    """A daemon started with an open-files limit of 256, hard 512 (util-linux's prlimit)."""
+
+    def command(self) -> list[str]:
+        return ["prlimit", "--nofile=256:512", "--", *super().command()]
+
+
+def test_the_daemon_raises_its_open_files_limit_and_warns_when_the_caps_exceed_it(
+    short_tmp, sqlite_url, daemons
+):
+    """Started with a soft limit of 256 under a hard 512, the daemon serves with 512 and
+    warns that MAX_CONNECTIONS (1,024) needs more."""
+    daemon = LimitedDaemon(str(short_tmp / "r.sock"), {"DATABASE_URL": sqlite_url})
+    daemons.append(daemon)
+    daemon.start()
+    assert open_files_limit(daemon.pid) == (512, 512)
+    warning = next(e for e in daemon.log_events() if e["event"] == "open_files_limit_below_caps")
+    assert warning["limit"] == 512
+    assert warning["max_connections"] == 1024
