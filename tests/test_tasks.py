@@ -7,6 +7,7 @@ worker's throwaway MariaDB.
 
 from __future__ import annotations
 
+import os
 import signal
 
 import pytest
@@ -384,3 +385,49 @@ def test_status_reports_task_counts_and_the_runner(daemon, client):
     assert status["running"] == []
     shown = manage("socketctl", "--socket", daemon.socket, "status")
     assert '"SUCCESSFUL": 3' in shown.stdout
+
+
+def test_worker_processes_share_the_tasks_and_recover_a_killed_ones_run(
+    tasks_db, start_tasks_daemon, taskclient, gate, short_tmp
+):
+    """--processes 2: 300 tasks that each insert a unique key run once each, on both
+    processes; a worker process killed mid-task is replaced, and its run is requeued and
+    succeeds (WorkerLost recorded) while the master and the other process never stopped."""
+    daemon = start_tasks_daemon(tasks_db.url(), "--processes", "2")
+    client = taskclient(tasks_db.url(), daemon.socket)
+    held = client.enqueue("hold_then_mark_retried", gate.path, "held")
+    gate.wait_for(1)
+    claimed = tasks_db.query(
+        "SELECT w.pid FROM socketsvc_task t JOIN socketsvc_worker w ON w.id = t.claimed_by "
+        "WHERE t.id = %s",
+        [held["id"]],
+        db="socketsvc_test",
+    )
+    os.kill(claimed[0][0], signal.SIGKILL)
+    gate.wait_for(2)  # run again, by the sibling or the replacement
+    gate.open()
+    done = client.finished(held["id"])
+    assert done["status"] == "SUCCESSFUL"
+    assert [e["exception_class_path"] for e in done["errors"]] == ["socketsvc.tasks.WorkerLost"]
+    for n in range(300):
+        client.enqueue("mark", f"p{n}")
+    poll(
+        lambda: (
+            tasks_db.query(
+                "SELECT COUNT(*) FROM socketsvc_task WHERE status IN ('SUCCESSFUL','FAILED')",
+                db="socketsvc_test",
+            )
+            == [(301,)]
+        ),
+        timeout=120,
+    )
+    assert tasks_db.query(
+        "SELECT COUNT(*), COUNT(DISTINCT `key`) FROM testapp_marker", db="socketsvc_test"
+    ) == [(301, 301)]
+    pids = tasks_db.query(
+        "SELECT COUNT(DISTINCT w.pid) FROM socketsvc_task t JOIN socketsvc_worker w "
+        "ON t.worker_ids LIKE CONCAT('%%', w.id, '%%') WHERE t.task_path LIKE '%%.mark'",
+        db="socketsvc_test",
+    )
+    assert pids[0][0] >= 2  # more than one worker process took a share
+    assert daemon.process.poll() is None
