@@ -15,7 +15,7 @@ from typing import Any
 
 from bench.clients import latency_client, make_caller, throughput_client
 from bench.model import CTX, Plan, Target, percentile
-from bench.stack import Stack, rss_kib
+from bench.stack import Stack, cpu_ns, largest_rss_kib, rss_kib
 
 
 def in_clients(
@@ -83,10 +83,16 @@ def run_rounds(stack: Stack, targets: list[Target], ids: list[int], plan: Plan) 
             if samples:
                 target.add("p50", percentile(samples, 0.5) * 1000)
                 target.add("p99", percentile(samples, 0.99) * 1000)
+            pid = stack.processes[target.server].pid
             for clients in plan.clients:
+                before = cpu_ns(pid)
                 rate, failed = measure_throughput(target, ids, clients, plan.throughput_seconds)
+                spent = cpu_ns(pid) - before
                 target.add(f"rps{clients}", rate)
                 target.add("failures", failed)
+                if clients == max(plan.clients) and rate:
+                    # The server's CPU per request, from its own accounting, under load.
+                    target.add("cpu_us", spent / 1000 / (rate * plan.throughput_seconds))
             line = f"  {target.name:<20} p50 {target.samples.get('p50', [0])[-1]:7.3f} ms"
             print(
                 line
@@ -97,6 +103,7 @@ def run_rounds(stack: Stack, targets: list[Target], ids: list[int], plan: Plan) 
         for target in targets:
             process = stack.processes[target.server]
             target.add("rss", rss_kib(process.pid) / 1024)
+            target.add("rss_process", largest_rss_kib(process.pid) / 1024)
 
 
 # -- idle connections --------------------------------------------------------

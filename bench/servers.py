@@ -38,6 +38,11 @@ def start_servers(stack: Stack, full: bool) -> list[Target]:
             stack.env(conn_max_age=60, health_checks=True),
         ),
         (
+            "socketsvc-2p",
+            manage("runsocketservice", "--processes", "2", "--socket", sock("socketsvc-2p")),
+            stack.env(conn_max_age=60, health_checks=True),
+        ),
+        (
             "socketsvc-0",
             manage("runsocketservice", "--socket", sock("socketsvc-0")),
             stack.env(conn_max_age=0),
@@ -122,6 +127,13 @@ def start_servers(stack: Stack, full: bool) -> list[Target]:
             Endpoint("rpc", sock("socketsvc")),
             "socketsvc",
             "checks reused connections: socket poll, ping after 1 s idle",
+        ),
+        Target(
+            "socketsvc-2p",
+            "socketsvc --processes 2, demo defaults",
+            Endpoint("rpc", sock("socketsvc-2p")),
+            "socketsvc-2p",
+            "a master and 2 worker processes on one socket",
         ),
         Target(
             "socketsvc-ping",

@@ -46,13 +46,13 @@ SOCKETSVC = {
     **SOCKETSVC,
     "DB_CHECK_AFTER_IDLE": float(os.environ.get("BENCH_DB_CHECK_AFTER_IDLE", "1.0")),
     "IDLE_TIMEOUT": 600.0,
-    "MAX_CONNECTIONS": 4096,
+    "MAX_CONNECTIONS": 20_000,
     # The demo's every-minute periodic task would run during the measurements.
     "SCHEDULES": [],
 }
-# The idle-connections figure holds 1,000 connections from one user.
+# The idle-connections figure holds 10,000 connections from one user.
 if "MAX_CONNECTIONS_PER_UID" in {f.name for f in fields(Config)}:
-    SOCKETSVC["MAX_CONNECTIONS_PER_UID"] = 4096
+    SOCKETSVC["MAX_CONNECTIONS_PER_UID"] = 20_000
 
 # The task benchmark: one backend per process. Its task runs on the queue
 # "bench", which alone the workers serve; the demo's queues stay declared

@@ -171,6 +171,39 @@ def rss_kib(pid: int) -> int:
     return total
 
 
+def largest_rss_kib(pid: int) -> int:
+    """Return the largest resident set among *pid* and its descendants, in KiB."""
+    return max(rss_kib_of(member) for member in [pid, *_descendants(pid)])
+
+
+def rss_kib_of(pid: int) -> int:
+    """Return the resident set of *pid* alone, in KiB (0 if it is gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return 0
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def cpu_ns(pid: int) -> int:
+    """Return the CPU time *pid*, its threads and its descendants ran, in ns (schedstat)."""
+    total = 0
+    for member in [pid, *_descendants(pid)]:
+        try:
+            threads = list(Path(f"/proc/{member}/task").iterdir())
+        except FileNotFoundError:
+            continue
+        for thread in threads:
+            try:
+                total += int((thread / "schedstat").read_text().split()[0])
+            except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
+                continue
+    return total
+
+
 def cpu_seconds(pid: int) -> float:
     """Return the CPU time (user + system) *pid* and all its descendants used so far."""
     ticks = 0

@@ -54,6 +54,9 @@ class Config:
     STALL_TIMEOUT: float = 120.0
     CALL_TIMEOUT: float = 30.0
     DB_CHECK_AFTER_IDLE: float = 1.0
+    # Seconds a request or task waits for a database it cannot connect to
+    # (a restart, a failover) before it fails with -32001; 0: never waits.
+    DB_UNAVAILABLE_WAIT: float = 5.0
     BACKLOG: int = 128
     ACTIVATION_NAME: str | None = None
     LOG_PARAMS: bool = False
@@ -112,6 +115,7 @@ _SECONDS = (
     "STALL_TIMEOUT",
     "CALL_TIMEOUT",
     "DB_CHECK_AFTER_IDLE",
+    "DB_UNAVAILABLE_WAIT",
     "TASK_SWEEP_INTERVAL",
     "TASK_HEARTBEAT",
     "TASK_LEASE",

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import django
 import structlog
 
+from . import dbwait
 from .builtins import Tasks
 from .clients import Clients
 from .conf import Config
@@ -56,6 +57,8 @@ class Health:
         self.role = role
         self.started = time.monotonic()
         self.ready = False
+        # Serving, its databases not (yet) reachable: READY=1 all the same.
+        self.serving_anyway = False
         self.progressing = True
         self.reloads = 0
         self._announced = False
@@ -64,6 +67,10 @@ class Health:
     def mark_ready(self) -> None:
         """Record that the service can do its work (loop thread: put it on the handback)."""
         self.ready = True
+
+    def mark_serving(self) -> None:
+        """Record that the service serves though a database is down (loop thread)."""
+        self.serving_anyway = True
 
     def seconds_to_ping(self, now: float) -> float | None:
         """Return how long the loop may sleep before the next watchdog ping is due."""
@@ -88,9 +95,9 @@ class Health:
         if progressing:
             self.notifier.ping_if_due(now)
         if self.role is not None:
-            self.role.tick(self.row(loop), now)
+            self.role.tick((self.ready, loop.state_name), lambda: self.row(loop), now)
         if not self._announced:
-            if self.ready and loop.serving:
+            if (self.ready or self.serving_anyway) and loop.serving:
                 self._announced = True
                 self._next_status = now + 1.0
                 self.notifier.ready(self.status_line(loop))
@@ -116,10 +123,14 @@ class Health:
         """Return the one-line ``STATUS=`` text."""
         pool = loop.pool
         state = "Stalled" if not self.progressing else loop.state_name.capitalize()
-        return (
+        line = (
             f"{state}: {len(loop.clients)} connections, {pool.busy}/{pool.size} workers busy, "
             f"{loop.counters.requests} requests, {loop.counters.errors} errors"
         )
+        down = dbwait.unavailable()
+        if down:
+            line += f"; database {', '.join(down)} unavailable"
+        return line
 
     def row(self, loop: Observed) -> dict[str, Any]:
         """Return this process's line of the daemon's figures."""
@@ -165,6 +176,7 @@ class Health:
             "access": loop.clients.policy.description,
             "python": sys.version.split()[0],
             "django": django.get_version(),
+            "databases": dbwait.status(),
             "tasks": None if loop.tasks is None else loop.tasks.status(),
             "config": dataclasses.asdict(loop.config),
             **stats.snapshot(),

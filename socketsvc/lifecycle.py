@@ -43,7 +43,7 @@ from django.db import DatabaseError, connections, reset_queries
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 
-from . import dbcheck
+from . import dbcheck, dbwait
 from .dbstats import stats
 
 log = structlog.get_logger("socketsvc.lifecycle")
@@ -161,8 +161,18 @@ def _initialized() -> list[BaseDatabaseWrapper]:
     return list(connections.all(initialized_only=True))
 
 
+def _make_patient() -> None:
+    """Have each of this thread's connection wrappers wait out an unreachable server, once."""
+    if getattr(_local, "patient", None) is connections:
+        return
+    for alias in connections:
+        dbwait.make_patient(connections[alias])
+    _local.patient = connections
+
+
 def before_request(check_idle_after: float = 1.0) -> dict[str, int]:
     """Prepare this thread's connections; return the state :func:`after_request` needs."""
+    _make_patient()
     now = time.monotonic()
     depths: dict[str, int] = {}
     for conn in _initialized():

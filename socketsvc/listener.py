@@ -23,10 +23,8 @@ import errno
 import fcntl
 import grp
 import os
-import select
 import socket
 import stat
-from typing import Any
 
 from .systemd import ActivationError, activated_socket
 
@@ -54,9 +52,9 @@ class Listener:
         self._lock_fd = lock_fd
         self._inode = inode
         self._closed = False
-        # Several worker processes accept on one socket: each waits on it through
-        # an epoll registration with EPOLLEXCLUSIVE, so one connection wakes one.
-        self._exclusive = ExclusiveWait(sock) if shared else None
+        # Several worker processes accept on this socket (the event loop then
+        # waits on it with EPOLLEXCLUSIVE: a connection wakes one of them).
+        self.shared = shared
         sock.setblocking(False)
 
     @classmethod
@@ -65,17 +63,8 @@ class Listener:
 
         Closing it closes this process's descriptor only: never the file, never a lock.
         """
+        os.set_inheritable(fd, False)  # not into processes a handler starts
         return cls(socket.socket(fileno=fd), activated=True, shared=True)
-
-    def accepted(self) -> None:
-        """A turn of accepting took connections: let the other processes take the next ones."""
-        if self._exclusive is not None and not self._closed:
-            self._exclusive.rotate()
-
-    @property
-    def waitable(self) -> Any:
-        """Return what the event loop waits on for new connections."""
-        return self.sock if self._exclusive is None else self._exclusive
 
     @classmethod
     def acquire(
@@ -128,8 +117,6 @@ class Listener:
         if self._closed:
             return
         self._closed = True
-        if self._exclusive is not None:
-            self._exclusive.close()
         with contextlib.suppress(OSError):
             self.sock.close()
         if self.path is not None and self._inode is not None:
@@ -140,36 +127,6 @@ class Listener:
             lock_fd, self._lock_fd = self._lock_fd, None
             with contextlib.suppress(OSError):
                 os.close(lock_fd)
-
-
-class ExclusiveWait:
-    """An epoll instance readable when the listener has a connection, woken exclusively.
-
-    The kernel wakes the first exclusive waiter that sleeps, so an idle process
-    that stayed first would take every connection (and, with clients that keep
-    their connections, every request). After accepting, :meth:`rotate` puts
-    this process's wait at the end of the queue: idle processes take turns.
-    """
-
-    _EVENTS = select.EPOLLIN | select.EPOLLEXCLUSIVE
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._fd = sock.fileno()
-        self._epoll = select.epoll()
-        self._epoll.register(self._fd, self._EVENTS)
-
-    def rotate(self) -> None:
-        """Move this process to the back of the queue of waiters."""
-        self._epoll.unregister(self._fd)
-        self._epoll.register(self._fd, self._EVENTS)
-
-    def fileno(self) -> int:
-        """Return the epoll descriptor the event loop's selector watches."""
-        return self._epoll.fileno()
-
-    def close(self) -> None:
-        """Close the epoll instance."""
-        self._epoll.close()
 
 
 def _resolve_group(group: str | int | None) -> int:

@@ -30,6 +30,7 @@ from typing import Any
 
 import structlog
 
+from . import dbwait
 from .access import AccessPolicy, GroupLookups
 from .builtins import Tasks, builtin_methods
 from .clients import Clients
@@ -41,6 +42,7 @@ from .health import Health
 from .listener import Listener
 from .pool import Job, WorkerPool
 from .router import Counters, Router
+from .selector import LoopSelector
 
 log = structlog.get_logger("socketsvc.loop")
 
@@ -74,7 +76,7 @@ class Loop:
         self.dispatcher = dispatcher
         self.health = health
         self.tasks = tasks
-        self.selector = selectors.DefaultSelector()
+        self.selector = LoopSelector()
         self.handback = Handback()
         self.selector.register(self.handback, selectors.EVENT_READ, self.handback.run_pending)
         self.counters = Counters()
@@ -169,6 +171,7 @@ class Loop:
             self.health.role.apply(config)
         self.pool.log_params = config.LOG_PARAMS
         self.dispatcher.check_idle_after = config.DB_CHECK_AFTER_IDLE
+        dbwait.configure(config.DB_UNAVAILABLE_WAIT)
 
     def status(self) -> dict[str, Any]:
         """Return what ``rpc.status`` reports."""
@@ -245,10 +248,12 @@ class Loop:
     def _set_accepting(self, enabled: bool) -> None:
         if enabled == self._accepting or (enabled and self.listener.closed):
             return
-        if enabled:
-            self.selector.register(self.listener.waitable, selectors.EVENT_READ, self._on_accept)
+        if enabled and self.listener.shared:
+            self.selector.register_exclusive(self.listener.sock, self._on_accept)
+        elif enabled:
+            self.selector.register(self.listener.sock, selectors.EVENT_READ, self._on_accept)
         else:
-            self.selector.unregister(self.listener.waitable)
+            self.selector.unregister(self.listener.sock)
         self._accepting = enabled
 
     def _resume_accepting(self) -> None:
@@ -260,7 +265,8 @@ class Loop:
         try:
             self._accept_some()
         finally:
-            self.listener.accepted()
+            if self.listener.shared and self._accepting:
+                self.selector.rotate(self.listener.sock)
 
     def _accept_some(self) -> None:
         clients = self.clients

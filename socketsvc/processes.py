@@ -30,6 +30,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,8 @@ log = structlog.get_logger("socketsvc.processes")
 ENVIRONMENT = "SOCKETSVC_WORKER"
 _PR_SET_PDEATHSIG = 1
 _REPORT_EVERY = 1.0
+# A request to be recycled is repeated this often until the master acts on it.
+RECYCLE_REPEAT = 30.0
 # A report older than this belongs to a process that is gone or wedged.
 _REPORT_STALE = 5.0
 # The figures each process reports, summed into the daemon's total.
@@ -120,6 +123,7 @@ class WorkerRole:
         self.recycle_reason: str | None = None
         self._next_report = 0.0
         self._reported_state: tuple[bool, str] | None = None
+        self._next_recycle_request = 0.0
         self._report_path = Path(info.shared_dir) / f"worker-{info.slot}-{os.getpid()}.json"
 
     def apply(self, config: Config) -> None:
@@ -132,22 +136,26 @@ class WorkerRole:
         else:
             self.request_limit = 0
 
-    def tick(self, row: dict[str, Any], now: float) -> None:
-        """Report this process's figures once a second, and at once when its state changed;
-        ask to be recycled when it is time."""
-        changed = (row["ready"], row["state"]) != self._reported_state
-        if now < self._next_report and not changed:
+    def tick(
+        self, state: tuple[bool, str], build_row: Callable[[], dict[str, Any]], now: float
+    ) -> None:
+        """Report this process's figures once a second, and at once when its *state* (ready,
+        loop state) changed; ask to be recycled when it is time (again, every
+        RECYCLE_REPEAT seconds, until the master has a successor ready)."""
+        if now < self._next_report and state == self._reported_state:
             return
         self._next_report = now + _REPORT_EVERY
-        self._reported_state = (row["ready"], row["state"])
+        self._reported_state = state
+        row = build_row()
         row["rss_kib"] = rss_kib()
         self._write(row)
-        if self.recycle_reason is None:
-            reason = self._due(row)
-            if reason is not None:
-                self.recycle_reason = reason
+        reason = self._due(row)
+        if reason is not None and now >= self._next_recycle_request:
+            if self.recycle_reason is None:
                 log.info("worker_recycle_requested", reason=reason, **_brief(row))
-                notify(f"SOCKETSVC_RECYCLE={reason}")
+            self.recycle_reason = reason
+            self._next_recycle_request = now + RECYCLE_REPEAT
+            notify(f"SOCKETSVC_RECYCLE={reason}")
 
     def _due(self, row: dict[str, Any]) -> str | None:
         if self.request_limit and row["requests"] >= self.request_limit:

@@ -18,7 +18,7 @@ import structlog
 from django.db import connections
 from structlog.contextvars import bind_contextvars
 
-from . import lifecycle
+from . import backends, dbwait, lifecycle
 from .backends import ops_for
 from .conf import RESTART_ONLY, Config, supervised
 from .daemonize import PidFile, PidFileError, daemonize
@@ -91,9 +91,13 @@ def probe_databases(config: Config) -> bool:
                 "database_unreachable",
                 alias=conn.alias,
                 error=str(exc),
-                hint="requests that need it get error -32001 until it is back",
+                hint="requests that need it wait DB_UNAVAILABLE_WAIT, then get error -32001, "
+                "until it is back",
             )
+            if backends.is_connection_error(exc):
+                dbwait.outage(conn.alias).began(exc)
             continue
+        dbwait.outage(conn.alias).ended()
         log.info("database_reachable", alias=conn.alias, vendor=conn.vendor)
         if idle_timeout is not None:
             _warn_about_idle_timeout(conn, idle_timeout, config)
@@ -130,6 +134,9 @@ def _wait_for_databases(config: Config, loop: Loop, stop: threading.Event) -> No
         if probe_databases(config):
             loop.handback.put(loop.health.mark_ready)
             return
+        # The daemon is up and serves (calls wait for the database, then get
+        # -32001): systemd hears READY=1 now, with STATUS= saying what is down.
+        loop.handback.put(loop.health.mark_serving)
         stop.wait(delay)
         delay = min(delay * 2, 10.0)
 
@@ -201,6 +208,7 @@ def run(
     """Serve until SIGTERM/SIGINT; return the process exit status."""
     options = options or Options()
     raise_open_files(config)
+    dbwait.configure(config.DB_UNAVAILABLE_WAIT)
     if options.worker is not None:
         return _run_worker(options.worker, config, reload_config)
     registry = autodiscover()
@@ -225,7 +233,10 @@ def run(
         if supervised(config):
             from .supervisor import Supervisor
 
-            return Supervisor(listener, config, options.overrides, options.worker_args).run()
+            master = Supervisor(
+                listener, config, options.overrides, options.worker_args, reload_config
+            )
+            return master.run()
         return _serve(listener, config, registry, reload_config, detach)
     finally:
         listener.close()

@@ -27,6 +27,7 @@ socket (see :mod:`socketsvc.processes`). The master
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import selectors
 import shutil
@@ -35,12 +36,15 @@ import socket
 import struct
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from django.core.exceptions import ImproperlyConfigured
 
 from .conf import Config
 from .listener import Listener
@@ -80,7 +84,8 @@ class Worker:
     successor: Worker | None = None
     replaces: Worker | None = None
     reason: str = "start"
-    extra: dict[str, str] = field(default_factory=dict)
+    retired_at: float = 0.0
+    killed: bool = False
 
     @property
     def pid(self) -> int:
@@ -96,14 +101,22 @@ def _exit_reason(code: int) -> str:
     return f"exit status {code}"
 
 
+def _inside(path: str, root: str) -> bool:
+    try:
+        return os.path.commonpath([path, root]) == root
+    except ValueError:
+        return False
+
+
 def _project_path() -> str:
-    """Return sys.path entries outside the interpreter, for the workers' PYTHONPATH."""
-    prefixes = tuple({sys.prefix, sys.base_prefix, sys.exec_prefix})
-    entries = [
-        os.path.abspath(entry or os.curdir)
-        for entry in sys.path
-        if not os.path.abspath(entry or os.curdir).startswith(prefixes)
-    ]
+    """Return sys.path entries outside the interpreter's own, for the workers' PYTHONPATH."""
+    kinds = ("stdlib", "platstdlib", "purelib", "platlib")
+    roots = {os.path.abspath(sysconfig.get_path(kind)) for kind in kinds}
+    entries = []
+    for entry in sys.path:
+        path = os.path.abspath(entry or os.curdir)
+        if os.path.isdir(path) and not any(_inside(path, root) for root in roots):
+            entries.append(path)
     inherited = os.environ.get("PYTHONPATH")
     return os.pathsep.join([*dict.fromkeys(entries), *([inherited] if inherited else [])])
 
@@ -117,7 +130,17 @@ class Supervisor:
         config: Config,
         overrides: dict[str, Any],
         worker_args: list[str],
+        reload_config: Callable[[], Config] | None = None,
     ) -> None:
+        self._reload_config = reload_config
+        from django.conf import settings
+
+        if not getattr(settings, "SETTINGS_MODULE", None):
+            raise ImproperlyConfigured(
+                "worker processes need a settings module (DJANGO_SETTINGS_MODULE): "
+                "settings.configure() cannot be passed to a new process"
+            )
+        self.settings_module: str = settings.SETTINGS_MODULE
         self.listener = listener
         self.config = config
         self.overrides = {key: value for key, value in overrides.items() if value is not None}
@@ -128,15 +151,16 @@ class Supervisor:
         self.backoff: dict[int, float] = {}
         self.restart_at: dict[int, float] = {}
         self.rotation: list[int] = []
+        self.rotation_started = 0.0
+        self.unready_since: dict[int, float] = {}
         self.draining = False
         self.drain_deadline = 0.0
         self.announced = False
         self.clean = True
         self.responsive = True
         self._next_status = 0.0
-        self.shared_dir = tempfile.mkdtemp(
-            prefix=f"socketsvc-{os.getpid()}-", dir=os.environ.get("RUNTIME_DIRECTORY")
-        )
+        runtime = (os.environ.get("RUNTIME_DIRECTORY") or "").split(":")[0] or None
+        self.shared_dir = tempfile.mkdtemp(prefix=f"socketsvc-{os.getpid()}-", dir=runtime)
         self.notify_path = os.path.join(self.shared_dir, "notify")
         self.inbox = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         self.inbox.bind(self.notify_path)
@@ -197,14 +221,12 @@ class Supervisor:
             for key, value in os.environ.items()
             if key not in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "WATCHDOG_PID")
         }
-        from django.conf import settings
-
         env.update(
             {
                 ENVIRONMENT: info.encode(),
                 "NOTIFY_SOCKET": self.notify_path,
                 "WATCHDOG_USEC": str(WORKER_WATCHDOG_USEC),
-                "DJANGO_SETTINGS_MODULE": settings.SETTINGS_MODULE,
+                "DJANGO_SETTINGS_MODULE": self.settings_module,
                 "PYTHONPATH": _project_path(),
             }
         )
@@ -246,33 +268,58 @@ class Supervisor:
                 self._heard(worker, data.decode(errors="replace").split("\n"))
 
     def _heard(self, worker: Worker, fields: list[str]) -> None:
-        worker.last_ping = time.monotonic()
         values = dict(item.partition("=")[::2] for item in fields if "=" in item)
+        # Only a ping proves progress: a worker whose threads are all stuck still
+        # sends STATUS= lines (its loop turns), but no WATCHDOG=1.
+        if values.get("WATCHDOG") == "1" or values.get("READY") == "1":
+            worker.last_ping = time.monotonic()
         if values.get("READY") == "1" and not worker.ready:
             worker.ready = True
             log.info("worker_process_ready", slot=worker.slot, worker_pid=worker.pid)
             self._promote(worker)
         reason = values.get("SOCKETSVC_RECYCLE")
-        if reason and worker.recycle is None and not worker.retiring and not self.draining:
-            worker.recycle = reason
-            if worker.successor is None:
-                self._start(worker.slot, replaces=worker, reason=reason)
+        if reason:
+            self._recycle(worker, reason)
+
+    def _recycle(self, worker: Worker, reason: str) -> None:
+        """A worker asks to be replaced: start its successor (once; only a serving worker)."""
+        serving = worker.ready and self.slots.get(worker.slot) is worker
+        if not serving or worker.retiring or self.draining or worker.successor is not None:
+            return
+        if reason == "max_memory" and time.monotonic() - worker.started < YOUNG:
+            log.warning(
+                "worker_recycle_refused",
+                slot=worker.slot,
+                worker_pid=worker.pid,
+                reason=reason,
+                hint="a fresh worker is already past MAX_WORKER_MEMORY_MB; raise it",
+            )
+            return
+        worker.recycle = reason
+        self._start(worker.slot, replaces=worker, reason=reason)
 
     def _promote(self, worker: Worker) -> None:
         """A worker became ready: if it replaces one, that one now drains."""
         old = worker.replaces
-        if old is None:
+        if old is not None:
+            worker.replaces = None
+            self.slots[worker.slot] = worker
+            if old.pid in self.workers:
+                self._retire(old)
+        self._advance_rotation()
+
+    def _advance_rotation(self) -> None:
+        """Go on to the next slot once the current one has a ready worker started by the reload."""
+        if not self.rotation:
             return
-        worker.replaces = None
-        self.slots[worker.slot] = worker
-        if old.pid in self.workers:
-            self._retire(old)
-        if self.rotation and self.rotation[0] == worker.slot:
+        current = self.slots.get(self.rotation[0])
+        if current is not None and current.ready and current.started >= self.rotation_started:
             self.rotation.pop(0)
             self._rotate_next()
 
     def _retire(self, worker: Worker) -> None:
         worker.retiring = True
+        worker.retired_at = time.monotonic()
         with contextlib.suppress(ProcessLookupError):
             worker.process.send_signal(signal.SIGTERM)
 
@@ -311,9 +358,22 @@ class Supervisor:
         if self.rotation:
             log.info("reload_already_in_progress", left=len(self.rotation))
             return
+        self._reread()
         log.info("reloading", processes=len(self.slots))
         self.rotation = sorted(self.slots)
+        self.rotation_started = time.monotonic()
         self._rotate_next()
+
+    def _reread(self) -> None:
+        """Take the master's part of fresh settings (the workers read their own)."""
+        if self._reload_config is None:
+            return
+        try:
+            fresh = self._reload_config()
+        except Exception as exc:
+            log.error("reload_failed", error=str(exc), hint="the previous settings stay in force")
+            return
+        self.config = dataclasses.replace(fresh, PROCESSES=self.config.PROCESSES)
 
     def _rotate_next(self) -> None:
         while self.rotation:
@@ -348,13 +408,17 @@ class Supervisor:
             "lived_s": round(lived, 3),
         }
         if expected:
-            if code != 0:
+            # One that never got as far as its signal handlers dies of the SIGTERM.
+            stopped_early = code == -signal.SIGTERM and not worker.ready
+            if code != 0 and not stopped_early:
                 self.clean = False
             log.info("worker_process_stopped", **fields)
             return
         if worker.replaces is not None:
-            # A successor that died before it was ready: the old one keeps serving.
+            # A successor that died before it was ready: the old one keeps serving
+            # (and may ask to be recycled again).
             worker.replaces.successor = None
+            worker.replaces.recycle = None
             log.error("worker_process_failed_to_start", **fields, replacing=worker.replaces.pid)
             if self.rotation:
                 log.error("reload_failed", hint="the previous workers keep serving")
@@ -366,6 +430,7 @@ class Supervisor:
             successor.replaces = None
             self.slots[worker.slot] = successor
             log.warning("worker_process_exited", **fields, replaced_by=successor.pid)
+            self._advance_rotation()
             return
         delay = self.backoff.get(worker.slot, BACKOFF_FIRST)
         delay = BACKOFF_FIRST if lived >= YOUNG else min(delay * 2, BACKOFF_MAX)
@@ -383,17 +448,25 @@ class Supervisor:
                 for worker in self.workers.values():
                     with contextlib.suppress(ProcessLookupError):
                         worker.process.kill()
+                self.drain_deadline = now + 1.0
             return
+        for worker in self.workers.values():
+            late = worker.retired_at and now - worker.retired_at > self.config.DRAIN_TIMEOUT + 5
+            if late and not worker.killed:
+                log.error("worker_process_drain_overdue", slot=worker.slot, worker_pid=worker.pid)
+                worker.killed = True
+                with contextlib.suppress(ProcessLookupError):
+                    worker.process.kill()
         for slot, when in list(self.restart_at.items()):
             if now >= when:
                 del self.restart_at[slot]
                 self._start(slot, reason="restart")
         for worker in list(self.workers.values()):
             late = now - worker.started > START_TIMEOUT
-            if worker.replaces is not None and not worker.ready and late:
+            if worker.replaces is not None and not worker.ready and late and not worker.retiring:
+                # It may have accepted connections already: it drains them, then goes.
                 log.error("worker_process_not_ready", slot=worker.slot, worker_pid=worker.pid)
-                with contextlib.suppress(ProcessLookupError):
-                    worker.process.kill()
+                self._retire(worker)
         serving = [self.slots.get(slot) for slot in range(self.config.PROCESSES)]
         all_ready = all(worker is not None and worker.ready for worker in serving)
         if all_ready and not self.announced:
@@ -410,7 +483,7 @@ class Supervisor:
             if silent:
                 log.error(
                     "worker_process_unresponsive",
-                    worker_pids=silent,
+                    silent=silent,
                     hint="the watchdog is no longer fed",
                 )
             else:
@@ -418,14 +491,22 @@ class Supervisor:
         if self.responsive:
             self.notifier.ping_if_due(now)
 
-    def _silent(self, now: float) -> list[int]:
-        """Return the workers that did not ping lately (a starting one gets START_TIMEOUT)."""
-        return [
-            worker.pid
+    def _silent(self, now: float) -> list[str]:
+        """Return what stops the watchdog: workers that did not ping lately (a starting one
+        gets START_TIMEOUT), and slots without a ready worker for longer than that."""
+        silent = [
+            f"pid {worker.pid}"
             for worker in self.workers.values()
             if not worker.retiring
             and now - worker.last_ping > (PING_GRACE if worker.ready else START_TIMEOUT)
         ]
+        for slot in range(self.config.PROCESSES):
+            worker = self.slots.get(slot)
+            if worker is not None and worker.ready:
+                self.unready_since.pop(slot, None)
+            elif now - self.unready_since.setdefault(slot, now) > START_TIMEOUT:
+                silent.append(f"slot {slot}")
+        return silent
 
     def _status_line(self) -> str:
         ready = sum(1 for worker in self.slots.values() if worker.ready)

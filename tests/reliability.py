@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from socketsvc.protocol import DATABASE_UNAVAILABLE, HANDLER_ERROR
-from tests.daemon import Daemon, RawClient
+from tests.daemon import Daemon, RawClient, socketsvc_settings
 from tests.mariadb import MariaDB, migrate
 
 CLIENTS = 8
@@ -74,6 +74,10 @@ class Report:
     duplicated: int = 0
     mismatched: int = 0
     faults: list[str] = field(default_factory=list)
+    # (monotonic time sent, seconds to the last reply) of each pipelined batch.
+    batches: list[tuple[float, float]] = field(default_factory=list)
+    # When the database restart began and ended (monotonic), if there was one.
+    restart: tuple[float, float] | None = None
     before: Resources | None = None
     after: Resources | None = None
 
@@ -88,6 +92,24 @@ class Report:
         self.lost += other.lost
         self.duplicated += other.duplicated
         self.mismatched += other.mismatched
+        self.batches += other.batches
+
+    def p99_ms(self, start: float | None = None, end: float | None = None) -> float | None:
+        """Return the p99 batch round trip (ms) of batches sent within [start, end]."""
+        times = sorted(
+            seconds
+            for sent, seconds in self.batches
+            if (start is None or sent >= start) and (end is None or sent <= end)
+        )
+        if not times:
+            return None
+        return 1000 * times[min(len(times) - 1, int(0.99 * len(times)))]
+
+    def p99_during_restart_ms(self) -> float | None:
+        """Return the p99 of batches sent while the database restarted (and 1 s after)."""
+        if self.restart is None:
+            return None
+        return self.p99_ms(self.restart[0], self.restart[1] + 1.0)
 
 
 def _settled_fds(pid: int, timeout: float = 5.0) -> int:
@@ -119,6 +141,7 @@ def _client(path: str, k: int, stop: threading.Event, report: Report) -> None:
     with RawClient(path, timeout=60) as client:
         while not stop.is_set():
             outstanding: dict[str, str] = {}
+            batch_sent = time.monotonic()
             for _ in range(PIPELINE):
                 serial += 1
                 method, params = _pick(rng)
@@ -146,6 +169,7 @@ def _client(path: str, k: int, stop: threading.Event, report: Report) -> None:
                     report.errors[reply["error"]["code"]] += 1
                 else:
                     report.ok += 1
+            report.batches.append((batch_sent, time.monotonic() - batch_sent))
 
 
 def _quiesce(daemon: Daemon, timeout: float = 30.0) -> None:
@@ -159,8 +183,14 @@ def _quiesce(daemon: Daemon, timeout: float = 30.0) -> None:
     raise AssertionError("the daemon did not settle after the load")
 
 
-def run_load(daemon: Daemon, server: MariaDB, duration: float, faults: bool = True) -> Report:
-    """Run CLIENTS clients for *duration* seconds, injecting faults on a schedule."""
+FAULTS = ("kill", "restart")
+
+
+def run_load(
+    daemon: Daemon, server: MariaDB, duration: float, faults: tuple[str, ...] = FAULTS
+) -> Report:
+    """Run CLIENTS clients for *duration* seconds, injecting *faults* on a schedule:
+    ``kill`` (every DB session KILLed at a quarter), ``restart`` (MariaDB at half)."""
     warm = Report()
     warm_stop = threading.Event()
     warm_thread = threading.Thread(target=_client, args=(daemon.socket, 99, warm_stop, warm))
@@ -180,7 +210,8 @@ def run_load(daemon: Daemon, server: MariaDB, duration: float, faults: bool = Tr
     started = time.monotonic()
     for thread in threads:
         thread.start()
-    schedule = [(0.25, "kill DB sessions"), (0.5, "restart MariaDB")] if faults else []
+    schedule = [(0.25, "kill DB sessions")] if "kill" in faults else []
+    schedule += [(0.5, "restart MariaDB")] if "restart" in faults else []
     for at, fault in schedule:
         pause = started + at * duration - time.monotonic()
         if pause > 0:
@@ -191,9 +222,14 @@ def run_load(daemon: Daemon, server: MariaDB, duration: float, faults: bool = Tr
                 f"t={time.monotonic() - started:.1f}s: KILL {len(killed)} sessions"
             )
         else:
+            began = time.monotonic()
             server.stop()
             server.start()
-            report.faults.append(f"t={time.monotonic() - started:.1f}s: MariaDB restarted")
+            report.restart = (began, time.monotonic())
+            report.faults.append(
+                f"t={began - started:.1f}s: MariaDB restarted "
+                f"(down {report.restart[1] - began:.1f} s)"
+            )
     remaining = started + duration - time.monotonic()
     if remaining > 0:
         stop.wait(remaining)
@@ -222,18 +258,12 @@ def sigkill_and_restart(daemon: Daemon, env: dict[str, str]) -> tuple[Daemon, bo
 # -- the long run, as a script -------------------------------------------------
 
 
-def _markdown(report: Report, restart_ok: bool, rss_bound_kib: int) -> str:
+def _table(report: Report) -> list[str]:
     before, after = report.before, report.after
     assert before is not None and after is not None
     answered = report.ok + sum(report.errors.values())
-    lines = [
-        "# Reliability: faults under load",
-        "",
-        f"{CLIENTS} clients, each pipelining {PIPELINE} requests at a time, called the daemon",
-        f"for {report.duration:.0f} s on a throwaway MariaDB (CONN_MAX_AGE=60, 4 workers).",
-        "The mix: 45% ORM read, 15% ORM write, 20% no-DB call, 10% `rpc.ping`,",
-        "10% a handler that raises. Faults injected during the run:",
-        "",
+    during = report.p99_during_restart_ms()
+    return [
         *[f"- {fault}" for fault in report.faults],
         "",
         "| requests | count |",
@@ -248,6 +278,8 @@ def _markdown(report: Report, restart_ok: bool, rss_bound_kib: int) -> str:
         f"| **lost (no reply)** | **{report.lost}** |",
         f"| duplicated replies | {report.duplicated} |",
         f"| replies with an unknown id | {report.mismatched} |",
+        f"| p99 of a pipelined batch, whole run | {_ms(report.p99_ms())} |",
+        f"| p99 of a batch sent during the restart (and 1 s after) | {_ms(during)} |",
         "",
         "| daemon resources | before the load | after the load | bound |",
         "|---|---|---|---|",
@@ -255,15 +287,39 @@ def _markdown(report: Report, restart_ok: bool, rss_bound_kib: int) -> str:
         f"| threads | {before.threads} | {after.threads} | no growth |",
         f"| DB server sessions | {before.db_sessions} | {after.db_sessions} | at most 4 (workers) |",
         f"| RSS | {before.rss_kib / 1024:.1f} MiB | {after.rss_kib / 1024:.1f} MiB "
-        f"| +{rss_bound_kib / 1024:.0f} MiB |",
+        f"| +{RSS_BOUND_KIB / 1024:.0f} MiB |",
         "",
+    ]
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} ms"
+
+
+def _markdown(runs: list[tuple[str, Report]], restart_ok: bool, command: str) -> str:
+    duration = runs[0][1].duration
+    lines = [
+        "# Reliability: faults under load",
+        "",
+        f"{CLIENTS} clients, each pipelining {PIPELINE} requests at a time, called the daemon",
+        f"for {duration:.0f} s on a throwaway MariaDB (CONN_MAX_AGE=60, 4 workers).",
+        "The mix: 45% ORM read, 15% ORM write, 20% no-DB call, 10% `rpc.ping`,",
+        "10% a handler that raises. A KILL of every session fails the statements it",
+        "interrupts (-32001, never retried: they may have run); a restart makes connects",
+        "fail, and with `DB_UNAVAILABLE_WAIT` those requests wait for the server instead.",
+        "",
+    ]
+    for title, report in runs:
+        lines += [f"## {title}", "", *_table(report)]
+    lines += [
         f"SIGKILL of the daemon, then a restart on the same path: stale socket removed "
         f"and clients served: {'yes' if restart_ok else 'NO'}.",
         "",
         f"Run on a {os.cpu_count()}-core machine ({platform.machine()}), Python "
         f"{platform.python_version()}, {time.strftime('%Y-%m-%d')}, with",
-        "`.venv/bin/python -m tests.reliability --duration 60 --write docs/reliability.md`.",
-        "The same scenario runs for a few seconds in the test suite (`tests/test_reliability.py`).",
+        f"`{command}`.",
+        "The same scenario runs for a few seconds in the test suite (`tests/test_reliability.py`,",
+        "`tests/test_dbwait.py`).",
         "",
     ]
     return "\n".join(lines)
@@ -272,11 +328,32 @@ def _markdown(report: Report, restart_ok: bool, rss_bound_kib: int) -> str:
 RSS_BOUND_KIB = 16 * 1024
 
 
+def _run(
+    server: MariaDB, base: Path, duration: float, faults: tuple[str, ...], wait: float
+) -> tuple[Daemon, Report]:
+    env = {
+        "DATABASE_URL": server.url(),
+        "TEST_CONN_MAX_AGE": "60",
+        **socketsvc_settings(base / f"wait-{wait:g}.json", DB_UNAVAILABLE_WAIT=wait),
+    }
+    daemon = Daemon(str(base / "s.sock"), env).start()
+    return daemon, run_load(daemon, server, duration, faults)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", type=float, default=60.0)
+    parser.add_argument(
+        "--faults", default="kill,restart", help="comma-separated: kill, restart (default both)"
+    )
+    parser.add_argument(
+        "--compare-without-wait",
+        action="store_true",
+        help="run the load a second time with DB_UNAVAILABLE_WAIT=0 and show both",
+    )
     parser.add_argument("--write", type=Path, help="write the markdown table here")
     args = parser.parse_args()
+    faults = tuple(name for name in args.faults.split(",") if name)
 
     base = Path(tempfile.mkdtemp(prefix="rel", dir="/tmp"))
     server = MariaDB(base / "db")
@@ -285,16 +362,22 @@ def main() -> int:
         server.install()
         server.start()
         migrate(server)
+        daemon, report = _run(server, base, args.duration, faults, 5.0)
+        runs = [("DB_UNAVAILABLE_WAIT=5 (the default)", report)]
+        if args.compare_without_wait:
+            daemon.stop()
+            daemon, bare = _run(server, base, args.duration, faults, 0.0)
+            runs.append(("DB_UNAVAILABLE_WAIT=0 (no waiting)", bare))
         env = {"DATABASE_URL": server.url(), "TEST_CONN_MAX_AGE": "60"}
-        daemon = Daemon(str(base / "s.sock"), env).start()
-        report = run_load(daemon, server, args.duration)
         daemon, restart_ok = sigkill_and_restart(daemon, env)
-        text = _markdown(report, restart_ok, RSS_BOUND_KIB)
+        command = "python -m tests.reliability " + " ".join(sys.argv[1:])
+        text = _markdown(runs, restart_ok, command)
         print(text)
-        print(json.dumps({"errors": dict(report.errors)}), file=sys.stderr)
+        print(json.dumps({title: dict(run.errors) for title, run in runs}), file=sys.stderr)
         if args.write:
             args.write.write_text(text)
-        return 0 if report.lost == 0 and report.unexpected_errors == 0 else 1
+        clean = all(run.lost == 0 and run.unexpected_errors == 0 for _, run in runs)
+        return 0 if clean else 1
     finally:
         if daemon is not None:
             daemon.kill()

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from socketsvc.client import ServiceUnavailable, call_with, close_connections
-from tests.daemon import Daemon, socketsvc_settings
+from tests.daemon import Daemon, RawClient, socketsvc_settings
 from tests.notify import NotifySocket
 from tests.waiting import poll
 
@@ -217,11 +217,52 @@ def test_the_watchdog_stops_while_a_worker_process_is_stopped(
     assert '"event": "worker_process_unresponsive"' in daemon.log()
 
 
-def _no_ping_for(notify: NotifySocket, seconds: float) -> bool:
-    """Return True if no WATCHDOG=1 came for *seconds*."""
+def test_the_watchdog_stops_while_a_worker_process_is_stalled(
+    two_processes, notify_socket: NotifySocket, gate
+):
+    """A worker whose only handler thread is stuck, with a call waiting behind it, keeps
+    turning its loop (and sending STATUS=) but stops pinging: the master stops feeding the
+    watchdog until the handler returns."""
+    daemon = two_processes(
+        "--workers",
+        "1",
+        env={"NOTIFY_SOCKET": notify_socket.path, "WATCHDOG_USEC": "400000"},
+        STALL_TIMEOUT=0.5,
+    )
+    notify_socket.wait_for("READY=1")
+    with RawClient(daemon.socket) as stuck:
+        stuck.request({"jsonrpc": "2.0", "method": "testapp.hold", "params": [gate.path], "id": 1})
+        gate.wait_for(1)
+        stuck.request({"jsonrpc": "2.0", "method": "testapp.add", "params": [1, 1], "id": 2})
+        # rpc.ping, answered by the stalled worker's loop, keeps changing its STATUS= line.
+        pings = 0
+
+        def ping() -> None:
+            nonlocal pings
+            pings += 1
+            stuck.request({"jsonrpc": "2.0", "method": "rpc.ping", "id": 100 + pings})
+
+        deadline = time.monotonic() + 15
+        silent = False
+        while not silent and time.monotonic() < deadline:
+            silent = _no_ping_for(notify_socket, 1.0, between=ping)
+        assert silent, "the watchdog was still fed with a worker stalled"
+        gate.open()
+        replies = {reply["id"]: reply for reply in (stuck.reply() for _ in range(2 + pings))}
+        assert replies[1]["result"] == "released"
+        assert replies[2]["result"] == 2
+    notify_socket.wait_for("WATCHDOG=1", timeout=10)
+
+
+def _no_ping_for(
+    notify: NotifySocket, seconds: float, between: Callable[[], None] | None = None
+) -> bool:
+    """Return True if no WATCHDOG=1 came for *seconds* (calling *between* every 0.3 s)."""
     until = time.monotonic() + seconds
     while (left := until - time.monotonic()) > 0:
-        fields = notify.receive(left)
+        if between is not None:
+            between()
+        fields = notify.receive(min(left, 0.3))
         if fields and "WATCHDOG=1" in fields:
             return False
     return True

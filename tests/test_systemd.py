@@ -210,8 +210,12 @@ def test_notify_to_an_abstract_socket(short_tmp, sock_path, sqlite_url, daemons)
         listener.close()
 
 
-def test_ready_waits_for_the_database(notify_socket, private_mariadb, short_tmp, daemons):
-    """With MariaDB down the daemon serves pings but is not READY; READY=1 follows its return."""
+def test_ready_comes_while_the_database_is_down_and_status_says_so(
+    notify_socket, private_mariadb, short_tmp, daemons
+):
+    """With MariaDB down the daemon is up and serves (calls wait for the database, then get
+    -32001): READY=1 comes at once, STATUS= and rpc.status name the database as unavailable;
+    once it is back, rpc.status says ready and available."""
     private_mariadb.stop()
     daemon = Daemon(
         str(short_tmp / "d.sock"),
@@ -219,11 +223,14 @@ def test_ready_waits_for_the_database(notify_socket, private_mariadb, short_tmp,
     )
     daemons.append(daemon)
     daemon.start()
-    assert daemon.call("rpc.status")["ready"] is False
-    assert notify_socket.receive(1.0) is None
+    ready = notify_socket.wait_for("READY=1", timeout=30)[-1]
+    assert any(f.startswith("STATUS=") and "database default unavailable" in f for f in ready)
+    status = daemon.call("rpc.status")
+    assert status["ready"] is False
+    assert status["databases"]["default"]["available"] is False
     private_mariadb.start()
-    notify_socket.wait_for("READY=1", timeout=30)
-    assert daemon.call("rpc.status")["ready"] is True
+    poll(lambda: daemon.call("rpc.status")["ready"], why=daemon.log)
+    assert daemon.call("rpc.status")["databases"]["default"] == {"available": True}
 
 
 def test_sighup_rereads_settings_without_dropping_requests(

@@ -19,10 +19,11 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
+from django.db import connections
 from django.utils import timezone
 from structlog.contextvars import bound_contextvars
 
-from .. import backends
+from .. import backends, dbwait
 from ..lifecycle import request_scope
 from ..models import TaskRecord, TaskStatus
 from . import store
@@ -34,6 +35,8 @@ from .runtime import Running, set_running
 log = structlog.get_logger("socketsvc.tasks")
 
 _WRITE_RETRY_FIRST, _WRITE_RETRY_MAX = 0.2, 5.0
+# A task that could not start (its database down) is tried again this much later.
+_UNSTARTED_RETRY = 1.0
 
 
 @dataclass
@@ -44,10 +47,14 @@ class Ending:
     return_value: Any = None
     error: dict[str, str] | None = None
     retry_in: float | None = None
+    # Never started: its database was down; back to READY, the attempt not counted.
+    unstarted: bool = False
 
     @property
     def outcome(self) -> str:
         """Return ``ok``, ``retry`` or ``failed`` for the log line."""
+        if self.unstarted:
+            return "waits_for_database"
         if self.retry_in is not None:
             return "retry"
         return "ok" if self.status == TaskStatus.SUCCESSFUL else "failed"
@@ -109,6 +116,8 @@ class Executor:
         set_running(running)
         try:
             with request_scope(self._check_idle_after()):
+                if not self._database_reachable():
+                    return Ending(TaskStatus.READY, retry_in=_UNSTARTED_RETRY, unstarted=True)
                 if task.takes_context:
                     value = task.call(
                         TaskContext(task_result=result), *record.args, **record.kwargs
@@ -125,9 +134,38 @@ class Executor:
         finally:
             set_running(None)
 
+    def _database_reachable(self) -> bool:
+        """Return False if the task's database is down and stays down for the whole wait.
+
+        Only when an outage is already known: the run then waits for the
+        database (:mod:`socketsvc.dbwait`) before it starts, and if it is still
+        unreachable the task goes back to READY without using an attempt.
+        """
+        if not dbwait.outage(self.database).down:
+            return True
+        try:
+            connections[self.database].ensure_connection()
+        except Exception as exc:
+            if backends.is_connection_error(exc):
+                return False
+            raise
+        return True
+
     def _record(
         self, record: TaskRecord, ending: Ending, task: Task[Any, Any] | None, started: float
     ) -> None:
+        if ending.unstarted:
+            later = timezone.now() + timedelta(seconds=ending.retry_in or 0.0)
+            self._write(lambda: store.put_back(record, self.worker_id, later, self.database))
+            log.warning(
+                "task",
+                task_id=record.id,
+                task=record.task_path,
+                queue=record.queue_name,
+                outcome=ending.outcome,
+                retry_in=ending.retry_in,
+            )
+            return
         retry_at = None
         if ending.retry_in is not None:
             retry_at = timezone.now() + timedelta(seconds=ending.retry_in)

@@ -181,6 +181,27 @@ def finish(
         return locked
 
 
+def put_back(
+    record: TaskRecord, worker_id: str, retry_at: datetime, using: str
+) -> TaskRecord | None:
+    """Return a run that never started to READY, its attempt not counted; False if not ours."""
+    worker_ids = record.worker_ids[:-1]
+    done = statements.update_row(
+        using,
+        {
+            "status": READY,
+            "claimed_by": "",
+            "available_at": retry_at,
+            "worker_ids": worker_ids,
+        },
+        {"id": record.id, "status": RUNNING, "claimed_by": worker_id},
+    )
+    if not done:
+        return None
+    record.status, record.claimed_by, record.worker_ids = READY, "", worker_ids
+    return record
+
+
 def request_cancel(record_id: str, reason: dict[str, str], using: str) -> TaskRecord:
     """Ask for a task to stop: a READY one fails at once, a RUNNING one is flagged.
 

@@ -4,22 +4,31 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('shop', '0004_demo_suppliers'),
+        ("shop", "0004_demo_suppliers"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='LowStockReport',
+            name="LowStockReport",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('products_checked', models.PositiveIntegerField()),
-                ('low_on_stock', models.JSONField(default=list, help_text='SKUs at or below their reorder level.')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("products_checked", models.PositiveIntegerField()),
+                (
+                    "low_on_stock",
+                    models.JSONField(
+                        default=list, help_text="SKUs at or below their reorder level."
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
     ]

@@ -42,6 +42,7 @@ def _describe(result: Any) -> dict[str, Any]:
         "last_attempted_at": result.last_attempted_at,
         "queue_name": result.task.queue_name,
         "priority": result.task.priority,
+        "run_after": result.task.run_after,
         "args": result.args,
         "kwargs": result.kwargs,
     }

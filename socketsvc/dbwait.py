@@ -1,0 +1,248 @@
+"""Riding out a database that cannot be reached: connects wait, bounded, on a shared backoff.
+
+A restart of the database server, a failover or a pooler's restart makes
+every connect fail for a second or two. A failed *connect* has sent no
+statement, so connecting again later can never run anything twice: when
+opening a connection fails with a "cannot reach the server" error, the work
+(a request, a task, the daemon's own bookkeeping) waits and tries again, for
+up to ``DB_UNAVAILABLE_WAIT`` seconds, before the error goes on (-32001 for a
+request, as without waiting). A statement that fails on an open connection is
+never retried: this is only about opening one.
+
+While a database alias is down, the waiting is shared: one :class:`Outage`
+per alias holds a capped exponential backoff (50 ms doubling to 1 s), and at
+each step one waiting thread tries to connect while the others wait for its
+outcome, so N waiting requests make one connect attempt per step, not N. The
+start and the end of an outage are one log line each (the end with its
+duration, how many requests waited and how many attempts it took), and
+:func:`status` is what ``rpc.status`` and ``STATUS=`` say about it.
+
+The waiting is installed on a connection wrapper by :func:`make_patient`
+(the request lifecycle does it for every alias of the thread): it wraps the
+wrapper's ``ensure_connection``, the one place Django opens a connection.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+from . import backends
+
+log = structlog.get_logger("socketsvc.dbwait")
+
+FIRST_DELAY = 0.05
+MAX_DELAY = 1.0
+_PATIENT = "_socketsvc_patient"
+
+_settings = {"wait": 5.0}
+_outages: dict[str, Outage] = {}
+_registry_lock = threading.Lock()
+
+
+def configure(wait: float) -> None:
+    """Set how long a connect may wait for its database (``DB_UNAVAILABLE_WAIT``; 0: never)."""
+    _settings["wait"] = max(0.0, float(wait))
+
+
+def wait_seconds() -> float:
+    """Return the configured ``DB_UNAVAILABLE_WAIT``."""
+    return _settings["wait"]
+
+
+class Outage:
+    """One database alias's availability, and the backoff its waiting connects share."""
+
+    def __init__(self, alias: str) -> None:
+        self.alias = alias
+        self._cond = threading.Condition()
+        self.down = False
+        self.since = 0.0
+        self.since_wall: datetime | None = None
+        self.error = ""
+        self.last: BaseException | None = None
+        self.delay = FIRST_DELAY
+        self.next_attempt = 0.0
+        self.attempting = False
+        self.attempts = 0
+        self.waiting = 0
+        self.waited = 0
+
+    def began(self, exc: BaseException) -> None:
+        """A connect failed: the alias is down (if it was not already)."""
+        with self._cond:
+            self.attempting = False
+            self.last = exc
+            if self.down:
+                self._schedule()
+                return
+            self.down = True
+            self.since = time.monotonic()
+            self.since_wall = datetime.now(UTC)
+            self.error = backends.describe_code(exc) or type(exc).__name__
+            self.delay = FIRST_DELAY / 2
+            self.attempts = 1
+            self.waited = 0
+            self._schedule()
+        log.warning(
+            "database_unavailable",
+            alias=self.alias,
+            error=self.error,
+            detail=str(exc),
+            wait_s=wait_seconds(),
+            hint="requests wait for it (DB_UNAVAILABLE_WAIT), then get -32001",
+        )
+
+    def _schedule(self) -> None:
+        self.delay = min(self.delay * 2, MAX_DELAY)
+        self.next_attempt = time.monotonic() + self.delay
+        self._cond.notify_all()
+
+    def failed(self, exc: BaseException) -> None:
+        """This thread's attempt failed: the next one waits a longer step."""
+        with self._cond:
+            self.attempts += 1
+        self.began(exc)
+
+    def ended(self) -> None:
+        """A connect succeeded: the alias is up again."""
+        with self._cond:
+            self.attempting = False
+            if not self.down:
+                return
+            self.down = False
+            duration = time.monotonic() - self.since
+            waited, attempts = self.waited, self.attempts
+            self._cond.notify_all()
+        log.warning(
+            "database_available_again",
+            alias=self.alias,
+            outage_s=round(duration, 3),
+            requests_waited=waited,
+            connect_attempts=attempts,
+        )
+
+    def take_turn(self, deadline: float) -> bool:
+        """Wait until this thread may try to connect; False once *deadline* passed."""
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                if not self.down:
+                    return True
+                if not self.attempting and now >= self.next_attempt:
+                    self.attempting = True
+                    return True
+                if now >= deadline:
+                    return False
+                until = deadline if self.attempting else min(self.next_attempt, deadline)
+                self._cond.wait(max(0.001, until - now))
+
+    def joined(self) -> None:
+        """A unit of work starts waiting for this alias."""
+        with self._cond:
+            self.waiting += 1
+            self.waited += 1
+
+    def left(self) -> None:
+        """A unit of work stops waiting (connected, or gave up)."""
+        with self._cond:
+            self.waiting -= 1
+
+    def describe(self) -> dict[str, Any]:
+        """Return this alias's part of ``rpc.status``."""
+        with self._cond:
+            if not self.down:
+                return {"available": True}
+            return {
+                "available": False,
+                "since": self.since_wall.isoformat() if self.since_wall else None,
+                "for_s": round(time.monotonic() - self.since, 3),
+                "error": self.error,
+                "waiting": self.waiting,
+                "connect_attempts": self.attempts,
+            }
+
+
+def outage(alias: str) -> Outage:
+    """Return the shared state of *alias*."""
+    found = _outages.get(alias)
+    if found is None:
+        with _registry_lock:
+            found = _outages.setdefault(alias, Outage(alias))
+    return found
+
+
+def status() -> dict[str, dict[str, Any]]:
+    """Return every alias this process connected to, available or not."""
+    return {alias: state.describe() for alias, state in sorted(_outages.items())}
+
+
+def unavailable() -> list[str]:
+    """Return the aliases that are down now."""
+    return [alias for alias, state in sorted(_outages.items()) if state.down]
+
+
+def _same_error(exc: BaseException | None) -> BaseException:
+    """Return a fresh copy of the outage's last connect error, for a waiter that never tried."""
+    if exc is None:  # pragma: no cover - an outage always has its error
+        from django.db import OperationalError
+
+        return OperationalError("the database is unavailable")
+    copy = type(exc)(*exc.args)
+    copy.__cause__ = exc.__cause__
+    return copy
+
+
+def make_patient(conn: BaseDatabaseWrapper) -> None:
+    """Have *conn* wait out an unreachable server when it opens a connection (once per wrapper)."""
+    if getattr(conn, _PATIENT, False):
+        return
+    original: Callable[[], None] = conn.ensure_connection
+
+    def ensure_connection() -> None:
+        if conn.connection is not None:
+            original()
+            return
+        _connect_patiently(conn.alias, original)
+
+    conn.ensure_connection = ensure_connection  # type: ignore[method-assign]
+    setattr(conn, _PATIENT, True)
+
+
+def _connect_patiently(alias: str, connect: Callable[[], None]) -> None:
+    state = outage(alias)
+    if not state.down:
+        try:
+            connect()
+        except Exception as exc:
+            if wait_seconds() <= 0 or not backends.is_connection_error(exc):
+                raise
+            state.began(exc)
+            last = exc
+        else:
+            return
+    else:
+        last = None
+    deadline = time.monotonic() + wait_seconds()
+    state.joined()
+    try:
+        while state.take_turn(deadline):
+            try:
+                connect()
+            except Exception as exc:
+                if not backends.is_connection_error(exc):
+                    raise
+                state.failed(exc)
+                last = exc
+                continue
+            state.ended()
+            return
+        raise last if last is not None else _same_error(state.last)
+    finally:
+        state.left()

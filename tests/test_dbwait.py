@@ -1,0 +1,150 @@
+"""Riding out an unreachable database: requests wait (bounded) for it, on a shared backoff.
+
+Real daemons, a throwaway MariaDB stopped and started under them, and a TCP
+listener that stands in for a server refusing every connection at the
+handshake, counting the connect attempts from the server's side.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from socketsvc.client import RemoteError, call_with, close_connections
+from socketsvc.protocol import DATABASE_UNAVAILABLE
+from tests.daemon import socketsvc_settings
+from tests.waiting import poll
+
+
+def _count_notes(socket_path: str) -> tuple[object, float]:
+    """Call a handler that needs the database; return (result or error code, seconds)."""
+    started = time.monotonic()
+    try:
+        return call_with("testapp.count_notes", {}, socket=socket_path, timeout=30), (
+            time.monotonic() - started
+        )
+    except RemoteError as exc:
+        return exc.code, time.monotonic() - started
+    finally:
+        close_connections()
+
+
+def test_a_request_waits_for_a_restarting_database_and_succeeds(private_mariadb, start_daemon):
+    """MariaDB down while a request arrives: the request waits, rpc.status says the alias is
+    unavailable (since when, who waits), and once MariaDB is back the request succeeds; the
+    outage is one log line at its start and one at its end."""
+    daemon = start_daemon(private_mariadb.url(), conn_max_age="60")
+    assert daemon.call("testapp.count_notes") == 0
+    private_mariadb.stop()
+    outcome: list[tuple[object, float]] = []
+    caller = threading.Thread(target=lambda: outcome.append(_count_notes(daemon.socket)))
+    caller.start()
+    try:
+        down = poll(
+            lambda: (
+                (d := daemon.call("rpc.status")["databases"]["default"])["available"] is False
+                and d["waiting"] >= 1
+                and d
+            )
+        )
+        assert down["since"] is not None
+        assert down["error"] == "MySQL error 2002" or down["error"].startswith("MySQL error")
+    finally:
+        private_mariadb.start()
+        caller.join(30)
+    assert outcome and outcome[0][0] == 0, outcome
+    assert daemon.call("rpc.status")["databases"]["default"] == {"available": True}
+    events = [e for e in daemon.log_events() if e["event"].startswith("database_")]
+    assert [e["event"] for e in events if e["event"] != "database_reachable"] == [
+        "database_unavailable",
+        "database_available_again",
+    ]
+    assert events[-1]["requests_waited"] >= 1
+
+
+def test_without_the_wait_a_request_fails_at_once(private_mariadb, start_daemon, short_tmp):
+    """DB_UNAVAILABLE_WAIT=0: with MariaDB down a request gets -32001 without waiting."""
+    settings = socketsvc_settings(short_tmp / "nowait.json", DB_UNAVAILABLE_WAIT=0)
+    daemon = start_daemon(private_mariadb.url(), conn_max_age="60", **settings)
+    private_mariadb.stop()
+    try:
+        code, seconds = _count_notes(daemon.socket)
+    finally:
+        private_mariadb.start()
+    assert code == DATABASE_UNAVAILABLE
+    assert seconds < 1.0
+
+
+class Refuser:
+    """A TCP listener that accepts each connection and closes it at once, counting them:
+    a database server that refuses everyone at the handshake, seen from its side."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            self.accepted += 1
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.sock.close()
+
+
+@pytest.fixture
+def refuser():
+    server = Refuser()
+    yield server
+    server.close()
+
+
+def test_an_outage_longer_than_the_wait_costs_one_connect_per_backoff_step(
+    refuser, start_daemon, short_tmp
+):
+    """Eight requests at once to a database that refuses every connection: each gets -32001
+    after about DB_UNAVAILABLE_WAIT (2 s), the daemon stays up, and the server sees a connect
+    attempt per backoff step, not one per request per step."""
+    settings = socketsvc_settings(short_tmp / "wait.json", DB_UNAVAILABLE_WAIT=2)
+    url = f"mysql://root@127.0.0.1:{refuser.port}/socketsvc_test"
+    daemon = start_daemon(url, ready=False, **settings)
+    poll(
+        lambda: daemon.call("rpc.status")["databases"].get("default", {}).get("available") is False
+    )
+    before = refuser.accepted
+    barrier = threading.Barrier(8)
+    outcomes: list[tuple[object, float]] = []
+
+    def one() -> None:
+        barrier.wait()
+        outcomes.append(_count_notes(daemon.socket))
+
+    callers = [threading.Thread(target=one) for _ in range(8)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join(30)
+    attempts = refuser.accepted - before
+    assert [code for code, _ in outcomes] == [DATABASE_UNAVAILABLE] * 8
+    assert all(1.5 <= seconds <= 5.0 for _, seconds in outcomes), outcomes
+    # 50 ms doubling to 1 s within 2 s: 5 steps; the readiness probe may add two of its own.
+    # Each request trying on its own would have made about 40.
+    assert attempts <= 10, attempts
+    assert daemon.call("rpc.ping") == "pong"
+    assert daemon.process.poll() is None
