@@ -187,7 +187,11 @@ FAULTS = ("kill", "restart")
 
 
 def run_load(
-    daemon: Daemon, server: MariaDB, duration: float, faults: tuple[str, ...] = FAULTS
+    daemon: Daemon,
+    server: MariaDB,
+    duration: float,
+    faults: tuple[str, ...] = FAULTS,
+    restart_pause: float = 0.0,
 ) -> Report:
     """Run CLIENTS clients for *duration* seconds, injecting *faults* on a schedule:
     ``kill`` (every DB session KILLed at a quarter), ``restart`` (MariaDB at half)."""
@@ -224,6 +228,7 @@ def run_load(
         else:
             began = time.monotonic()
             server.stop()
+            stop.wait(restart_pause)  # a slower restart, or a failover
             server.start()
             report.restart = (began, time.monotonic())
             report.faults.append(
@@ -328,8 +333,13 @@ def _markdown(runs: list[tuple[str, Report]], restart_ok: bool, command: str) ->
 RSS_BOUND_KIB = 16 * 1024
 
 
-def _run(
-    server: MariaDB, base: Path, duration: float, faults: tuple[str, ...], wait: float
+def _run(  # noqa: PLR0917
+    server: MariaDB,
+    base: Path,
+    duration: float,
+    faults: tuple[str, ...],
+    wait: float,
+    pause: float,
 ) -> tuple[Daemon, Report]:
     env = {
         "DATABASE_URL": server.url(),
@@ -337,7 +347,7 @@ def _run(
         **socketsvc_settings(base / f"wait-{wait:g}.json", DB_UNAVAILABLE_WAIT=wait),
     }
     daemon = Daemon(str(base / "s.sock"), env).start()
-    return daemon, run_load(daemon, server, duration, faults)
+    return daemon, run_load(daemon, server, duration, faults, pause)
 
 
 def main() -> int:
@@ -345,6 +355,12 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument(
         "--faults", default="kill,restart", help="comma-separated: kill, restart (default both)"
+    )
+    parser.add_argument(
+        "--restart-pause",
+        type=float,
+        default=0.0,
+        help="seconds MariaDB stays down during the restart (default: a plain restart)",
     )
     parser.add_argument(
         "--compare-without-wait",
@@ -362,11 +378,11 @@ def main() -> int:
         server.install()
         server.start()
         migrate(server)
-        daemon, report = _run(server, base, args.duration, faults, 5.0)
+        daemon, report = _run(server, base, args.duration, faults, 5.0, args.restart_pause)
         runs = [("DB_UNAVAILABLE_WAIT=5 (the default)", report)]
         if args.compare_without_wait:
             daemon.stop()
-            daemon, bare = _run(server, base, args.duration, faults, 0.0)
+            daemon, bare = _run(server, base, args.duration, faults, 0.0, args.restart_pause)
             runs.append(("DB_UNAVAILABLE_WAIT=0 (no waiting)", bare))
         env = {"DATABASE_URL": server.url(), "TEST_CONN_MAX_AGE": "60"}
         daemon, restart_ok = sigkill_and_restart(daemon, env)
