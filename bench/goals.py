@@ -128,13 +128,22 @@ def task_checks(tasks: TaskResults) -> list[Check]:
             True,
         )
     )
+    ours_names = [s.name for s in tasks.systems if s.backend == "socketsvc"]
+    for name in ours_names:
+        found += _rate_checks(tasks, name, len(ours_names) > 1)
+    return found
+
+
+def _rate_checks(tasks: TaskResults, name: str, named: bool) -> list[Check]:
+    found: list[Check] = []
+    label = f" ({name})" if named else ""
     for producers in tasks.producers:
-        ours = tasks.median("socketsvc", f"tps{producers}")
+        ours = tasks.median(name, f"tps{producers}")
         for other, limit in TASK_RATE_VS:
             theirs = tasks.median(other, f"tps{producers}")
             found.append(
                 Check(
-                    f"task: tasks/s, {producers} producer{'s' if producers > 1 else ''}, "
+                    f"task: tasks/s{label}, {producers} producer{'s' if producers > 1 else ''}, "
                     f"≥ {limit:g} x {other}",
                     f"{fmt(ours, 0)} vs {fmt(theirs, 0)} /s",
                     ratio(ours, theirs),

@@ -7,7 +7,8 @@ executors, one per core of the 2-core machine the figures are published for
 (socketsvc's default ``TASK_WORKERS=2``):
 
 * ``socketsvc``: one ``manage.py runsocketservice`` daemon, 2 task threads,
-  woken over its socket by every enqueue;
+  woken over its socket by every enqueue; ``socketsvc-2p`` the same with
+  ``--processes 2`` (2 task threads in each worker process);
 * ``db_worker``, ``db_worker-0``: two ``manage.py db_worker`` processes
   (django-tasks-db; one task at a time each) with the default ``--interval``
   (1 s) and with ``--interval 0``;
@@ -55,6 +56,12 @@ def systems(full: bool) -> list[TaskSystem]:
     if full:
         found += [
             TaskSystem(
+                "socketsvc-2p",
+                "socketsvc daemon with --processes 2, woken over its socket",
+                "socketsvc",
+                f"{WORKERS} threads (TASK_WORKERS) in each of 2 worker processes",
+            ),
+            TaskSystem(
                 "db_worker",
                 "django-tasks-db db_worker, default --interval (1 s)",
                 "db",
@@ -88,7 +95,8 @@ def systems(full: bool) -> list[TaskSystem]:
 def _command(system: TaskSystem) -> list[str]:
     """Return the command line of one of the system's worker processes."""
     if system.backend == "socketsvc":
-        return manage("runsocketservice")
+        processes = ["--processes", "2"] if system.name == "socketsvc-2p" else []
+        return manage("runsocketservice", *processes)
     if system.backend == "db":
         interval = ["--interval", "0"] if system.poll == 0 else []
         return manage("db_worker", "--queue-name", QUEUE, *interval)

@@ -178,7 +178,7 @@ def chart(tasks: TaskResults, path: Path) -> None:
 
     systems = list(reversed(tasks.systems))
     names = [s.name for s in systems]
-    colors = ["#1f77b4" if s.name == "socketsvc" else "#999999" for s in systems]
+    colors = ["#1f77b4" if s.name.startswith("socketsvc") else "#999999" for s in systems]
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 0.55 * len(names) + 1.8), sharey=True)
     p50 = [s.latency(0.5) or 0 for s in systems]
     p99 = [s.latency(0.99) or 0 for s in systems]
