@@ -8,6 +8,9 @@ pool's queue is full (backpressure). A job's outcome comes back through
 :meth:`Clients.job_done`. A connection closes when it has nothing more to do:
 its client left, it was refused, or (while draining) all it sent is answered.
 Everything here runs on the loop thread.
+
+(A little over 350 lines: reading, routing, writing and closing one
+connection share its state and its few invariants, which stay in one file.)
 """
 
 from __future__ import annotations

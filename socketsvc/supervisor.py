@@ -22,6 +22,11 @@ socket (see :mod:`socketsvc.processes`). The master
   pinged the master within its own watchdog period (a worker pings only while
   its handler threads make progress, so a wedged or stopped worker stops the
   watchdog and systemd restarts the service).
+
+Its length is one state machine: which worker serves each slot, which one
+replaces it (recycling, a reload's rotation), which are draining, and what
+each exit means depend on each other, and read best in one place; starting a
+process and hearing it are in :mod:`socketsvc.spawn`.
 """
 
 from __future__ import annotations
@@ -32,25 +37,19 @@ import os
 import selectors
 import shutil
 import signal
-import socket
-import struct
-import subprocess
-import sys
-import sysconfig
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from django.core.exceptions import ImproperlyConfigured
 
 from .conf import Config
 from .listener import Listener
 from .logconfig import reopen_log_files
-from .processes import ENVIRONMENT, WorkerInfo
+from .processes import WorkerInfo
 from .signals import SignalWatch
+from .spawn import Inbox, Worker, exit_reason, settings_module, start_process, worker_environment
 from .systemd import Notifier
 
 log = structlog.get_logger("socketsvc.supervisor")
@@ -65,60 +64,6 @@ START_TIMEOUT = 60.0
 YOUNG = 10.0
 BACKOFF_FIRST, BACKOFF_MAX = 0.1, 30.0
 _TICK = 0.25
-_CREDENTIALS = struct.Struct("3i")
-# The worker's command: the same Django project, its settings from the environment.
-_WORKER_MAIN = ("-m", "django", "runsocketservice")
-
-
-@dataclass
-class Worker:
-    """One worker process the master started."""
-
-    slot: int
-    process: subprocess.Popen[bytes]
-    started: float
-    ready: bool = False
-    last_ping: float = 0.0
-    retiring: bool = False
-    recycle: str | None = None
-    successor: Worker | None = None
-    replaces: Worker | None = None
-    reason: str = "start"
-    retired_at: float = 0.0
-    killed: bool = False
-
-    @property
-    def pid(self) -> int:
-        """Return the process id."""
-        return self.process.pid
-
-
-def _exit_reason(code: int) -> str:
-    if code < 0:
-        with contextlib.suppress(ValueError):
-            return f"killed by {signal.Signals(-code).name}"
-        return f"killed by signal {-code}"
-    return f"exit status {code}"
-
-
-def _inside(path: str, root: str) -> bool:
-    try:
-        return os.path.commonpath([path, root]) == root
-    except ValueError:
-        return False
-
-
-def _project_path() -> str:
-    """Return sys.path entries outside the interpreter's own, for the workers' PYTHONPATH."""
-    kinds = ("stdlib", "platstdlib", "purelib", "platlib")
-    roots = {os.path.abspath(sysconfig.get_path(kind)) for kind in kinds}
-    entries = []
-    for entry in sys.path:
-        path = os.path.abspath(entry or os.curdir)
-        if os.path.isdir(path) and not any(_inside(path, root) for root in roots):
-            entries.append(path)
-    inherited = os.environ.get("PYTHONPATH")
-    return os.pathsep.join([*dict.fromkeys(entries), *([inherited] if inherited else [])])
 
 
 class Supervisor:
@@ -133,14 +78,7 @@ class Supervisor:
         reload_config: Callable[[], Config] | None = None,
     ) -> None:
         self._reload_config = reload_config
-        from django.conf import settings
-
-        if not getattr(settings, "SETTINGS_MODULE", None):
-            raise ImproperlyConfigured(
-                "worker processes need a settings module (DJANGO_SETTINGS_MODULE): "
-                "settings.configure() cannot be passed to a new process"
-            )
-        self.settings_module: str = settings.SETTINGS_MODULE
+        self.settings_module = settings_module()
         self.listener = listener
         self.config = config
         self.overrides = {key: value for key, value in overrides.items() if value is not None}
@@ -161,11 +99,7 @@ class Supervisor:
         self._next_status = 0.0
         runtime = (os.environ.get("RUNTIME_DIRECTORY") or "").split(":")[0] or None
         self.shared_dir = tempfile.mkdtemp(prefix=f"socketsvc-{os.getpid()}-", dir=runtime)
-        self.notify_path = os.path.join(self.shared_dir, "notify")
-        self.inbox = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-        self.inbox.bind(self.notify_path)
-        self.inbox.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-        self.inbox.setblocking(False)
+        self.inbox = Inbox(os.path.join(self.shared_dir, "notify"))
 
     # -- running -------------------------------------------------------------------
 
@@ -216,29 +150,8 @@ class Supervisor:
             shared_dir=self.shared_dir,
             overrides=self.overrides,
         )
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if key not in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "WATCHDOG_PID")
-        }
-        env.update(
-            {
-                ENVIRONMENT: info.encode(),
-                "NOTIFY_SOCKET": self.notify_path,
-                "WATCHDOG_USEC": str(WORKER_WATCHDOG_USEC),
-                "DJANGO_SETTINGS_MODULE": self.settings_module,
-                "PYTHONPATH": _project_path(),
-            }
-        )
-        process = subprocess.Popen(
-            [sys.executable, *_WORKER_MAIN, *self.worker_args],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            pass_fds=(self.listener.fileno(),),
-            # Its own process group: a terminal's Ctrl-C reaches the master
-            # alone, which drains the workers in order.
-            process_group=0,
-        )
+        env = worker_environment(info, self.inbox.path, WORKER_WATCHDOG_USEC, self.settings_module)
+        process = start_process(info, env, self.worker_args)
         now = time.monotonic()
         worker = Worker(slot, process, now, last_ping=now, replaces=replaces, reason=reason)
         self.workers[process.pid] = worker
@@ -252,20 +165,10 @@ class Supervisor:
     # -- what workers say ------------------------------------------------------------
 
     def _on_message(self) -> None:
-        for _ in range(256):
-            try:
-                data, ancillary, _flags, _addr = self.inbox.recvmsg(
-                    4096, socket.CMSG_SPACE(_CREDENTIALS.size)
-                )
-            except (BlockingIOError, InterruptedError):
-                return
-            pid = 0
-            for level, kind, payload in ancillary:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
-                    pid = _CREDENTIALS.unpack(payload[: _CREDENTIALS.size])[0]
+        for pid, fields in self.inbox.receive():
             worker = self.workers.get(pid)
             if worker is not None:
-                self._heard(worker, data.decode(errors="replace").split("\n"))
+                self._heard(worker, fields)
 
     def _heard(self, worker: Worker, fields: list[str]) -> None:
         values = dict(item.partition("=")[::2] for item in fields if "=" in item)
@@ -404,7 +307,7 @@ class Supervisor:
         fields = {
             "slot": worker.slot,
             "worker_pid": worker.pid,
-            "how": _exit_reason(code),
+            "how": exit_reason(code),
             "lived_s": round(lived, 3),
         }
         if expected:
