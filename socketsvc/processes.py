@@ -103,7 +103,8 @@ def rss_kib(pid: int | str = "self") -> int:
         return 0
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Return True if a process *pid* exists (one of another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -193,7 +194,7 @@ class WorkerRole:
                 row = json.loads(path.read_text())
             except (OSError, ValueError):
                 continue
-            if isinstance(row, dict) and _alive(int(row.get("pid", 0))):
+            if isinstance(row, dict) and pid_alive(int(row.get("pid", 0))):
                 rows.append(row)
         rows.sort(key=lambda row: (row.get("slot", 0), row.get("uptime", 0)))
         total = {key: sum(int(row.get(key) or 0) for row in rows) for key in SUMMED}

@@ -10,16 +10,9 @@ import sys
 import pytest
 
 from socketsvc import call
+from socketsvc.processes import pid_alive
 from tests.daemon import Daemon
 from tests.waiting import poll
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def daemonizing(short_tmp, sqlite_url, *args, env=None) -> Daemon:

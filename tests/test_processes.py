@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from socketsvc.client import ServiceUnavailable, call_with, close_connections
+from socketsvc.processes import pid_alive
 from tests.daemon import Daemon, RawClient, socketsvc_settings
 from tests.notify import NotifySocket
 from tests.waiting import poll
@@ -33,18 +34,19 @@ def status(daemon: Daemon) -> dict[str, Any]:
         close_connections()
 
 
+def two_workers(daemon: Daemon) -> set[int]:
+    """Wait (bounded) until rpc.status reports two ready worker processes; return their pids.
+
+    A process reports the others as they last wrote their figures (once a second, and
+    at once when their state changes), so one answer may lag another.
+    """
+    return poll(lambda: p if len(p := worker_pids(daemon)) == 2 else None, why=daemon.log)
+
+
 def worker_pids(daemon: Daemon) -> set[int]:
     """Return the pids of the worker processes that report as ready and serving."""
     rows = status(daemon)["processes"]
     return {row["pid"] for row in rows if row["ready"] and row["state"] == "serving"}
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @dataclass
@@ -113,7 +115,7 @@ def two_processes(daemons: list[Daemon], short_tmp: Path, sqlite_url: str) -> Ca
         daemon = Daemon(str(short_tmp / "p.sock"), env, *args)
         daemons.append(daemon)
         daemon.start()
-        poll(lambda: len(worker_pids(daemon)) == 2, why=daemon.log)
+        two_workers(daemon)
         return daemon
 
     return start
@@ -131,7 +133,7 @@ def test_worker_processes_share_the_socket_and_status_reports_them_all(two_proce
     """Both processes accept connections; rpc.status has a row per process and a total;
     SIGTERM drains them and leaves neither the socket nor a process behind."""
     daemon = two_processes()
-    pids = worker_pids(daemon)
+    pids = two_workers(daemon)
     seen: set[int] = set()
     poll(lambda: seen.add(status(daemon)["pid"]) or seen == pids, why=daemon.log)
     whole = status(daemon)
@@ -140,14 +142,14 @@ def test_worker_processes_share_the_socket_and_status_reports_them_all(two_proce
     assert whole["total"]["workers"] == 2 * whole["workers"]
     assert daemon.stop() == 0
     assert not Path(daemon.socket).exists()
-    assert not any(alive(pid) for pid in pids)
+    assert not any(pid_alive(pid) for pid in pids)
 
 
 def test_a_killed_worker_process_is_replaced_and_no_call_hangs(two_processes, load):
     """SIGKILL of a worker under 8 clients: its in-flight calls fail with ServiceUnavailable
     (never a hang, never a second run), a new worker takes its slot, and calls go on."""
     daemon = two_processes()
-    victim, survivor = sorted(worker_pids(daemon))
+    victim, survivor = sorted(two_workers(daemon))
     traffic = Load(daemon, handler_seconds=0.02).start()
     load.append(traffic)
     traffic.wait_for_more(50)
@@ -166,7 +168,7 @@ def test_max_requests_recycles_workers_and_loses_nothing(two_processes, load):
     """With MAX_REQUESTS=150, 8 clients make each worker be replaced several times, and
     every call is answered with its result."""
     daemon = two_processes(MAX_REQUESTS=150, MAX_REQUESTS_JITTER=30)
-    first = worker_pids(daemon)
+    first = two_workers(daemon)
     traffic = Load(daemon).start()
     load.append(traffic)
     poll(lambda: len(worker_pids(daemon) - first) == 2, timeout=60, why=daemon.log)
@@ -180,18 +182,18 @@ def test_sighup_replaces_every_worker_with_no_failed_call(two_processes, load):
     """SIGHUP under 8 clients: each worker is replaced by a fresh process once its successor
     is ready, and no call fails."""
     daemon = two_processes()
-    before = worker_pids(daemon)
+    before = two_workers(daemon)
     traffic = Load(daemon).start()
     load.append(traffic)
     traffic.wait_for_more(100)
     daemon.signal(signal.SIGHUP)
     poll(lambda: '"event": "reloaded"' in daemon.log(), why=daemon.log)
-    after = poll(lambda: p if len(p := worker_pids(daemon)) == 2 else None)
+    after = two_workers(daemon)
     traffic.wait_for_more(100)
     traffic.finish()
     assert traffic.lost == []
     assert after.isdisjoint(before)
-    poll(lambda: not any(alive(pid) for pid in before))
+    poll(lambda: not any(pid_alive(pid) for pid in before))
 
 
 def test_the_watchdog_stops_while_a_worker_process_is_stopped(
@@ -202,7 +204,7 @@ def test_the_watchdog_stops_while_a_worker_process_is_stopped(
     daemon = two_processes(env={"NOTIFY_SOCKET": notify_socket.path, "WATCHDOG_USEC": "400000"})
     notify_socket.wait_for("READY=1")
     notify_socket.wait_for("WATCHDOG=1", timeout=5)
-    wedged = min(worker_pids(daemon))
+    wedged = min(two_workers(daemon))
     os.kill(wedged, signal.SIGSTOP)
     try:
         # Within the master's grace the pings stop: wait (bounded) for a silent second.
@@ -271,6 +273,6 @@ def _no_ping_for(
 def test_worker_processes_die_with_the_master(two_processes):
     """A master killed with SIGKILL takes its workers with it (no orphan keeps serving)."""
     daemon = two_processes()
-    pids = worker_pids(daemon)
+    pids = two_workers(daemon)
     daemon.kill()
-    poll(lambda: not any(alive(pid) for pid in pids))
+    poll(lambda: not any(pid_alive(pid) for pid in pids))

@@ -15,6 +15,7 @@ import socket
 from datetime import timedelta
 
 from ..models import WorkerRecord
+from ..processes import pid_alive
 from . import store
 
 _FORGET_STOPPED_AFTER = timedelta(days=1)
@@ -46,16 +47,6 @@ def this_daemon() -> WorkerRecord:
     )
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _local(worker: WorkerRecord, me: WorkerRecord) -> bool:
     """Return True if *worker*'s pid can be checked from here."""
     same = (worker.hostname, worker.boot_id, worker.pid_namespace)
@@ -66,7 +57,7 @@ def recover_lost(me: WorkerRecord, lease: timedelta, database: str) -> tuple[int
     """Requeue or fail the tasks gone daemons left RUNNING; return (requeued, failed, names)."""
     gone = {worker.id: worker for worker in store.workers_gone(me.id, lease, database)}
     for worker in store.workers_running(me.id, database):
-        if _local(worker, me) and not _alive(worker.pid):
+        if _local(worker, me) and not pid_alive(worker.pid):
             gone[worker.id] = worker
     orphans = store.orphan_claims(database)
     if not gone and not orphans:
