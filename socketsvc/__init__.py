@@ -25,6 +25,8 @@ from .client import (
 from .protocol import RPCError
 from .registry import handler
 
+__version__ = "0.2.0"
+
 __all__ = [
     "AccessDenied",
     "CallTimeout",
@@ -38,6 +40,7 @@ __all__ = [
     "ServiceBusy",
     "ServiceUnavailable",
     "SocketServiceError",
+    "__version__",
     "call",
     "call_with",
     "handler",

@@ -79,12 +79,22 @@ class PidFile:
                 os.unlink(self.path)
 
 
+class DaemonizeUnavailable(OSError):
+    """python-daemon is not installed (the ``daemon`` extra)."""
+
+
 def daemonize(preserve: Iterable[int | IO[Any]], stderr: IO[Any] | None) -> None:
     """Detach into the background, keeping the *preserve* files open; the parent exits 0.
 
     Call it before any thread starts and with no database connection open.
     """
-    import daemon
+    try:
+        import daemon
+    except ImportError:
+        raise DaemonizeUnavailable(
+            "--daemonize needs python-daemon: pip install 'socketsvc[daemon]' "
+            "(under systemd, run in the foreground instead)"
+        ) from None
 
     context = daemon.DaemonContext(
         detach_process=True,
