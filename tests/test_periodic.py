@@ -71,7 +71,11 @@ def test_every_two_seconds_for_nine_seconds_gives_four_or_five_runs(clean_tasks,
     assert 4 <= len(found) <= 5
     slots = [slot for slot, _ in found]
     assert len(set(slots)) == len(slots)
-    assert all(status == "SUCCESSFUL" for _, status in found)
+    # A slot that came due just before SIGTERM may not have started: it stays queued
+    # for the next start (SIGTERM starts nothing new). Every earlier one ran.
+    *earlier, (_, last) = found
+    assert all(status == "SUCCESSFUL" for _, status in earlier)
+    assert last in ("SUCCESSFUL", "READY")
     assert all((b - a) == timedelta(seconds=2) for a, b in itertools.pairwise(slots))
 
 
