@@ -36,8 +36,11 @@ CatchUp = Literal["latest", "none", "all"]
 CATCH_UP_CHOICES = ("latest", "none", "all")
 # At most this many missed slots of one schedule are run with catch_up="all".
 MAX_CATCH_UP = 100
-# A slot more than this late (or later than the next slot) counts as missed.
+# A slot more than this late (or later than the next slot, but never under
+# ON_TIME_FLOOR: a scheduler held up for a moment by a busy machine or a slow
+# database still runs a short schedule's slots) counts as missed.
 ON_TIME = timedelta(seconds=60)
+ON_TIME_FLOOR = timedelta(seconds=5)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MINUTE = timedelta(minutes=1)
 
@@ -125,7 +128,7 @@ class Schedule:
 
     def on_time(self, slot: datetime, now: datetime) -> bool:
         """Return True if *slot* is due now rather than missed (the daemon was not running)."""
-        window = min(ON_TIME, self.next_after(slot) - slot)
+        window = min(ON_TIME, max(ON_TIME_FLOOR, self.next_after(slot) - slot))
         return now - slot < window
 
 
