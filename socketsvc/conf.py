@@ -15,7 +15,7 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -130,6 +130,17 @@ _POSITIVE_SECONDS = (
     "TASK_HEARTBEAT",
     "TASK_LEASE",
 )
+
+
+def reloaded(old: Config, fresh: Config) -> tuple[Config, dict[str, list[Any]], list[str]]:
+    """Return the settings a reload puts in force, what changed, and what waits for a restart.
+
+    Settings in RESTART_ONLY keep their old values.
+    """
+    before, after = asdict(old), asdict(fresh)
+    changed = {key: [before[key], after[key]] for key in after if after[key] != before[key]}
+    deferred = sorted(RESTART_ONLY & changed.keys())
+    return replace(fresh, **{key: before[key] for key in deferred}), changed, deferred
 
 
 def cores() -> int:

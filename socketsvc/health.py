@@ -154,24 +154,15 @@ class Health:
     def status(self, loop: Observed) -> dict[str, Any]:
         """Return what ``rpc.status`` reports (with worker processes: the whole daemon's too)."""
         counters = loop.counters
-        whole = {} if self.role is None else self.role.whole(self.row(loop))
+        own = self.row(loop)
+        whole = {} if self.role is None else self.role.whole(dict(own))
         return {
-            "pid": os.getpid(),
-            "uptime": round(time.monotonic() - self.started, 3),
-            "state": loop.state_name,
-            "ready": self.ready,
+            **own,
             "workers_progressing": self.progressing,
-            "connections": len(loop.clients),
             "connections_accepted": loop.clients.accepted,
             "connections_evicted": loop.clients.evicted,
-            "requests": counters.requests,
-            "notifications": counters.notifications,
-            "errors": counters.errors,
             "dropped_replies": counters.dropped_replies,
             "reloads": self.reloads,
-            "workers": loop.pool.size,
-            "busy_workers": loop.pool.busy,
-            "queued": loop.pool.waiting,
             "handlers": len(loop.dispatcher.registry),
             "access": loop.clients.policy.description,
             "python": sys.version.split()[0],

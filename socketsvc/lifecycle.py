@@ -163,11 +163,11 @@ def _initialized() -> list[BaseDatabaseWrapper]:
 
 def _make_patient() -> None:
     """Have each of this thread's connection wrappers wait out an unreachable server, once."""
-    if getattr(_local, "patient", None) is connections:
+    if getattr(_local, "patient", False):
         return
     for alias in connections:
         dbwait.make_patient(connections[alias])
-    _local.patient = connections
+    _local.patient = True
 
 
 def before_request(check_idle_after: float = 1.0) -> dict[str, int]:

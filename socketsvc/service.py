@@ -20,7 +20,7 @@ from structlog.contextvars import bind_contextvars
 
 from . import backends, dbwait, lifecycle
 from .backends import ops_for
-from .conf import RESTART_ONLY, Config, supervised
+from .conf import Config, reloaded, supervised
 from .daemonize import PidFile, PidFileError, daemonize
 from .dispatch import Dispatcher
 from .health import Health
@@ -174,13 +174,8 @@ class Control:
             log.error("reload_failed", error=str(exc), hint="the previous settings stay in force")
             loop.health.reloaded(loop, applied=False)
             return
-        old = dataclasses.asdict(loop.config)
-        new = dataclasses.asdict(fresh)
-        changed = {key: [old[key], new[key]] for key in new if new[key] != old[key]}
-        deferred = sorted(RESTART_ONLY & changed.keys())
-        for key in deferred:
-            new[key] = old[key]
-        loop.apply(Config(**new))
+        config, changed, deferred = reloaded(loop.config, fresh)
+        loop.apply(config)
         if deferred:
             log.warning("reload_needs_restart", settings=deferred)
         log.info("reloaded", changed=changed)

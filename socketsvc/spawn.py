@@ -42,13 +42,15 @@ class Worker:
     started: float
     ready: bool = False
     last_ping: float = 0.0
-    retiring: bool = False
-    recycle: str | None = None
     successor: Worker | None = None
     replaces: Worker | None = None
-    reason: str = "start"
-    retired_at: float = 0.0
+    retired_at: float = 0.0  # when it was told to drain (0: serving)
     killed: bool = False
+
+    @property
+    def retiring(self) -> bool:
+        """Return True once it was told to drain."""
+        return self.retired_at > 0
 
     @property
     def pid(self) -> int:

@@ -32,7 +32,6 @@ process and hearing it are in :mod:`socketsvc.spawn`.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import selectors
 import shutil
@@ -44,7 +43,7 @@ from typing import Any
 
 import structlog
 
-from .conf import Config
+from .conf import Config, reloaded
 from .listener import Listener
 from .logconfig import reopen_log_files
 from .processes import WorkerInfo
@@ -153,7 +152,7 @@ class Supervisor:
         env = worker_environment(info, self.inbox.path, WORKER_WATCHDOG_USEC, self.settings_module)
         process = start_process(info, env, self.worker_args)
         now = time.monotonic()
-        worker = Worker(slot, process, now, last_ping=now, replaces=replaces, reason=reason)
+        worker = Worker(slot, process, now, last_ping=now, replaces=replaces)
         self.workers[process.pid] = worker
         if replaces is None:
             self.slots[slot] = worker
@@ -198,7 +197,6 @@ class Supervisor:
                 hint="a fresh worker is already past MAX_WORKER_MEMORY_MB; raise it",
             )
             return
-        worker.recycle = reason
         self._start(worker.slot, replaces=worker, reason=reason)
 
     def _promote(self, worker: Worker) -> None:
@@ -221,7 +219,6 @@ class Supervisor:
             self._rotate_next()
 
     def _retire(self, worker: Worker) -> None:
-        worker.retiring = True
         worker.retired_at = time.monotonic()
         with contextlib.suppress(ProcessLookupError):
             worker.process.send_signal(signal.SIGTERM)
@@ -276,7 +273,7 @@ class Supervisor:
         except Exception as exc:
             log.error("reload_failed", error=str(exc), hint="the previous settings stay in force")
             return
-        self.config = dataclasses.replace(fresh, PROCESSES=self.config.PROCESSES)
+        self.config, _, _ = reloaded(self.config, fresh)
 
     def _rotate_next(self) -> None:
         while self.rotation:
@@ -321,7 +318,6 @@ class Supervisor:
             # A successor that died before it was ready: the old one keeps serving
             # (and may ask to be recycled again).
             worker.replaces.successor = None
-            worker.replaces.recycle = None
             log.error("worker_process_failed_to_start", **fields, replacing=worker.replaces.pid)
             if self.rotation:
                 log.error("reload_failed", hint="the previous workers keep serving")
@@ -354,7 +350,7 @@ class Supervisor:
                 self.drain_deadline = now + 1.0
             return
         for worker in self.workers.values():
-            late = worker.retired_at and now - worker.retired_at > self.config.DRAIN_TIMEOUT + 5
+            late = worker.retiring and now - worker.retired_at > self.config.DRAIN_TIMEOUT + 5
             if late and not worker.killed:
                 log.error("worker_process_drain_overdue", slot=worker.slot, worker_pid=worker.pid)
                 worker.killed = True

@@ -154,32 +154,26 @@ class Executor:
     def _record(
         self, record: TaskRecord, ending: Ending, task: Task[Any, Any] | None, started: float
     ) -> None:
-        if ending.unstarted:
-            later = timezone.now() + timedelta(seconds=ending.retry_in or 0.0)
-            self._write(lambda: store.put_back(record, self.worker_id, later, self.database))
-            log.warning(
-                "task",
-                task_id=record.id,
-                task=record.task_path,
-                queue=record.queue_name,
-                outcome=ending.outcome,
-                retry_in=ending.retry_in,
-            )
-            return
         retry_at = None
         if ending.retry_in is not None:
             retry_at = timezone.now() + timedelta(seconds=ending.retry_in)
-        written = self._write(
-            lambda: store.finish(
-                record,
-                self.worker_id,
-                status=ending.status,
-                using=self.database,
-                return_value=ending.return_value,
-                error=ending.error,
-                retry_at=retry_at,
+        if ending.unstarted:
+            later = retry_at or timezone.now()
+            written = self._write(
+                lambda: store.put_back(record, self.worker_id, later, self.database)
             )
-        )
+        else:
+            written = self._write(
+                lambda: store.finish(
+                    record,
+                    self.worker_id,
+                    status=ending.status,
+                    using=self.database,
+                    return_value=ending.return_value,
+                    error=ending.error,
+                    retry_at=retry_at,
+                )
+            )
         fields: dict[str, Any] = {
             "task_id": record.id,
             "task": record.task_path,
@@ -195,7 +189,7 @@ class Executor:
         if written is None:
             log.warning("task_result_not_recorded", **fields, hint="the run was taken from us")
             return
-        (log.warning if ending.error else log.info)("task", **fields)
+        (log.warning if ending.error or ending.unstarted else log.info)("task", **fields)
         if written.status != TaskStatus.READY and task is not None:
             task_finished.send(self.backend_class, task_result=to_result(written, task))
 
