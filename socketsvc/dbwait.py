@@ -196,6 +196,7 @@ def _same_error(exc: BaseException | None) -> BaseException:
         return OperationalError("the database is unavailable")
     copy = type(exc)(*exc.args)
     copy.__cause__ = exc.__cause__
+    backends.mark_connect_failure(copy)
     return copy
 
 
@@ -205,11 +206,18 @@ def make_patient(conn: BaseDatabaseWrapper) -> None:
         return
     original: Callable[[], None] = conn.ensure_connection
 
+    def connect() -> None:
+        try:
+            original()
+        except Exception as exc:
+            backends.mark_connect_failure(exc)
+            raise
+
     def ensure_connection() -> None:
         if conn.connection is not None:
             original()
             return
-        _connect_patiently(conn.alias, original)
+        _connect_patiently(conn.alias, connect)
 
     conn.ensure_connection = ensure_connection  # type: ignore[method-assign]
     setattr(conn, _PATIENT, True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import shutil
 import tempfile
@@ -12,11 +13,18 @@ from pathlib import Path
 import pytest
 
 from socketsvc.client import close_connections
+from tests import mariadb as mariadb_server
+from tests import postgres as postgres_server
 from tests.daemon import Daemon, manage
 from tests.gate import Gate
-from tests.mariadb import MariaDB, migrate
+from tests.mariadb import MariaDB
 from tests.notify import NotifySocket
+from tests.postgres import PostgreSQL
 from tests.taskclient import TaskClient
+
+# The servers every database fault test runs on (their ids in test names).
+VENDORS = ("mariadb", "postgresql")
+Server = MariaDB | PostgreSQL
 
 
 @pytest.fixture
@@ -63,7 +71,25 @@ def _build_mariadb_template(target: Path) -> None:
     server.install()
     server.start()
     try:
-        migrate(server)
+        mariadb_server.migrate(server)
+    finally:
+        server.stop()
+
+
+def _postgres_template_base(shared: Path) -> Path:
+    """Where this run's PostgreSQL template lives: outside pytest's directories, which only
+    root may enter (the server runs as the postgres user)."""
+    digest = hashlib.sha1(str(shared).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"socketsvc-pg-{digest}"
+
+
+def _build_postgres_template(target: Path) -> None:
+    server = PostgreSQL(_postgres_template_base(target.parent))
+    shutil.rmtree(server.base, ignore_errors=True)
+    server.install()
+    server.start()
+    try:
+        postgres_server.migrate(server)
     finally:
         server.stop()
 
@@ -89,17 +115,42 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
-def _start_copy(template: MariaDB) -> MariaDB:
-    server = MariaDB(Path(tempfile.mkdtemp(prefix="mdb", dir="/tmp")))
-    server.copy_from(template)
+@pytest.fixture(scope="session")
+def postgres_template(tmp_path_factory: pytest.TempPathFactory) -> PostgreSQL:
+    """A stopped, migrated PostgreSQL data directory that servers are copied from."""
+    shared = _shared_dir(tmp_path_factory)
+    _once(shared, "postgres-template", _build_postgres_template)
+    return PostgreSQL(_postgres_template_base(shared))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the PostgreSQL template once the whole run is over (not per xdist worker)."""
+    if os.environ.get("PYTEST_XDIST_WORKER") or not hasattr(config, "_tmp_path_factory"):
+        return
+    base = config._tmp_path_factory.getbasetemp()
+    shutil.rmtree(_postgres_template_base(base), ignore_errors=True)
+
+
+def _start_copy(template: Server) -> Server:
+    server = type(template)(Path(tempfile.mkdtemp(prefix="db", dir="/tmp")))
+    server.copy_from(template)  # type: ignore[arg-type]
     server.start()
     return server
 
 
 @pytest.fixture(scope="session")
-def shared_mariadb(mariadb_template: MariaDB) -> Iterator[MariaDB]:
-    """One throwaway server per worker, for tests that only reconfigure sessions."""
+def shared_mariadb(mariadb_template: MariaDB) -> Iterator[Server]:
+    """One throwaway MariaDB per worker, for tests that only reconfigure sessions."""
     server = _start_copy(mariadb_template)
+    yield server
+    server.stop()
+    shutil.rmtree(server.base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def shared_postgresql(postgres_template: PostgreSQL) -> Iterator[Server]:
+    """One throwaway PostgreSQL per worker, for tests that only reconfigure sessions."""
+    server = _start_copy(postgres_template)
     yield server
     server.stop()
     shutil.rmtree(server.base, ignore_errors=True)
@@ -107,15 +158,35 @@ def shared_mariadb(mariadb_template: MariaDB) -> Iterator[MariaDB]:
 
 @pytest.fixture
 def mariadb(shared_mariadb: MariaDB) -> Iterator[MariaDB]:
-    """The worker's throwaway server, with wait_timeout restored after the test."""
+    """The worker's throwaway MariaDB, with wait_timeout restored after the test."""
     yield shared_mariadb
-    shared_mariadb.set_wait_timeout(28800)
+    shared_mariadb.reset()
+
+
+@pytest.fixture(params=VENDORS)
+def database(request: pytest.FixtureRequest) -> Iterator[Server]:
+    """The worker's throwaway server of each vendor in turn, reset after the test."""
+    server: Server = request.getfixturevalue(f"shared_{request.param}")
+    yield server
+    server.reset()
 
 
 @pytest.fixture
-def private_mariadb(mariadb_template: MariaDB) -> Iterator[MariaDB]:
-    """A throwaway server of the test's own, for tests that stop or restart it."""
+def private_mariadb(mariadb_template: MariaDB) -> Iterator[Server]:
+    """A throwaway MariaDB of the test's own, for tests that stop or restart it."""
     server = _start_copy(mariadb_template)
+    yield server
+    server.stop()
+    shutil.rmtree(server.base, ignore_errors=True)
+
+
+@pytest.fixture(params=VENDORS)
+def private_database(request: pytest.FixtureRequest) -> Iterator[Server]:
+    """A throwaway server of the test's own, of each vendor in turn (to stop or restart)."""
+    template: Server = request.getfixturevalue(
+        "mariadb_template" if request.param == "mariadb" else "postgres_template"
+    )
+    server = _start_copy(template)
     yield server
     server.stop()
     shutil.rmtree(server.base, ignore_errors=True)

@@ -41,6 +41,17 @@ def require_binaries() -> None:
 class MariaDB:
     """One private server: datadir, socket and pid file under *base*."""
 
+    vendor = "mysql"
+    # What clients see, by driver code: a session killed or lost mid-query, a
+    # server that is down, a connect refused, a statement interrupted, the
+    # next query after the server dropped an idle session.
+    lost_codes = (2013, 2006, 1927)
+    down_codes = (2002, 2006, 2013)
+    refused_code = 2002
+    interrupted_code = 1317
+    idle_dropped_codes = (2006,)
+    code_label = "MySQL error"
+
     def __init__(self, base: Path) -> None:
         self.base = base
         self.datadir = base / "data"
@@ -158,20 +169,29 @@ class MariaDB:
         finally:
             conn.close()
 
+    def kill_session(self, session_id: int) -> bool:
+        """KILL one session; False if it had already ended."""
+        try:
+            self.query(f"KILL {int(session_id)}")
+        except MySQLdb.OperationalError:
+            return False  # it ended on its own meanwhile
+        return True
+
+    def kill_query(self, session_id: int) -> None:
+        """KILL QUERY: interrupt the statement a session runs, keeping the session."""
+        self.query(f"KILL QUERY {int(session_id)}")
+
     def kill_sessions(self, db: str = DB_NAME) -> list[int]:
         """KILL every client session on *db*; return their ids."""
-        killed = []
-        for session_id, _ in self.sessions(db):
-            try:
-                self.query(f"KILL {session_id}")
-            except MySQLdb.OperationalError:
-                continue  # it ended on its own meanwhile
-            killed.append(session_id)
-        return killed
+        return [session_id for session_id, _ in self.sessions(db) if self.kill_session(session_id)]
 
     def set_wait_timeout(self, seconds: int) -> None:
         """Set the global wait_timeout (applies to sessions opened afterwards)."""
         self.query(f"SET GLOBAL wait_timeout = {int(seconds)}")
+
+    def reset(self) -> None:
+        """Undo what tests reconfigure."""
+        self.set_wait_timeout(28800)
 
 
 def migrate(server: MariaDB) -> None:

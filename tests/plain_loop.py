@@ -1,7 +1,8 @@
 """A long-running loop that queries, idles past wait_timeout, and queries again.
 
 Run as a script: ``python tests/plain_loop.py IDLE_SECONDS [--lifecycle]``. It
-prints one JSON line per query: {"ok": true} or {"ok": false, "code": N}.
+prints one JSON line per query: {"ok": true} or {"ok": false, "code": N}
+(the driver's code: a MySQL error number or a SQLSTATE).
 Without ``--lifecycle`` this is what every naive management-command daemon
 does; with it, each query runs inside socketsvc.lifecycle.request_scope().
 """
@@ -20,8 +21,9 @@ import django
 
 django.setup()
 
-from django.db import OperationalError, connection  # noqa: E402
+from django.db import DatabaseError, connection  # noqa: E402
 
+from socketsvc.backends import driver_code  # noqa: E402
 from socketsvc.lifecycle import request_scope  # noqa: E402
 
 
@@ -30,8 +32,8 @@ def query() -> dict[str, object]:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
             cursor.fetchone()
-    except OperationalError as exc:
-        return {"ok": False, "code": exc.args[0]}
+    except DatabaseError as exc:
+        return {"ok": False, "code": driver_code(exc)}
     return {"ok": True}
 
 

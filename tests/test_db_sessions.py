@@ -19,42 +19,42 @@ def hold_every_worker(daemon, gate, workers: int) -> list[threading.Thread]:
     return callers
 
 
-def test_no_session_held_while_idle_with_conn_max_age_0(mariadb, start_daemon):
+def test_no_session_held_while_idle_with_conn_max_age_0(database, start_daemon):
     """With CONN_MAX_AGE=0 every request's connection is closed before its reply is sent."""
-    daemon = start_daemon(mariadb.url(), conn_max_age="0")
+    daemon = start_daemon(database.url(), conn_max_age="0")
     for _ in range(5):
         daemon.call("testapp.write_note", text="max-age-0")
         # The close happened before the reply; the server forgets it a moment later.
-        poll(lambda: mariadb.sessions() == [], timeout=5)
+        poll(lambda: database.sessions() == [], timeout=5)
     assert daemon.call("rpc.status")["db_connects"] >= 5
 
 
-def test_persistent_sessions_bounded_by_workers_and_age_out(mariadb, start_daemon, gate):
+def test_persistent_sessions_bounded_by_workers_and_age_out(database, start_daemon, gate):
     """With CONN_MAX_AGE>0 each worker opens one connection and reuses it; it closes once aged."""
     workers = 3
-    daemon = start_daemon(mariadb.url(), "--workers", str(workers), conn_max_age="3")
+    daemon = start_daemon(database.url(), "--workers", str(workers), conn_max_age="3")
     connects_before = daemon.call("rpc.status")["db_connects"]
     callers = hold_every_worker(daemon, gate, workers)
-    assert len(mariadb.sessions()) == workers
+    assert len(database.sessions()) == workers
     gate.open()
     for caller in callers:
         caller.join(30)
     for n in range(4 * workers):
         daemon.call("testapp.write_note", text=f"reuse-{n}")
     assert daemon.call("rpc.status")["db_connects"] - connects_before == workers
-    assert len(mariadb.sessions()) <= workers
+    assert len(database.sessions()) <= workers
     # Idle workers close their connections once CONN_MAX_AGE has passed.
-    poll(lambda: mariadb.sessions() == [], timeout=15)
+    poll(lambda: database.sessions() == [], timeout=15)
     assert daemon.call("rpc.ping") == "pong"
 
 
-def test_no_session_left_after_shutdown(mariadb, start_daemon, gate):
+def test_no_session_left_after_shutdown(database, start_daemon, gate):
     """SIGTERM closes every session the daemon held."""
-    daemon = start_daemon(mariadb.url(), "--workers", "4", conn_max_age="none")
+    daemon = start_daemon(database.url(), "--workers", "4", conn_max_age="none")
     callers = hold_every_worker(daemon, gate, 4)
-    assert len(mariadb.sessions()) == 4
+    assert len(database.sessions()) == 4
     gate.open()
     for caller in callers:
         caller.join(30)
     assert daemon.stop() == 0
-    poll(lambda: mariadb.sessions() == [], timeout=10)
+    poll(lambda: database.sessions() == [], timeout=10)

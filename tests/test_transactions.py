@@ -19,10 +19,10 @@ def clean_state(state: dict) -> dict:
 
 
 @pytest.fixture
-def daemon(mariadb, start_daemon):
+def daemon(database, start_daemon):
     # One worker, persistent connections: the next request reuses the very
     # thread and connection the misbehaving handler used.
-    return start_daemon(mariadb.url(), "--workers", "1", conn_max_age="none")
+    return start_daemon(database.url(), "--workers", "1", conn_max_age="none")
 
 
 def test_exception_inside_atomic_rolls_back_and_next_request_is_clean(daemon):

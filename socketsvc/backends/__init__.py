@@ -10,7 +10,7 @@ module for a connection; vendors without one get the generic behaviour.
 from __future__ import annotations
 
 from . import base, mysql, postgresql, sqlite
-from .base import VendorOps
+from .base import VendorOps, is_connect_failure, mark_connect_failure
 
 _BY_VENDOR: dict[str, VendorOps] = {
     "mysql": mysql.OPS,
@@ -83,8 +83,10 @@ __all__ = [
     "VendorOps",
     "describe_code",
     "driver_code",
+    "is_connect_failure",
     "is_connection_error",
     "is_database_error",
+    "mark_connect_failure",
     "ops_for",
     "ops_for_exception",
 ]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import select
 from collections.abc import Mapping
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 from django.core.checks import CheckMessage
@@ -22,6 +24,43 @@ def from_database_layer(exc: BaseException) -> bool:
         return True
     module = type(exc).__module__ or ""
     return module.split(".", 1)[0] in _DRIVER_MODULES
+
+
+# Set on an exception raised while opening a connection (no statement was sent).
+_CONNECT_FAILED = "_socketsvc_connect_failed"
+
+
+def mark_connect_failure(exc: BaseException) -> None:
+    """Remember that *exc* was raised while opening a connection."""
+    with suppress(AttributeError):
+        setattr(exc, _CONNECT_FAILED, True)
+
+
+def is_connect_failure(exc: BaseException) -> bool:
+    """Return True if *exc* (or what it wraps) was raised while opening a connection."""
+    return any(getattr(e, _CONNECT_FAILED, False) for e in (exc, exc.__cause__) if e is not None)
+
+
+def peer_closed(conn: Any) -> bool | None:
+    """Look for the server's close on a driver connection's socket, without a round trip.
+
+    An idle connection has nothing to read: readable means the server closed
+    it (a kill, an idle timeout, a restart) or sent an error before doing so.
+    It cannot see a peer that vanished without a FIN (a dropped TCP route):
+    callers ping connections idle for longer than a second or so. None when
+    the driver gives no descriptor.
+    """
+    fileno = getattr(conn.connection, "fileno", None)
+    if fileno is None:
+        return None
+    try:
+        poller = select.poll()
+        poller.register(fileno(), select.POLLIN | select.POLLPRI)
+        return bool(poller.poll(0))
+    except (OSError, ValueError, TypeError):
+        return None
+    except Exception:
+        return True  # the driver refused to give its descriptor: it is closed
 
 
 class VendorOps:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import select
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from django.core.checks import CheckMessage, Warning
 from django.db import DatabaseError, InterfaceError
 
-from .base import VendorOps
+from .base import VendorOps, peer_closed
 
 if TYPE_CHECKING:
     from ..conf import Config
@@ -53,24 +52,8 @@ class MySQLOps(VendorOps):
         return isinstance(exc, DatabaseError) and self.driver_code(exc) in CONNECTION_ERRORS
 
     def closed_by_server(self, conn: Any) -> bool | None:
-        """Look for the server's close on the socket: an idle connection has nothing to read.
-
-        Readable means the server closed it (KILL, wait_timeout, restart) or
-        sent an error before doing so. It cannot see a peer that vanished
-        without a FIN (a dropped TCP route): callers ping connections idle
-        for longer than a second or so.
-        """
-        fileno = getattr(conn.connection, "fileno", None)
-        if fileno is None:
-            return None
-        try:
-            poller = select.poll()
-            poller.register(fileno(), select.POLLIN | select.POLLPRI)
-            return bool(poller.poll(0))
-        except (OSError, ValueError, TypeError):
-            return None
-        except Exception:
-            return True  # the driver refused to give its descriptor: it is closed
+        """Look for the server's close on the socket (see :func:`.base.peer_closed`)."""
+        return peer_closed(conn)
 
     def idle_session_timeout(self, conn: Any) -> int | None:
         """Return the session's ``wait_timeout``."""

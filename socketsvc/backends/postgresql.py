@@ -1,4 +1,5 @@
-"""PostgreSQL (psycopg 3 or psycopg2): SQLSTATE classes that mean the server cannot be reached."""
+"""PostgreSQL (psycopg 3 or psycopg2): SQLSTATEs that mean the server cannot be reached,
+the no-round-trip liveness check, ``idle_session_timeout``."""
 
 from __future__ import annotations
 
@@ -6,12 +7,16 @@ from typing import Any
 
 from django.db import DatabaseError, InterfaceError
 
-from .base import VendorOps
+from .base import VendorOps, is_connect_failure, peer_closed
 
 # Class 08 is "connection exception"; 57P01..57P05 are administrator shutdown,
 # crash shutdown, cannot connect now, database dropped and idle session
 # timeout; 53300 is too many connections.
 _CONNECTION_STATES = frozenset({"57P01", "57P02", "57P03", "57P04", "57P05", "53300"})
+
+# The states socketsvc reports when libpq gives none (see driver_code).
+UNABLE_TO_CONNECT = "08001"
+CONNECTION_FAILURE = "08006"
 
 
 class PostgreSQLOps(VendorOps):
@@ -20,13 +25,23 @@ class PostgreSQLOps(VendorOps):
     vendor = "postgresql"
 
     def driver_code(self, exc: BaseException) -> str | None:
-        """Return the SQLSTATE of a psycopg error (raised directly or wrapped by Django)."""
+        """Return the SQLSTATE of a psycopg error (raised directly or wrapped by Django).
+
+        libpq gives none when it could not open a connection or lost one
+        without an error from the server: a connect that failed is then 08001
+        and a lost connection 08006, as the SQL standard names them.
+        """
         for candidate in (exc, exc.__cause__):
             if candidate is None:
                 continue
             state = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
             if isinstance(state, str) and state:
                 return state
+        cause = exc.__cause__ or exc
+        if type(cause).__name__ == "OperationalError" and (type(cause).__module__ or "").startswith(
+            "psycopg"
+        ):
+            return UNABLE_TO_CONNECT if is_connect_failure(exc) else CONNECTION_FAILURE
         return None
 
     def is_connection_error(self, exc: BaseException) -> bool:
@@ -36,11 +51,21 @@ class PostgreSQLOps(VendorOps):
         if not isinstance(exc, DatabaseError):
             return False
         state = self.driver_code(exc)
-        if state is None:
-            # psycopg reports a failed connect or a connection lost mid-query
-            # as an OperationalError without a SQLSTATE.
-            return type(exc.__cause__ or exc).__name__ == "OperationalError"
-        return state.startswith("08") or state in _CONNECTION_STATES
+        return state is not None and (state.startswith("08") or state in _CONNECTION_STATES)
+
+    def closed_by_server(self, conn: Any) -> bool | None:
+        """Tell from the socket, without a round trip, whether the server closed the session.
+
+        PostgreSQL sends an error (57P01 terminated, 57P05 idle-session
+        timeout) before closing, so an idle connection's socket turns
+        readable. Anything else readable on an idle connection (a NOTIFY, a
+        parameter change after a reload) also counts as closed: the connection
+        is replaced, never wrongly kept.
+        """
+        raw = conn.connection
+        if getattr(raw, "broken", False) or getattr(raw, "closed", False):
+            return True
+        return peer_closed(conn)
 
     def idle_session_timeout(self, conn: Any) -> int | None:
         """Return ``idle_session_timeout`` in seconds (None when off)."""

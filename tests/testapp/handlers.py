@@ -17,6 +17,21 @@ from .models import Note
 log = structlog.get_logger("testapp")
 
 
+# The little SQL that differs between the servers the fault tests run on.
+_SQL = {
+    "mysql": {
+        "session_id": "SELECT CONNECTION_ID()",
+        "sleep": "SELECT SLEEP(%s)",
+        "kill_self": "KILL CONNECTION_ID()",
+    },
+    "postgresql": {
+        "session_id": "SELECT pg_backend_pid()",
+        "sleep": "SELECT 0 FROM pg_sleep(%s)",
+        "kill_self": "SELECT pg_terminate_backend(pg_backend_pid())",
+    },
+}
+
+
 @handler
 def echo(*args: Any, **kwargs: Any) -> dict[str, Any]:
     """Return the params as received."""
@@ -76,7 +91,7 @@ def not_json() -> object:
 def connection_id() -> int:
     """Return the server-side id of this worker's DB session."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT CONNECTION_ID()")
+        cursor.execute(_SQL[connection.vendor]["session_id"])
         return int(cursor.fetchone()[0])
 
 
@@ -85,8 +100,13 @@ def state() -> dict[str, Any]:
     """Report the connection's transaction state, then prove it can query."""
     before = {"in_atomic_block": connection.in_atomic_block, "autocommit": connection.autocommit}
     with connection.cursor() as cursor:
-        cursor.execute("SELECT @@autocommit, @@in_transaction")
-        autocommit, in_transaction = cursor.fetchone()
+        if connection.vendor == "postgresql":
+            # libpq tracks both: the server told it with its last reply.
+            autocommit = connection.connection.autocommit
+            in_transaction = connection.connection.info.transaction_status != 0
+        else:
+            cursor.execute("SELECT @@autocommit, @@in_transaction")
+            autocommit, in_transaction = cursor.fetchone()
     return {
         **before,
         "server_autocommit": int(autocommit),
@@ -143,9 +163,9 @@ def break_driver_connection() -> str:
 
 @handler
 def db_sleep(seconds: float) -> int:
-    """Run SELECT SLEEP(seconds) on the database."""
+    """Sleep on the database server: SELECT SLEEP() or pg_sleep()."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT SLEEP(%s)", [seconds])
+        cursor.execute(_SQL[connection.vendor]["sleep"], [seconds])
         return int(cursor.fetchone()[0])
 
 
@@ -185,7 +205,7 @@ def leave_atomic_open_on_dead_connection(text: str) -> str:
     transaction.atomic().__enter__()
     Note.objects.create(text=text)
     with contextlib.suppress(DatabaseError), connection.cursor() as cursor:
-        cursor.execute("KILL CONNECTION_ID()")
+        cursor.execute(_SQL[connection.vendor]["kill_self"])
     return "left open on a dead connection"
 
 

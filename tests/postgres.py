@@ -1,0 +1,227 @@
+"""A throwaway PostgreSQL server in a temporary directory, on a private Unix socket.
+
+The twin of :mod:`tests.mariadb`: the same methods, so one fault test runs on
+both. ``initdb`` and ``postgres`` refuse to run as root, so when the suite
+runs as root they run as the ``postgres`` user, in a directory it owns. The
+machine's shared PostgreSQL (port 5432) is never touched: the server listens
+on no TCP port, only on a socket in its own directory.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import psycopg
+
+DB_NAME = "socketsvc_test"
+SUPERUSER = "postgres"
+# Quick to start and to stop; durability is not what these servers are for.
+SERVER_SETTINGS = {
+    "listen_addresses": "",
+    "max_connections": "200",
+    "shared_buffers": "16MB",
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "logging_collector": "off",
+}
+
+
+def bindir() -> Path:
+    """Return the directory of ``initdb`` and ``postgres``; fail loudly (never skip) if absent."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))
+    if found:
+        return Path(found[-1]).parent
+    on_path = shutil.which("postgres")
+    if on_path and shutil.which("initdb"):
+        return Path(on_path).parent
+    raise RuntimeError(
+        "PostgreSQL's server binaries (initdb, postgres) not found: install Debian's "
+        "postgresql package (make test does this when run as root)"
+    )
+
+
+def _run_as() -> dict[str, Any]:
+    """Popen arguments that drop root to the postgres user (nothing when not root)."""
+    if os.geteuid() != 0:
+        return {}
+    user = pwd.getpwnam(SUPERUSER)
+    return {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+
+
+class PostgreSQL:
+    """One private server: data directory, socket directory and log under *base*."""
+
+    vendor = "postgresql"
+    # What clients see, by SQLSTATE (tests.mariadb has the same names).
+    lost_codes = ("57P01", "08006")
+    down_codes = ("08001", "08006", "57P01")
+    refused_code = "08001"
+    interrupted_code = "57014"
+    idle_dropped_codes = ("57P05", "08006")
+    code_label = "SQLSTATE"
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.datadir = base / "data"
+        self.socket_dir = str(base)
+        self.socket = str(base / ".s.PGSQL.5432")
+        self.log_file = base / "server.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    # -- life cycle --------------------------------------------------------
+
+    def _own(self) -> None:
+        """Give the base directory to the user the server runs as."""
+        if os.geteuid() == 0:
+            user = pwd.getpwnam(SUPERUSER)
+            for path in (self.base, *self.base.rglob("*")):
+                os.lchown(path, user.pw_uid, user.pw_gid)
+
+    def install(self) -> None:
+        """Create an empty cluster whose local connections are trusted."""
+        binaries = bindir()
+        self.base.mkdir(parents=True, exist_ok=True)
+        self._own()
+        subprocess.run(
+            [
+                str(binaries / "initdb"),
+                f"--pgdata={self.datadir}",
+                f"--username={SUPERUSER}",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+            **_run_as(),
+        )
+
+    def copy_from(self, template: PostgreSQL) -> None:
+        """Start from a copy of a stopped template's data directory."""
+        self.base.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["cp", "-a", str(template.datadir), str(self.datadir)], check=True)
+        self._own()
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start postgres and wait until it answers a query."""
+        settings = {**SERVER_SETTINGS, "unix_socket_directories": self.socket_dir}
+        options = [arg for name, value in settings.items() for arg in ("-c", f"{name}={value}")]
+        with open(self.log_file, "ab") as log:
+            self.process = subprocess.Popen(
+                [str(bindir() / "postgres"), "-D", str(self.datadir), *options],
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                **_run_as(),
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"postgres exited at start:\n{self._log_tail()}")
+            try:
+                self.query("SELECT 1")
+            except psycopg.OperationalError:
+                time.sleep(0.05)
+                continue
+            return
+        raise RuntimeError(f"postgres did not answer within {timeout} s:\n{self._log_tail()}")
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Fast shutdown (SIGINT: sessions are terminated, as in a restart) and wait for it."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+
+    def _log_tail(self) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-20:])
+        except FileNotFoundError:
+            return "(no server log)"
+
+    # -- talking to it -----------------------------------------------------
+
+    def query(self, sql: str, args: Any = None, db: str | None = None) -> list[tuple[Any, ...]]:
+        """Run *sql* on a side connection of its own (never the daemon's)."""
+        with psycopg.connect(
+            host=self.socket_dir, user=SUPERUSER, dbname=db or "postgres", autocommit=True
+        ) as conn:
+            cursor = conn.execute(sql, args)
+            return list(cursor.fetchall()) if cursor.description else []
+
+    def url(self, db: str = DB_NAME) -> str:
+        """Return a DATABASE_URL in the Unix-socket form."""
+        return f"postgres://{SUPERUSER}@{quote(self.socket_dir, safe='')}/{db}"
+
+    def sessions(self, db: str = DB_NAME) -> list[tuple[int, str]]:
+        """Return (pid, command) of the client sessions on *db*, other than this query's own.
+
+        The command uses MariaDB's words, so tests read both alike: "Query"
+        while a statement runs, "Sleep" otherwise.
+        """
+        rows = self.query(
+            "SELECT pid, state FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
+            [db],
+        )
+        return [(int(pid), "Query" if state == "active" else "Sleep") for pid, state in rows]
+
+    def kill_session(self, session_id: int) -> bool:
+        """Terminate one session (``pg_terminate_backend``); False if it had already ended."""
+        return bool(self.query("SELECT pg_terminate_backend(%s)", [session_id])[0][0])
+
+    def kill_query(self, session_id: int) -> None:
+        """Cancel the statement a session runs (``pg_cancel_backend``), keeping the session."""
+        self.query("SELECT pg_cancel_backend(%s)", [session_id])
+
+    def kill_sessions(self, db: str = DB_NAME) -> list[int]:
+        """Terminate every client session on *db*; return their pids."""
+        return [pid for pid, _ in self.sessions(db) if self.kill_session(pid)]
+
+    def set_wait_timeout(self, seconds: int) -> None:
+        """Drop sessions idle for *seconds*, in or out of a transaction (0: never).
+
+        ``idle_session_timeout`` and ``idle_in_transaction_session_timeout``
+        together are PostgreSQL's ``wait_timeout``. Returns once a new session
+        sees the value (a reload reaches the postmaster asynchronously).
+        """
+        value = f"{int(seconds)}s"
+        for name in ("idle_session_timeout", "idle_in_transaction_session_timeout"):
+            self.query(f"ALTER SYSTEM SET {name} = '{value}'")
+        self.query("SELECT pg_reload_conf()")
+        want = "0" if seconds == 0 else value
+        deadline = time.monotonic() + 10
+        while self.query("SHOW idle_session_timeout")[0][0] != want:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"idle_session_timeout did not become {want}")
+            time.sleep(0.02)
+
+    def reset(self) -> None:
+        """Undo what tests reconfigure."""
+        self.set_wait_timeout(0)
+
+
+def migrate(server: PostgreSQL) -> None:
+    """Create the test database and run every migration into it."""
+    from tests.daemon import manage
+
+    server.query(f"CREATE DATABASE {DB_NAME} ENCODING 'UTF8'")
+    done = manage("migrate", "-v0", env={"DATABASE_URL": server.url()}, timeout=300)
+    if done.returncode != 0:
+        raise RuntimeError(f"migrate failed:\n{done.stderr}")
