@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -44,6 +45,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 
 from . import dbcheck, dbwait
+from .backends import ops_for
 from .dbstats import stats
 
 log = structlog.get_logger("socketsvc.lifecycle")
@@ -54,7 +56,17 @@ _CONNECTED_BEFORE = "_socketsvc_connected_before"
 _local = threading.local()
 
 
+# Raw connections handed out by a pool (OPTIONS["pool"]) that were already counted:
+# taking one from the pool again is not a connect.
+_pooled_seen: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
 def _on_connection_created(sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:
+    if connection.settings_dict.get("OPTIONS", {}).get("pool"):
+        with suppress(TypeError):
+            if connection.connection in _pooled_seen:
+                return
+            _pooled_seen.add(connection.connection)
     stats.bump("connects")
     _local.connects = getattr(_local, "connects", 0) + 1
     if getattr(connection, _CONNECTED_BEFORE, False):
@@ -166,7 +178,9 @@ def _make_patient() -> None:
     if getattr(_local, "patient", False):
         return
     for alias in connections:
-        dbwait.make_patient(connections[alias])
+        conn = connections[alias]
+        dbwait.make_patient(conn)
+        ops_for(conn.vendor).prepare(conn)
     _local.patient = True
 
 

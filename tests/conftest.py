@@ -163,6 +163,22 @@ def mariadb(shared_mariadb: MariaDB) -> Iterator[MariaDB]:
     shared_mariadb.reset()
 
 
+@pytest.fixture
+def postgresql(shared_postgresql: PostgreSQL) -> Iterator[PostgreSQL]:
+    """The worker's throwaway PostgreSQL, with its idle timeouts restored after the test."""
+    yield shared_postgresql
+    shared_postgresql.reset()
+
+
+@pytest.fixture
+def private_postgresql(postgres_template: PostgreSQL) -> Iterator[Server]:
+    """A throwaway PostgreSQL of the test's own, for tests that stop or restart it."""
+    server = _start_copy(postgres_template)
+    yield server
+    server.stop()
+    shutil.rmtree(server.base, ignore_errors=True)
+
+
 @pytest.fixture(params=VENDORS)
 def database(request: pytest.FixtureRequest) -> Iterator[Server]:
     """The worker's throwaway server of each vendor in turn, reset after the test."""

@@ -28,6 +28,10 @@ DATABASES = {
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = SQLITE_OPTIONS
+# Django's psycopg pool (CONN_MAX_AGE must then be 0): TEST_DB_POOL="MIN,MAX".
+if os.environ.get("TEST_DB_POOL"):
+    _min, _max = (int(n) for n in os.environ["TEST_DB_POOL"].split(","))
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {"min_size": _min, "max_size": _max}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.mysql":
     DATABASES["default"].setdefault("OPTIONS", {})["charset"] = "utf8mb4"
 

@@ -11,6 +11,8 @@ from django.core.checks import CheckMessage
 from django.db import DatabaseError, InterfaceError
 
 if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
+
     from ..conf import Config
 
 # Modules whose exceptions are database driver errors (their text may hold SQL
@@ -82,6 +84,9 @@ class VendorOps:
         None when this cannot be told cheaply; the caller then pings.
         """
         return None
+
+    def prepare(self, conn: BaseDatabaseWrapper) -> None:
+        """Adjust a thread's connection wrapper once, before its first unit of work."""
 
     def idle_session_timeout(self, conn: Any) -> int | None:
         """Return after how many idle seconds the server drops a session, if it does."""

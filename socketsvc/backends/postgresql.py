@@ -3,9 +3,12 @@ the no-round-trip liveness check, ``idle_session_timeout``."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import DatabaseError, InterfaceError
+
+if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
 
 from .base import VendorOps, is_connect_failure, peer_closed
 
@@ -66,6 +69,13 @@ class PostgreSQLOps(VendorOps):
         if getattr(raw, "broken", False) or getattr(raw, "closed", False):
             return True
         return peer_closed(conn)
+
+    def prepare(self, conn: BaseDatabaseWrapper) -> None:
+        """Check connections of Django's pool as socketsvc checks any other (see pgpool)."""
+        if conn.settings_dict.get("OPTIONS", {}).get("pool"):
+            from . import pgpool
+
+            pgpool.guard(conn)
 
     def idle_session_timeout(self, conn: Any) -> int | None:
         """Return ``idle_session_timeout`` in seconds (None when off)."""

@@ -2,6 +2,7 @@
 
 import contextlib
 import logging
+import os
 import time
 from typing import Any
 
@@ -232,3 +233,26 @@ def stdlib_log(message: str) -> str:
     """Log through a plain stdlib logger, as Django and most libraries do."""
     logging.getLogger("django.testapp").warning(message)
     return message
+
+
+@handler
+def fork_and_query() -> dict[str, int]:
+    """Query, fork a child that queries too, query again: whose sessions were used?
+
+    The child exits with 0 if its query ran on a session of its own, 1 if it
+    ran on its parent's (an inherited connection), 2 if it failed.
+    """
+    parent_session = connection_id()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        code = 2
+        try:
+            code = 0 if connection_id() != parent_session else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(child, 0)
+    return {
+        "before": parent_session,
+        "child_exit": os.waitstatus_to_exitcode(status),
+        "after": connection_id(),
+    }
