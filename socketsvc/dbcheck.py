@@ -31,8 +31,10 @@ from django.db.backends.signals import connection_created
 from .backends import ops_for
 from .dbstats import stats
 
-# Attribute set on a DatabaseWrapper: when it was last known to be in use
-# (a cursor created, or checked alive), in monotonic seconds.
+# Attribute set on a DatabaseWrapper: (driver connection, monotonic seconds) of when
+# that connection was last known to be in use (a cursor created, or checked alive).
+# Keyed by the driver connection, so a connection being opened is never taken
+# for an idle one.
 LAST_USED = "_socketsvc_last_used"
 _GUARDED = "_socketsvc_guarded"
 # Inside a handler, a connection is re-checked only after this long at least.
@@ -85,13 +87,20 @@ def close_quietly(conn: BaseDatabaseWrapper) -> None:
 
 
 def touch(conn: BaseDatabaseWrapper, now: float) -> None:
-    """Record that *conn* was in use (or known alive) at *now*."""
-    setattr(conn, LAST_USED, now)
+    """Record that *conn*'s driver connection was in use (or known alive) at *now*."""
+    setattr(conn, LAST_USED, (conn.connection, now))
+
+
+def _last_used(conn: BaseDatabaseWrapper) -> float | None:
+    record: tuple[Any, float] | None = getattr(conn, LAST_USED, None)
+    if record is None or record[0] is not conn.connection:
+        return None
+    return record[1]
 
 
 def idle_for(conn: BaseDatabaseWrapper, now: float) -> float:
     """Return how long *conn* has gone unused (infinity if never recorded)."""
-    last: float | None = getattr(conn, LAST_USED, None)
+    last = _last_used(conn)
     return float("inf") if last is None else now - last
 
 
@@ -119,9 +128,15 @@ def _check_before_cursor(conn: BaseDatabaseWrapper) -> None:
         type(conn).close_if_health_check_failed(conn)
         return
     now = time.monotonic()
-    idle = idle_for(conn, now)
+    last = _last_used(conn)
     touch(conn, now)
-    if conn.connection is None or idle < threshold or usable(conn):
+    # No record for this driver connection: Django is opening it (it checks
+    # before it sets autocommit), so it is new, not idle. A ping then would
+    # leave a transaction open on PostgreSQL, where autocommit is still off.
+    if conn.connection is None or last is None:
+        return
+    idle = now - last
+    if idle < threshold or usable(conn):
         return
     stats.bump("dead_connections_replaced")
     if conn.in_atomic_block:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from tests.waiting import poll
 
@@ -58,3 +59,18 @@ def test_no_session_left_after_shutdown(database, start_daemon, gate):
         caller.join(30)
     assert daemon.stop() == 0
     poll(lambda: database.sessions() == [], timeout=10)
+
+
+def test_a_connection_opened_after_an_idle_pause_is_not_taken_for_an_idle_one(
+    database, start_daemon
+):
+    """CONN_MAX_AGE=0, one worker: a handler whose first database access is
+    transaction.atomic() opens its connection more than DB_CHECK_AFTER_IDLE after the
+    thread's last query, and succeeds (the check before the first cursor must not ping a
+    connection being opened: on PostgreSQL autocommit is still off then, and the ping's
+    transaction would make Django's switch to autocommit fail)."""
+    daemon = start_daemon(database.url(), "--workers", "1", conn_max_age="0")
+    assert daemon.call("testapp.pause_in_atomic_then_query", seconds=0) >= 0
+    time.sleep(1.5)  # longer than DB_CHECK_AFTER_IDLE (1 s): the pause is what is tested
+    assert daemon.call("testapp.pause_in_atomic_then_query", seconds=0) >= 0
+    assert daemon.call("rpc.status")["errors"] == 0
