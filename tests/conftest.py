@@ -267,11 +267,17 @@ def sqlite_daemon(start_daemon: Callable[..., Daemon], sqlite_url: str) -> Daemo
 
 
 @pytest.fixture
-def clean_tasks(mariadb: MariaDB) -> MariaDB:
-    """The worker's throwaway MariaDB with no tasks, workers or markers left by earlier tests."""
+def clean_tasks(request: pytest.FixtureRequest) -> Server:
+    """The worker's throwaway MariaDB with no tasks, workers or markers left by earlier tests.
+
+    ``@pytest.mark.parametrize("clean_tasks", VENDORS, indirect=True)`` runs a test on
+    PostgreSQL too.
+    """
+    vendor = getattr(request, "param", "mariadb")
+    server: Server = request.getfixturevalue("mariadb" if vendor == "mariadb" else "postgresql")
     for table in ("socketsvc_task", "socketsvc_worker", "testapp_marker"):
-        mariadb.query(f"DELETE FROM {table}", db="socketsvc_test")
-    return mariadb
+        server.query(f"DELETE FROM {table}", db="socketsvc_test")
+    return server
 
 
 @pytest.fixture

@@ -189,6 +189,16 @@ class MariaDB:
         """Set the global wait_timeout (applies to sessions opened afterwards)."""
         self.query(f"SET GLOBAL wait_timeout = {int(seconds)}")
 
+    @staticmethod
+    def quote(name: str) -> str:
+        """Quote an identifier (``key`` is a reserved word)."""
+        return f"`{name}`"
+
+    @staticmethod
+    def as_text(expression: str) -> str:
+        """SQL that reads *expression* (a JSON column, say) as text."""
+        return f"CAST({expression} AS CHAR)"
+
     def reset(self) -> None:
         """Undo what tests reconfigure."""
         self.set_wait_timeout(28800)

@@ -183,8 +183,20 @@ class PostgreSQL:
         return [(int(pid), "Query" if state == "active" else "Sleep") for pid, state in rows]
 
     def kill_session(self, session_id: int) -> bool:
-        """Terminate one session (``pg_terminate_backend``); False if it had already ended."""
-        return bool(self.query("SELECT pg_terminate_backend(%s)", [session_id])[0][0])
+        """Terminate one session and wait until it has ended; False if it had already ended.
+
+        ``pg_terminate_backend`` only signals the backend, which then sends its
+        client the error and closes; MariaDB's KILL has closed the session when
+        it returns, and tests expect that.
+        """
+        if not self.query("SELECT pg_terminate_backend(%s)", [session_id])[0][0]:
+            return False
+        deadline = time.monotonic() + 10
+        while self.query("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [session_id]):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"session {session_id} did not end")
+            time.sleep(0.01)
+        return True
 
     def kill_query(self, session_id: int) -> None:
         """Cancel the statement a session runs (``pg_cancel_backend``), keeping the session."""
@@ -211,6 +223,16 @@ class PostgreSQL:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"idle_session_timeout did not become {want}")
             time.sleep(0.02)
+
+    @staticmethod
+    def quote(name: str) -> str:
+        """Quote an identifier (``key`` is a reserved word on MariaDB; quoted alike here)."""
+        return f'"{name}"'
+
+    @staticmethod
+    def as_text(expression: str) -> str:
+        """SQL that reads *expression* (a JSON column, say) as text."""
+        return f"CAST({expression} AS TEXT)"
 
     def reset(self) -> None:
         """Undo what tests reconfigure."""

@@ -19,6 +19,9 @@ from tests.waiting import poll
 
 pytestmark = pytest.mark.mariadb
 
+# Tests marked with this also run on PostgreSQL: the scheduler's once-per-slot claim.
+VENDORS = ("mariadb", "postgresql")
+
 
 @pytest.fixture
 def start_ticking(clean_tasks, start_daemon):
@@ -61,6 +64,7 @@ def wait_until(moment: float) -> None:
         time.sleep(remaining)
 
 
+@pytest.mark.parametrize("clean_tasks", VENDORS, indirect=True)
 def test_every_two_seconds_for_nine_seconds_gives_four_or_five_runs(clean_tasks, start_ticking):
     """every=2 s for 9 s: 4 or 5 runs, each a successful task result, each for its own slot."""
     daemon = start_ticking({"every": 2})
@@ -79,6 +83,7 @@ def test_every_two_seconds_for_nine_seconds_gives_four_or_five_runs(clean_tasks,
     assert all((b - a) == timedelta(seconds=2) for a, b in itertools.pairwise(slots))
 
 
+@pytest.mark.parametrize("clean_tasks", VENDORS, indirect=True)
 def test_two_daemons_on_one_database_run_each_slot_exactly_once(
     clean_tasks, start_ticking, short_tmp
 ):

@@ -18,6 +18,10 @@ from tests.waiting import poll
 
 pytestmark = pytest.mark.mariadb
 
+# Tests marked with this also run on PostgreSQL: the claim (FOR UPDATE SKIP LOCKED),
+# recovery of lost runs, cancellation and retries.
+VENDORS = ("mariadb", "postgresql")
+
 FRAMEWORK_DOES_NOT_EXIST = ("django.tasks.exceptions", "django_tasks.exceptions")
 
 
@@ -54,6 +58,7 @@ def signals_for(daemon, result_id: str) -> list[str]:
     ]
 
 
+@pytest.mark.parametrize("clean_tasks", VENDORS, indirect=True)
 def test_a_task_succeeds_and_another_process_reads_its_return_value(daemon, client):
     """enqueue -> SUCCESSFUL with the return value, read through get_result by another process."""
     queued = client.enqueue("add", 2, 40)
@@ -147,6 +152,7 @@ def test_a_task_idle_past_wait_timeout_still_gets_its_result_recorded(
     assert daemon.call("rpc.status")["dead_connections_replaced"] >= 1
 
 
+@pytest.mark.parametrize("clean_tasks", VENDORS, indirect=True)
 def test_retries_back_off_and_every_attempt_is_visible(daemon, client):
     """flaky fails twice then succeeds: 3 attempts, 2 errors, waits of >= 0.3 s then >= 0.6 s."""
     queued = client.enqueue("flaky", 2)
@@ -211,10 +217,12 @@ def test_a_cancelled_queued_task_never_runs(tasks_db, start_tasks_daemon, taskcl
     assert after["started_at"] is None
     assert after["attempts"] == 0
     assert tasks_db.query(
-        "SELECT COUNT(*) FROM testapp_marker WHERE `key`='never'", db="socketsvc_test"
+        f"SELECT COUNT(*) FROM testapp_marker WHERE {tasks_db.quote('key')}='never'",
+        db="socketsvc_test",
     ) == [(0,)]
 
 
+@pytest.mark.parametrize("clean_tasks", VENDORS, indirect=True)
 def test_a_cancelled_running_task_stops_at_its_next_progress(daemon, client):
     """cancel() on a RUNNING task: it raises Cancelled at its next progress(), ends FAILED."""
     queued = client.enqueue("count_slowly", 1000, 0.01)
@@ -249,6 +257,7 @@ def test_sigterm_lets_a_running_task_finish_and_leaves_the_rest_queued(
     poll(lambda: tasks_db.sessions() == [])
 
 
+@pytest.mark.parametrize("clean_tasks", VENDORS, indirect=True)
 def test_sigkill_during_a_task_leaves_nothing_running_after_restart(
     tasks_db, start_tasks_daemon, taskclient, gate, short_tmp
 ):
@@ -293,6 +302,7 @@ def test_a_lost_run_with_retries_left_runs_again_after_restart(
     assert [e["exception_class_path"] for e in done["errors"]] == ["socketsvc.tasks.WorkerLost"]
 
 
+@pytest.mark.parametrize("clean_tasks", VENDORS, indirect=True)
 def test_two_daemons_on_one_database_run_each_task_exactly_once(
     tasks_db, start_tasks_daemon, taskclient, short_tmp
 ):
@@ -314,7 +324,8 @@ def test_two_daemons_on_one_database_run_each_task_exactly_once(
         timeout=120,
     )
     assert tasks_db.query(
-        "SELECT COUNT(*), COUNT(DISTINCT `key`) FROM testapp_marker", db="socketsvc_test"
+        f"SELECT COUNT(*), COUNT(DISTINCT {tasks_db.quote('key')}) FROM testapp_marker",
+        db="socketsvc_test",
     ) == [(500, 500)]
     assert tasks_db.query(
         "SELECT COUNT(*) FROM socketsvc_task WHERE status='SUCCESSFUL'", db="socketsvc_test"
@@ -388,6 +399,7 @@ def test_status_reports_task_counts_and_the_runner(daemon, client):
     assert '"SUCCESSFUL": 3' in shown.stdout
 
 
+@pytest.mark.parametrize("clean_tasks", VENDORS, indirect=True)
 def test_worker_processes_share_the_tasks_and_recover_a_killed_ones_run(
     tasks_db, start_tasks_daemon, taskclient, gate, short_tmp
 ):
@@ -423,11 +435,13 @@ def test_worker_processes_share_the_tasks_and_recover_a_killed_ones_run(
         timeout=120,
     )
     assert tasks_db.query(
-        "SELECT COUNT(*), COUNT(DISTINCT `key`) FROM testapp_marker", db="socketsvc_test"
+        f"SELECT COUNT(*), COUNT(DISTINCT {tasks_db.quote('key')}) FROM testapp_marker",
+        db="socketsvc_test",
     ) == [(301, 301)]
     pids = tasks_db.query(
         "SELECT COUNT(DISTINCT w.pid) FROM socketsvc_task t JOIN socketsvc_worker w "
-        "ON t.worker_ids LIKE CONCAT('%%', w.id, '%%') WHERE t.task_path LIKE '%%.mark'",
+        f"ON {tasks_db.as_text('t.worker_ids')} LIKE CONCAT('%%', w.id, '%%') "
+        "WHERE t.task_path LIKE '%%.mark'",
         db="socketsvc_test",
     )
     assert pids[0][0] >= 2  # more than one worker process took a share

@@ -181,7 +181,7 @@ class Scheduler:
             with request_scope(self._check_idle_after()):
                 action()
         except Exception as exc:
-            log.warning("scheduler_step_failed", error=str(exc))
+            log.warning("scheduler_step_failed", error=str(exc), exc_info=True)
             self._stop.wait(1.0)
 
     def _declare(self) -> None:
