@@ -5,6 +5,8 @@ The database comes from ``DATABASE_URL`` (SQLite in ``project/var`` when unset):
     mysql://user:password@127.0.0.1:3306/shop
     mysql://user:password@%2Frun%2Fmysqld%2Fmysqld.sock/shop      (Unix socket)
     mysql://user:password@localhost/shop?unix_socket=/run/mysqld/mysqld.sock
+    postgres://user:password@127.0.0.1:5432/shop
+    postgres://user@%2Fvar%2Frun%2Fpostgresql/shop                (Unix socket)
 """
 
 import os

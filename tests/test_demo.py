@@ -30,6 +30,26 @@ def test_demo_calls_handlers_that_read_and_write_the_shop(short_tmp):
     assert not (short_tmp / "socketsvc.sock").exists()
 
 
+def test_demo_runs_on_postgresql_from_a_postgres_database_url(postgresql, short_tmp):
+    """DATABASE_URL=postgres://... : the demo migrates an empty PostgreSQL database, sells and
+    restocks through the daemon, and exits 0."""
+    name = f"demo_{short_tmp.name.lower()}"
+    postgresql.query(f"CREATE DATABASE {name}")
+    try:
+        done = manage(
+            "rundemo",
+            "--once",
+            env={**DEMO, "SOCKETSVC_VAR_DIR": str(short_tmp), "DATABASE_URL": postgresql.url(name)},
+            unset=("SOCKETSVC_SOCKET",),
+        )
+        assert done.returncode == 0, done.stderr
+        assert "database: postgresql" in done.stdout
+        assert '"summary": "Restocked 3 product(s), 40 unit(s) in all"' in done.stdout
+        assert postgresql.query("SELECT COUNT(*) FROM shop_product", db=name)[0][0] > 0
+    finally:
+        postgresql.query(f"DROP DATABASE {name} WITH (FORCE)")
+
+
 def test_demo_runs_until_ctrl_c_and_stops_the_daemon(short_tmp):
     """Without --once the demo keeps the daemon serving until Ctrl-C, then stops it cleanly."""
     demo = subprocess.Popen(
