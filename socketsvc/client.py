@@ -20,6 +20,7 @@ import os
 import socket as _socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from . import protocol
@@ -88,6 +89,16 @@ def _next_id() -> int:
 
 
 _pool = threading.local()
+
+# In-process mode (socketsvc.testing): encoded request -> encoded reply (None for a
+# notification), in place of the socket.
+Exchange = Callable[[bytes], "bytes | None"]
+_in_process: list[Exchange] = []
+
+
+def serve_in_process(exchange: Exchange | None) -> None:
+    """Send every call and notification of this process to *exchange* (None: the socket)."""
+    _in_process[:] = [] if exchange is None else [exchange]
 
 
 def _validated(raw: bytes, request_id: int, path: str) -> dict[str, JSONValue]:
@@ -203,11 +214,14 @@ def call_with(
     socket: str | os.PathLike[str] | None = None,
 ) -> Any:
     """Call *method* with a params array or object (any names, ``timeout`` and ``socket`` too)."""
-    path, timeout = _resolve(socket, timeout)
     request_id = _next_id()
     data = _encode({**_build(method, params), "id": request_id})
-    deadline = time.monotonic() + timeout
-    reply = _exchange(path, data, request_id, deadline, timeout)
+    if _in_process:
+        reply = _validated(_in_process[0](data) or b"", request_id, "(in process)")
+    else:
+        path, timeout = _resolve(socket, timeout)
+        deadline = time.monotonic() + timeout
+        reply = _exchange(path, data, request_id, deadline, timeout)
     if "error" in reply:
         error = reply["error"]
         raise RemoteError.from_error(error if isinstance(error, dict) else {})
@@ -237,8 +251,11 @@ def notify_with(
     socket: str | os.PathLike[str] | None = None,
 ) -> None:
     """Send a notification with a params array or object (any names)."""
-    path, timeout = _resolve(socket, timeout)
     data = _encode(_build(method, params))
+    if _in_process:
+        _in_process[0](data)
+        return
+    path, timeout = _resolve(socket, timeout)
     deadline = time.monotonic() + timeout
     sock = connect(path, deadline)
     try:

@@ -90,7 +90,9 @@ def settings_module() -> str:
     """Return the settings module the workers load; raise if there is none to pass on."""
     from django.conf import settings
 
-    name = getattr(settings, "SETTINGS_MODULE", None)
+    # Inside override_settings (a test) SETTINGS_MODULE reads None: the environment
+    # still names the module that was loaded.
+    name = getattr(settings, "SETTINGS_MODULE", None) or os.environ.get("DJANGO_SETTINGS_MODULE")
     if not name:
         raise ImproperlyConfigured(
             "worker processes need a settings module (DJANGO_SETTINGS_MODULE): "

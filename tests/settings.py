@@ -28,6 +28,9 @@ DATABASES = {
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = SQLITE_OPTIONS
+    # A file, not memory: socketsvc.testing's live service opens it from its own process
+    # (pytest-django adds each xdist worker's suffix).
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "pytest-test.sqlite3")}
 # Django's psycopg pool (CONN_MAX_AGE must then be 0): TEST_DB_POOL="MIN,MAX".
 if os.environ.get("TEST_DB_POOL"):
     _min, _max = (int(n) for n in os.environ["TEST_DB_POOL"].split(","))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any
 
 import structlog
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connections
 
 from socketsvc.conf import get_config, reread_config
 from socketsvc.logconfig import configure_logging
@@ -32,6 +35,15 @@ def run_system_checks() -> None:
         raise CommandError(
             "system checks failed: " + "; ".join(f"{issue.id}: {issue.msg}" for issue in serious)
         )
+
+
+def use_test_databases() -> None:
+    """Serve the databases ``socketsvc.testing.LiveService`` names (its test databases)."""
+    names = os.environ.get("SOCKETSVC_DATABASE_NAMES")
+    if not names:
+        return
+    for alias, name in json.loads(names).items():
+        connections.settings[alias]["NAME"] = name
 
 
 def _mode(value: str) -> int:
@@ -69,6 +81,7 @@ class Command(BaseCommand):
         parser.add_argument("--pidfile", help="write the daemon's pid here")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        use_test_databases()
         worker = from_environment()
         overrides: dict[str, Any] = {
             "SOCKET": options["socket"],

@@ -1,0 +1,56 @@
+"""Run due tasks in the calling thread, as the daemon's runner would (for tests).
+
+The same claim, the same :class:`~socketsvc.tasks.execute.Executor` (request
+lifecycle, retries, the result recorded, the signals sent), only without the
+runner's threads: :meth:`socketsvc.testing.InProcess.run_tasks` calls this.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+
+from ..conf import Config
+from ..lifecycle import request_scope
+from . import store
+from .backend import to_result
+from .execute import Executor
+from .lost import this_daemon
+from .runtime import Running
+from .serving import served
+
+
+def run_due_tasks(config: Config, queues: list[str] | None, limit: int) -> list[Any]:
+    """Claim and run due READY tasks one by one until none is left (at most *limit*)."""
+    what = served(config)
+    if what is None:
+        raise ImproperlyConfigured("no TASKS alias uses socketsvc.tasks.SocketServiceBackend")
+    wanted = what.queues if queues is None else frozenset(queues)
+    worker = this_daemon()
+
+    def flush(running: Running) -> None:
+        pending = running.take()
+        if pending is not None:
+            with request_scope(config.DB_CHECK_AFTER_IDLE):
+                if not store.write_progress(running.record_id, *pending, what.database):
+                    running.cancelled.set()
+
+    executor = Executor(
+        worker.id,
+        what.database,
+        what.backend_class,
+        lambda: config.DB_CHECK_AFTER_IDLE,
+        lambda: True,
+        flush,
+    )
+    ran: list[Any] = []
+    while len(ran) < limit:
+        with request_scope(config.DB_CHECK_AFTER_IDLE):
+            record, _ = store.claim(worker.id, what.aliases, wanted, what.database)
+        if record is None:
+            break
+        executor.run(record, Running(record.id))
+        record.refresh_from_db(using=what.database)
+        ran.append(to_result(record, None))
+    return ran
