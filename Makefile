@@ -1,11 +1,12 @@
 # The two commands of the README:
 #   make demo    create .venv, migrate the demo database, start the daemon and the admin (Ctrl-C stops)
 #   make test    the whole suite on every Python x Django pair the machine has
+# Also: make docs   the documentation site (docs/*.md) into docs/_build/html; make test builds it too
 PYTHON ?= python3
 VENV ?= .venv
 DJANGO ?= Django>=5.2,<5.3
 
-.PHONY: demo test venv lint bench
+.PHONY: demo test venv lint bench docs
 
 demo:
 	@.ci/system-deps build
@@ -22,6 +23,12 @@ bench:
 	@$(MAKE) --no-print-directory venv
 	$(VENV)/bin/pip install -q -e '.[test,bench]'
 	$(VENV)/bin/python -m bench
+
+# The documentation site (docs/*.md) into docs/_build/html; warnings are errors.
+docs:
+	@.ci/system-deps build
+	@$(MAKE) --no-print-directory venv
+	$(VENV)/bin/sphinx-build -W --keep-going -n -b html docs docs/_build/html
 
 # (Re)build the virtualenv when pyproject.toml or the Django pin changes.
 venv:
