@@ -75,11 +75,17 @@ def test_the_wheel_and_sdist_pass_twine_check_and_hold_what_a_project_needs(dist
         assert any(n.startswith("socketsvc/templates/") and n.endswith(".html") for n in names)
         assert any(n.startswith("socketsvc/static/") for n in names)
         assert not any(n.startswith(("project/", "tests/", "bench/")) for n in names)
+        assert "socketsvc/testing/pytest_plugin.py" in names
+    [entry_points] = [n for n in in_wheel if n.endswith(".dist-info/entry_points.txt")]
+    text = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "[pytest11]" in text and "socketsvc.testing.pytest_plugin" in text
 
 
-def test_a_fresh_project_installs_the_wheel_without_mysql_and_serves_a_handler(dist, short_tmp):
+def test_a_fresh_project_installs_the_wheel_without_mysql_and_serves_a_handler(
+    dist, short_tmp, postgresql
+):
     """In a new venv, the wheel with [postgres] installs without mysqlclient; a startproject
-    project with one handler answers call() through a real runsocketservice."""
+    project on PostgreSQL with one handler answers call() through a real runsocketservice."""
     [wheel] = dist.glob("socketsvc-*.whl")
     venv = short_tmp / "venv"
     run(sys.executable, "-m", "venv", venv)
@@ -96,9 +102,18 @@ def test_a_fresh_project_installs_the_wheel_without_mysql_and_serves_a_handler(d
     (app / "handlers.py").write_text(HANDLERS)
     sock = short_tmp / "site.sock"
     settings = site / "mysite" / "settings.py"
+    name = f"site_{short_tmp.name.lower()}"
+    postgresql.query(f"CREATE DATABASE {name}")
+    database = {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": name,
+        "USER": "postgres",
+        "HOST": postgresql.socket_dir,
+    }
     settings.write_text(
         settings.read_text()
         + f'\nINSTALLED_APPS += ["socketsvc", "hello"]\nSOCKETSVC = {{"SOCKET": "{sock}"}}\n'
+        + f"DATABASES = {{'default': {database!r}}}\n"
     )
     run(python, "manage.py", "migrate", "-v0", cwd=site)
     log = (short_tmp / "site.log").open("wb")
@@ -119,3 +134,4 @@ def test_a_fresh_project_installs_the_wheel_without_mysql_and_serves_a_handler(d
         daemon.wait(30)
         log.close()
     assert daemon.returncode == 0
+    postgresql.query(f"DROP DATABASE {name} WITH (FORCE)")
