@@ -37,12 +37,15 @@ from typing import Any
 
 import structlog
 
+from . import dbwait
 from .conf import Config
 from .systemd import notify
 
 log = structlog.get_logger("socketsvc.processes")
 
 ENVIRONMENT = "SOCKETSVC_WORKER"
+# The notify field a worker reports its unreachable database aliases in.
+DB_DOWN = "SOCKETSVC_DB_DOWN"
 _PR_SET_PDEATHSIG = 1
 _REPORT_EVERY = 1.0
 # A request to be recycled is repeated this often until the master acts on it.
@@ -125,6 +128,7 @@ class WorkerRole:
         self._next_report = 0.0
         self._reported_state: tuple[bool, str] | None = None
         self._next_recycle_request = 0.0
+        self._reported_down = ""
         self._report_path = Path(info.shared_dir) / f"worker-{info.slot}-{os.getpid()}.json"
 
     def apply(self, config: Config) -> None:
@@ -150,6 +154,7 @@ class WorkerRole:
         row = build_row()
         row["rss_kib"] = rss_kib()
         self._write(row)
+        self.report_databases()
         reason = self._due(row)
         if reason is not None and now >= self._next_recycle_request:
             if self.recycle_reason is None:
@@ -157,6 +162,14 @@ class WorkerRole:
             self.recycle_reason = reason
             self._next_recycle_request = now + RECYCLE_REPEAT
             notify(f"SOCKETSVC_RECYCLE={reason}")
+
+    def report_databases(self) -> None:
+        """Tell the master which database aliases this process finds down, when that changed
+        (``SOCKETSVC_DB_DOWN=``), so its ``STATUS=`` says so."""
+        down = ",".join(dbwait.unavailable())
+        if down != self._reported_down:
+            self._reported_down = down
+            notify(f"{DB_DOWN}={down}")
 
     def _due(self, row: dict[str, Any]) -> str | None:
         if self.request_limit and row["requests"] >= self.request_limit:

@@ -45,6 +45,7 @@ class Worker:
     successor: Worker | None = None
     replaces: Worker | None = None
     retired_at: float = 0.0  # when it was told to drain (0: serving)
+    databases_down: tuple[str, ...] = ()  # the aliases it last reported unreachable
     killed: bool = False
 
     @property

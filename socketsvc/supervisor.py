@@ -46,7 +46,7 @@ import structlog
 from .conf import Config, reloaded
 from .listener import Listener
 from .logconfig import reopen_log_files
-from .processes import WorkerInfo
+from .processes import DB_DOWN, WorkerInfo
 from .signals import SignalWatch
 from .spawn import Inbox, Worker, exit_reason, settings_module, start_process, worker_environment
 from .systemd import Notifier
@@ -179,6 +179,8 @@ class Supervisor:
             worker.ready = True
             log.info("worker_process_ready", slot=worker.slot, worker_pid=worker.pid)
             self._promote(worker)
+        if DB_DOWN in values:
+            worker.databases_down = tuple(filter(None, values[DB_DOWN].split(",")))
         reason = values.get("SOCKETSVC_RECYCLE")
         if reason:
             self._recycle(worker, reason)
@@ -412,4 +414,10 @@ class Supervisor:
         state = "Draining" if self.draining else "Serving"
         if self.rotation:
             state = "Reloading"
-        return f"{state}: {ready}/{self.config.PROCESSES} worker processes ready"
+        line = f"{state}: {ready}/{self.config.PROCESSES} worker processes ready"
+        down = sorted(
+            {alias for worker in self.workers.values() for alias in worker.databases_down}
+        )
+        if down:
+            line += f"; database {', '.join(down)} unavailable"
+        return line

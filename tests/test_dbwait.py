@@ -148,3 +148,49 @@ def test_an_outage_longer_than_the_wait_costs_one_connect_per_backoff_step(
     assert attempts <= 10, attempts
     assert daemon.call("rpc.ping") == "pong"
     assert daemon.process.poll() is None
+
+
+def _status_until(notify_socket, wanted, timeout: float = 15.0) -> str:
+    """Return the first STATUS= text for which *wanted* holds (bounded)."""
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        fields = notify_socket.receive(deadline - time.monotonic())
+        for field in fields or ():
+            if field.startswith("STATUS="):
+                seen.append(field)
+                if wanted(field):
+                    return field
+    raise AssertionError(f"no such STATUS= within {timeout} s; saw {seen[-3:]}")
+
+
+def test_with_worker_processes_the_masters_status_says_the_database_is_down(
+    private_mariadb, start_daemon, notify_socket, short_tmp
+):
+    """--processes 2: a worker that finds the database unreachable tells the master, whose
+    STATUS= (what systemctl status shows) names the alias until the database is back."""
+    settings = socketsvc_settings(short_tmp / "wait.json", DB_UNAVAILABLE_WAIT=0.5)
+    daemon = start_daemon(
+        private_mariadb.url(),
+        "--processes",
+        "2",
+        conn_max_age="60",
+        NOTIFY_SOCKET=notify_socket.path,
+        **settings,
+    )
+    notify_socket.wait_for("READY=1")
+    private_mariadb.stop()
+    try:
+        assert _count_notes(daemon.socket)[0] == DATABASE_UNAVAILABLE
+        _status_until(notify_socket, lambda status: "database default unavailable" in status)
+    finally:
+        private_mariadb.start()
+    # Each process learns the database is back at its next connect: call until both have.
+    for _ in range(50):
+        assert _count_notes(daemon.socket)[0] == 0
+        try:
+            _status_until(notify_socket, lambda status: "unavailable" not in status, timeout=1.5)
+        except AssertionError:
+            continue
+        return
+    raise AssertionError("STATUS= still says a database is unavailable")
