@@ -240,8 +240,9 @@ class Clients:
 
     # -- replying ----------------------------------------------------------------
 
-    def job_done(self, job: Job, outcome: Outcome) -> None:
-        """Deliver a worker's outcome (loop thread, through the handback)."""
+    def job_done(self, job: Job, outcome: Outcome, sent: bool = False) -> None:
+        """Deliver a worker's outcome (loop thread, through the handback); *sent*: the worker
+        has sent the reply itself (what the socket did not take is queued)."""
         conn = job.conn
         conn.pending -= 1
         self.outstanding -= 1
@@ -252,7 +253,9 @@ class Clients:
             reply = job.batch.add(reply)
             if reply is not None:
                 conn.batches -= 1
-        if reply:
+        if sent:
+            self._check_output(conn)
+        elif reply:
             self._send(conn, reply)
         elif reply is not None and conn.closed:
             self.counters.dropped_replies += 1
@@ -266,11 +269,14 @@ class Clients:
         if conn.closed:
             self.counters.dropped_replies += 1
             return
-        transport = conn.transport
-        if not transport.write(data):
+        if not conn.transport.write(data):
             self._lost(conn)
             return
-        if len(transport.out) > self.config.MAX_OUTPUT_BYTES:
+        self._check_output(conn)
+
+    def _check_output(self, conn: Connection) -> None:
+        transport = conn.transport
+        if not conn.closed and len(transport.out) > self.config.MAX_OUTPUT_BYTES:
             # The client sends but does not read: stop buffering for it.
             log.warning(
                 "output_cap_exceeded",

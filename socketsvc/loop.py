@@ -193,8 +193,8 @@ class Loop:
     def _policy(self, config: Config) -> AccessPolicy:
         return AccessPolicy.build(config.ALLOWED_UIDS, config.ALLOWED_GIDS, self.listener.group())
 
-    def _job_done(self, job: Job, outcome: Outcome) -> None:
-        self.clients.job_done(job, outcome)
+    def _job_done(self, job: Job, outcome: Outcome, sent: bool = False) -> None:
+        self.clients.job_done(job, outcome, sent)
 
     def _dispatch(self, data: Any, mask: int) -> None:
         """Run one event's callback; a bug in it costs at most that one connection."""

@@ -53,7 +53,7 @@ class WorkerPool:
         size: int,
         dispatcher: Dispatcher,
         handback: Handback,
-        on_done: Callable[[Job, Outcome], None],
+        on_done: Callable[[Job, Outcome, bool], None],
         log_params: bool = False,
     ) -> None:
         self.dispatcher = dispatcher
@@ -171,7 +171,13 @@ class WorkerPool:
                     return
                 job = item
                 outcome = self._run(job)
-                self._handback.put(self._on_done, job, outcome)
+                # A reply for a connection with nothing queued goes out from here, at
+                # once; the loop, told next, does the bookkeeping (and sends the rest).
+                reply = outcome.reply
+                sent = False
+                if reply and job.batch is None:
+                    sent = job.conn.transport.send_now(reply)
+                self._handback.put(self._on_done, job, outcome, sent)
                 done, job = job, None
                 self._log(done, outcome)
         finally:
@@ -182,7 +188,7 @@ class WorkerPool:
             if not retired:
                 if job is not None:
                     self._handback.put(
-                        self._on_done, job, internal_error(job.call.request, job.request_id)
+                        self._on_done, job, internal_error(job.call.request, job.request_id), False
                     )
                 self._handback.put(self._worker_lost, threading.current_thread().name)
             try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import selectors
 import socket
 import struct
+import threading
 import time
 from typing import Any, NamedTuple
 
@@ -52,6 +53,7 @@ class Transport:
         "events",
         "framer",
         "last_active",
+        "lock",
         "out",
         "sock",
     )
@@ -71,6 +73,9 @@ class Transport:
         self.eof = False
         self.closed = False
         self.last_active = time.monotonic()
+        # Held while bytes go out or the socket closes: the loop writes, and so does a
+        # worker thread with a reply for a connection that has nothing queued (send_now).
+        self.lock = threading.Lock()
         self._selector = selector
         self._owner = owner  # the selector key's data: whom the loop hands events to
 
@@ -99,11 +104,18 @@ class Transport:
 
     def write(self, data: bytes) -> bool:
         """Queue *data* and send what the socket takes now; False if the peer is gone."""
-        self.out += data
-        return self.flush()
+        with self.lock:
+            if self.closed:
+                return False
+            self.out += data
+            return self._flush()
 
     def flush(self) -> bool:
         """Send buffered bytes until the socket would block; False if the peer is gone."""
+        with self.lock:
+            return self.closed or self._flush()
+
+    def _flush(self) -> bool:
         out = self.out
         while out:
             try:
@@ -115,6 +127,26 @@ class Transport:
             del out[:sent]
         self.last_active = time.monotonic()
         return True
+
+    def send_now(self, data: bytes) -> bool:
+        """From a worker thread: send *data* at once if nothing is queued before it.
+
+        Returns True if the socket took it (what it did not take is queued, and
+        the loop, told of the reply next, asks to write the rest); False if it
+        was not sent at all (bytes queued before it, the socket full or closed,
+        the peer gone): the loop then sends it as any other reply.
+        """
+        with self.lock:
+            if self.closed or self.out:
+                return False
+            try:
+                sent = self.sock.send(data)
+            except OSError:
+                return False
+            if sent < len(data):
+                self.out += data[sent:]
+            self.last_active = time.monotonic()
+            return True
 
     def want_reading(self, reading: bool) -> None:
         """Set the selector interest: read if *reading*, write while bytes wait to be sent."""
@@ -135,10 +167,11 @@ class Transport:
 
     def close(self) -> None:
         """Unregister and close the socket (idempotent)."""
-        if self.closed:
-            return
-        self.closed = True
-        if self.events:
-            self._selector.unregister(self.sock)
-            self.events = 0
-        self.sock.close()
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+            if self.events:
+                self._selector.unregister(self.sock)
+                self.events = 0
+            self.sock.close()
