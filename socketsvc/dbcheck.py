@@ -67,6 +67,27 @@ def alive(conn: BaseDatabaseWrapper, recent: bool) -> bool:
     return not closed
 
 
+def _registry() -> dict[str, BaseDatabaseWrapper]:
+    """This thread's connection wrappers that have connected, by alias.
+
+    Django's ``connections.all(initialized_only=True)`` asks an asgiref Local
+    for each alias, a lock and a context manager each time: walked twice per
+    request it cost more than the rest of the lifecycle. The registry is seeded
+    from it once per thread, then kept by ``connection_created`` and
+    :func:`discard`.
+    """
+    wrappers: dict[str, BaseDatabaseWrapper] | None = getattr(_local, "wrappers", None)
+    if wrappers is None:
+        wrappers = {conn.alias: conn for conn in connections.all(initialized_only=True)}
+        _local.wrappers = wrappers
+    return wrappers
+
+
+def thread_connections() -> list[BaseDatabaseWrapper]:
+    """Return this thread's wrappers that have connected (open now or not)."""
+    return list(_registry().values())
+
+
 def discard(conn: BaseDatabaseWrapper) -> None:
     """Throw away a wrapper whose state cannot be trusted; the next access builds a new one."""
     raw = conn.connection
@@ -76,6 +97,9 @@ def discard(conn: BaseDatabaseWrapper) -> None:
     conn.connection = None
     with suppress(AttributeError):
         del connections[conn.alias]
+    wrappers = _registry()
+    if wrappers.get(conn.alias) is conn:
+        del wrappers[conn.alias]
 
 
 def close_quietly(conn: BaseDatabaseWrapper) -> None:
@@ -151,6 +175,7 @@ def _check_before_cursor(conn: BaseDatabaseWrapper) -> None:
 
 
 def _install_guard(sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:
+    _registry()[connection.alias] = connection
     if not getattr(connection, _GUARDED, False):
         setattr(connection, _GUARDED, True)
         connection.close_if_health_check_failed = types.MethodType(  # type: ignore[method-assign]

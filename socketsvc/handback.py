@@ -48,9 +48,10 @@ class Handback:
 
     def run_pending(self) -> None:
         """Run every queued callback (loop thread only); one failing never stops the others."""
+        # One read takes every wake-up byte there is (put() sends one per burst);
+        # reading on until the socket says "would block" costs an exception per turn.
         with contextlib.suppress(BlockingIOError, OSError):
-            while self._reader.recv(4096):
-                pass
+            self._reader.recv(4096)
         # Cleared before the queue is read: a put() that still sees it set has
         # its callback run below; one that sees it clear sends a new byte.
         self._pending = False

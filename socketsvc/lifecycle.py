@@ -170,7 +170,7 @@ def _finish(conn: BaseDatabaseWrapper, depth: int, suspect: bool) -> None:
 
 
 def _initialized() -> list[BaseDatabaseWrapper]:
-    return list(connections.all(initialized_only=True))
+    return dbcheck.thread_connections()
 
 
 def _make_patient() -> None:

@@ -33,7 +33,11 @@ def test_requests_after_idling_past_wait_timeout_all_succeed(
 ):
     """Every request succeeds after the daemon idled longer than wait_timeout."""
     database.set_wait_timeout(WAIT_TIMEOUT)
-    daemon = start_daemon(database.url(), conn_max_age=max_age, health_checks=health_checks)
+    # One worker thread: the requests after the idle time reuse the very thread (and
+    # connection) the first ones used, whichever thread would otherwise be free first.
+    daemon = start_daemon(
+        database.url(), "--workers", "1", conn_max_age=max_age, health_checks=health_checks
+    )
     marker = f"idle-{max_age}-{health_checks}"
     assert daemon.call("testapp.write_note", text=marker) >= 1
     first_session = daemon.call("testapp.connection_id")
