@@ -31,6 +31,7 @@ own by anyone writing a long-running loop::
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 import weakref
@@ -39,10 +40,14 @@ from contextlib import contextmanager, suppress
 from typing import Any
 
 import structlog
+from django.conf import settings
 from django.core.cache import close_caches
-from django.db import DatabaseError, connections, reset_queries
+from django.core.cache.backends.base import BaseCache
+from django.core.signals import setting_changed
+from django.db import DatabaseError, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
+from django.utils.module_loading import import_string
 
 from . import dbcheck, dbwait
 from .backends import ops_for
@@ -169,6 +174,32 @@ def _finish(conn: BaseDatabaseWrapper, depth: int, suspect: bool) -> None:
     _close_if_stale(conn)
 
 
+@functools.cache
+def _caches_need_closing() -> bool:
+    """Return False when no configured cache backend has a ``close()`` that does anything.
+
+    Django's ``close_caches()`` looks up every cache alias in an asgiref Local
+    on every request; for the in-process, file, database and dummy caches
+    (``BaseCache.close`` is a no-op) that is all it does.
+    """
+    for config in getattr(settings, "CACHES", {}).values():
+        try:
+            backend = import_string(config["BACKEND"])
+        except Exception:
+            return True  # let close_caches() meet it, as before
+        if getattr(backend, "close", BaseCache.close) is not BaseCache.close:
+            return True
+    return False
+
+
+def _forget_cache_backends(*, setting: str, **kwargs: Any) -> None:
+    if setting == "CACHES":
+        _caches_need_closing.cache_clear()
+
+
+setting_changed.connect(_forget_cache_backends, dispatch_uid="socketsvc.lifecycle.caches")
+
+
 def _initialized() -> list[BaseDatabaseWrapper]:
     return dbcheck.thread_connections()
 
@@ -192,8 +223,8 @@ def before_request(check_idle_after: float = 1.0) -> dict[str, int]:
     for conn in _initialized():
         depths[conn.alias] = len(conn.atomic_blocks)
         _prepare(conn, now, check_idle_after)
-    with suppress(Exception):
-        reset_queries()
+    for conn in _initialized():
+        conn.queries_log.clear()  # what Django's reset_queries() does, on our walk
     return depths
 
 
@@ -206,6 +237,8 @@ def after_request(depths: dict[str, int], exc: BaseException | None = None) -> N
         except Exception as error:
             log.warning("db_cleanup_failed", alias=conn.alias, error=repr(error))
             _discard(conn)
+    if not _caches_need_closing():
+        return
     try:
         close_caches()
     except Exception as error:

@@ -16,6 +16,7 @@ cost), which is what a daemon without extra handlers pays per request.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import sys
 from typing import IO, Any
@@ -124,19 +125,8 @@ class _Sink:
         logger = self._logger
         if not logger.isEnabledFor(level):
             return
-        ours = self._ours
         if self._only_ours():
-            if level < ours.level:
-                return
-            line = render_event(self._render, event)
-            ours.acquire()
-            try:
-                ours.stream.write(line + "\n")
-                ours.stream.flush()
-            except Exception:
-                ours.handleError(logging.makeLogRecord({"msg": line}))
-            finally:
-                ours.release()
+            self.write_line(level, event)
             return
         record = logging.LogRecord(
             self.name, level, "", 0, _summary(event), None, _exc_info(event.get("exc_info"))
@@ -146,6 +136,39 @@ class _Sink:
                 record.__dict__[key] = value
         record.__dict__["_socketsvc_event"] = event
         logger.handle(record)
+
+    def write_line(self, level: int, event: dict[str, Any]) -> None:
+        """Render *event* and write it with our handler (only it listens)."""
+        ours = self._ours
+        if level < ours.level:
+            return
+        line = render_event(self._render, event)
+        ours.acquire()
+        try:
+            ours.stream.write(line + "\n")
+            ours.stream.flush()
+        except Exception:
+            ours.handleError(logging.makeLogRecord({"msg": line}))
+        finally:
+            ours.release()
+
+    def direct(self, method: str, event: dict[str, Any]) -> bool:
+        """Write a complete *event* without structlog's processors, if only ours listens.
+
+        For the canonical request line, whose fields are all known: it skips the
+        processor chain (context merge, timestamper) that costs more than the
+        rendering. Returns False when the event must take the usual path.
+        """
+        level = _LEVELS.get(method, logging.INFO)
+        if not self._logger.isEnabledFor(level):
+            return True
+        if not self._only_ours() or structlog.contextvars.get_contextvars().keys() - event.keys():
+            return False
+        event["level"] = method
+        event["logger"] = self.name
+        event["timestamp"] = _now_iso()
+        self.write_line(level, event)
+        return True
 
     def debug(self, event: dict[str, Any]) -> None:
         """Log at DEBUG."""
@@ -174,6 +197,19 @@ class _Sink:
     msg = log = info
     warn = warning
     fatal = critical
+
+
+def _now_iso() -> str:
+    """The timestamp as the daemon's TimeStamper writes it (ISO 8601, UTC, "Z")."""
+    return datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
+
+
+_sinks: dict[str, _Sink] = {}
+
+
+def direct_sink(name: str) -> _Sink | None:
+    """Return the daemon's sink for logger *name* (None before configure_logging)."""
+    return _sinks.get(name)
 
 
 def _to_sink(logger: Any, method_name: str, event_dict: Any) -> Any:
@@ -214,6 +250,7 @@ def configure_logging(
 
     JSON lines unless the stream is a terminal (then console lines). Return the handler.
     """
+    _sinks.clear()  # made again, on the new handler, as structlog asks for them
     handler: logging.StreamHandler  # type: ignore[type-arg]
     handler = ReopenableFileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
     stream = handler.stream
@@ -252,11 +289,17 @@ def configure_logging(
             structlog.processors.StackInfoRenderer(),
             _to_sink,
         ],
-        logger_factory=lambda name="socketsvc", *args: _Sink(name, handler, render),
+        logger_factory=lambda name="socketsvc", *args: _sink(name, handler, render),
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
         cache_logger_on_first_use=True,
     )
     return handler
+
+
+def _sink(name: str, handler: logging.Handler, render: list[Any]) -> _Sink:
+    sink = _Sink(name, handler, render)  # type: ignore[arg-type]
+    _sinks[name] = sink
+    return sink
 
 
 def reopen_log_files() -> None:

@@ -8,9 +8,11 @@ from typing import Any
 import structlog
 
 from .dispatch import Outcome
+from .logconfig import direct_sink
 from .transport import Peer
 
-log = structlog.get_logger("socketsvc.request")
+log_name = "socketsvc.request"
+log = structlog.get_logger(log_name)
 
 
 def log_request(  # noqa: PLR0917
@@ -44,6 +46,11 @@ def log_request(  # noqa: PLR0917
     if params is not None:
         fields["params"] = params
     try:
+        if outcome.exception is None:
+            sink = direct_sink(log_name)
+            method = "info" if outcome.error_code is None else "warning"
+            if sink is not None and sink.direct(method, {**fields, "event": "request"}):
+                return
         if outcome.exception is not None:
             log.error("request", exc_info=outcome.exception, **fields)
         elif outcome.error_code is not None:
