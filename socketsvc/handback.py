@@ -1,8 +1,10 @@
 """The one channel from other threads to the event loop: a callback queue and its wake-up pipe.
 
-Worker threads (and the readiness probe, and name look-ups) never touch a
-socket or the loop's state: they :meth:`Handback.put` a callback, and the loop
-runs it on its own thread. One byte on a socketpair wakes the selector; while
+Worker threads (and the readiness probe, and name look-ups) never touch the
+loop's state: they :meth:`Handback.put` a callback, and the loop runs it on
+its own thread. (The one socket operation a worker does is sending its reply
+when nothing is queued before it, under the transport's lock: see
+:meth:`socketsvc.transport.Transport.send_now`.) One byte on a socketpair wakes the selector; while
 a byte is already on its way no more are written, so a burst of results costs
 one wake-up.
 """
