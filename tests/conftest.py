@@ -138,22 +138,24 @@ def _start_copy(template: Server) -> Server:
     return server
 
 
-@pytest.fixture(scope="session")
-def shared_mariadb(mariadb_template: MariaDB) -> Iterator[Server]:
-    """One throwaway MariaDB per worker, for tests that only reconfigure sessions."""
-    server = _start_copy(mariadb_template)
+def _running_copy(template: Server) -> Iterator[Server]:
+    """A started copy of *template*, stopped and removed afterwards."""
+    server = _start_copy(template)
     yield server
     server.stop()
     shutil.rmtree(server.base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def shared_mariadb(mariadb_template: MariaDB) -> Iterator[Server]:
+    """One throwaway MariaDB per worker, for tests that only reconfigure sessions."""
+    yield from _running_copy(mariadb_template)
 
 
 @pytest.fixture(scope="session")
 def shared_postgresql(postgres_template: PostgreSQL) -> Iterator[Server]:
     """One throwaway PostgreSQL per worker, for tests that only reconfigure sessions."""
-    server = _start_copy(postgres_template)
-    yield server
-    server.stop()
-    shutil.rmtree(server.base, ignore_errors=True)
+    yield from _running_copy(postgres_template)
 
 
 @pytest.fixture
@@ -173,10 +175,7 @@ def postgresql(shared_postgresql: PostgreSQL) -> Iterator[PostgreSQL]:
 @pytest.fixture
 def private_postgresql(postgres_template: PostgreSQL) -> Iterator[Server]:
     """A throwaway PostgreSQL of the test's own, for tests that stop or restart it."""
-    server = _start_copy(postgres_template)
-    yield server
-    server.stop()
-    shutil.rmtree(server.base, ignore_errors=True)
+    yield from _running_copy(postgres_template)
 
 
 @pytest.fixture(params=VENDORS)
@@ -190,10 +189,7 @@ def database(request: pytest.FixtureRequest) -> Iterator[Server]:
 @pytest.fixture
 def private_mariadb(mariadb_template: MariaDB) -> Iterator[Server]:
     """A throwaway MariaDB of the test's own, for tests that stop or restart it."""
-    server = _start_copy(mariadb_template)
-    yield server
-    server.stop()
-    shutil.rmtree(server.base, ignore_errors=True)
+    yield from _running_copy(mariadb_template)
 
 
 @pytest.fixture(params=VENDORS)
@@ -202,10 +198,7 @@ def private_database(request: pytest.FixtureRequest) -> Iterator[Server]:
     template: Server = request.getfixturevalue(
         "mariadb_template" if request.param == "mariadb" else "postgres_template"
     )
-    server = _start_copy(template)
-    yield server
-    server.stop()
-    shutil.rmtree(server.base, ignore_errors=True)
+    yield from _running_copy(template)
 
 
 @pytest.fixture

@@ -7,14 +7,15 @@ machine's shared MariaDB is never touched.
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import MySQLdb
+
+from tests import dbserver
+from tests.dbserver import ThrowawayServer
 
 DB_NAME = "socketsvc_test"
 SERVER_OPTIONS = [
@@ -38,8 +39,11 @@ def require_binaries() -> None:
         )
 
 
-class MariaDB:
+class MariaDB(ThrowawayServer):
     """One private server: datadir, socket and pid file under *base*."""
+
+    program = "mariadbd"
+    not_answering = MySQLdb.OperationalError
 
     vendor = "mysql"
     # What clients see, by driver code: a session killed or lost mid-query, a
@@ -53,12 +57,10 @@ class MariaDB:
     code_label = "MySQL error"
 
     def __init__(self, base: Path) -> None:
-        self.base = base
+        super().__init__(base, base / "error.log")
         self.datadir = base / "data"
         self.socket = str(base / "m.sock")
         self.pid_file = base / "m.pid"
-        self.log_file = base / "error.log"
-        self.process: subprocess.Popen[bytes] | None = None
 
     # -- life cycle --------------------------------------------------------
 
@@ -86,9 +88,9 @@ class MariaDB:
         self.base.mkdir(parents=True, exist_ok=True)
         shutil.copytree(template.datadir, self.datadir, symlinks=True)
 
-    def start(self, timeout: float = 60.0) -> None:
-        """Start mariadbd and wait until it answers a query."""
-        self.process = subprocess.Popen(
+    def launch(self) -> subprocess.Popen[bytes]:
+        """Start mariadbd on the private socket."""
+        return subprocess.Popen(
             [
                 "mariadbd",
                 *SERVER_OPTIONS,
@@ -101,34 +103,6 @@ class MariaDB:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"mariadbd exited at start:\n{self._log_tail()}")
-            try:
-                self.query("SELECT 1")
-            except MySQLdb.OperationalError:
-                time.sleep(0.05)
-                continue
-            return
-        raise RuntimeError(f"mariadbd did not answer within {timeout} s:\n{self._log_tail()}")
-
-    def stop(self, timeout: float = 60.0) -> None:
-        """Shut the server down cleanly (SIGTERM) and wait for it to exit."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
-
-    def _log_tail(self) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-20:])
-        except FileNotFoundError:
-            return "(no error log)"
 
     # -- talking to it -----------------------------------------------------
 
@@ -206,9 +180,6 @@ class MariaDB:
 
 def migrate(server: MariaDB) -> None:
     """Create the test database and run every migration into it."""
-    from tests.daemon import manage
-
-    server.query(f"CREATE DATABASE IF NOT EXISTS {DB_NAME} CHARACTER SET utf8mb4")
-    done = manage("migrate", "-v0", env={"DATABASE_URL": server.url()}, timeout=300)
-    if done.returncode != 0:
-        raise RuntimeError(f"migrate failed:\n{done.stderr}")
+    dbserver.migrate(
+        server, f"CREATE DATABASE IF NOT EXISTS {DB_NAME} CHARACTER SET utf8mb4", server.url()
+    )

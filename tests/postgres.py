@@ -22,6 +22,9 @@ from urllib.parse import quote
 
 import psycopg
 
+from tests import dbserver
+from tests.dbserver import ThrowawayServer
+
 DB_NAME = "socketsvc_test"
 SUPERUSER = "postgres"
 # Quick to start and to stop; durability is not what these servers are for.
@@ -58,8 +61,13 @@ def _run_as() -> dict[str, Any]:
     return {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
 
 
-class PostgreSQL:
+class PostgreSQL(ThrowawayServer):
     """One private server: data directory, socket directory and log under *base*."""
+
+    program = "postgres"
+    # Fast shutdown: sessions are terminated, as in a restart.
+    stop_signal = signal.SIGINT
+    not_answering = psycopg.OperationalError
 
     vendor = "postgresql"
     # What clients see, by SQLSTATE (tests.mariadb has the same names).
@@ -71,12 +79,10 @@ class PostgreSQL:
     code_label = "SQLSTATE"
 
     def __init__(self, base: Path) -> None:
-        self.base = base
+        super().__init__(base, base / "server.log")
         self.datadir = base / "data"
         self.socket_dir = str(base)
         self.socket = str(base / ".s.PGSQL.5432")
-        self.log_file = base / "server.log"
-        self.process: subprocess.Popen[bytes] | None = None
 
     # -- life cycle --------------------------------------------------------
 
@@ -114,46 +120,18 @@ class PostgreSQL:
         subprocess.run(["cp", "-a", str(template.datadir), str(self.datadir)], check=True)
         self._own()
 
-    def start(self, timeout: float = 60.0) -> None:
-        """Start postgres and wait until it answers a query."""
+    def launch(self) -> subprocess.Popen[bytes]:
+        """Start postgres on the private socket directory (as the postgres user under root)."""
         settings = {**SERVER_SETTINGS, "unix_socket_directories": self.socket_dir}
         options = [arg for name, value in settings.items() for arg in ("-c", f"{name}={value}")]
         with open(self.log_file, "ab") as log:
-            self.process = subprocess.Popen(
+            return subprocess.Popen(
                 [str(bindir() / "postgres"), "-D", str(self.datadir), *options],
                 stdout=log,
                 stderr=log,
                 start_new_session=True,
                 **_run_as(),
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"postgres exited at start:\n{self._log_tail()}")
-            try:
-                self.query("SELECT 1")
-            except psycopg.OperationalError:
-                time.sleep(0.05)
-                continue
-            return
-        raise RuntimeError(f"postgres did not answer within {timeout} s:\n{self._log_tail()}")
-
-    def stop(self, timeout: float = 60.0) -> None:
-        """Fast shutdown (SIGINT: sessions are terminated, as in a restart) and wait for it."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGINT)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
-
-    def _log_tail(self) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-20:])
-        except FileNotFoundError:
-            return "(no server log)"
 
     # -- talking to it -----------------------------------------------------
 
@@ -241,9 +219,4 @@ class PostgreSQL:
 
 def migrate(server: PostgreSQL) -> None:
     """Create the test database and run every migration into it."""
-    from tests.daemon import manage
-
-    server.query(f"CREATE DATABASE {DB_NAME} ENCODING 'UTF8'")
-    done = manage("migrate", "-v0", env={"DATABASE_URL": server.url()}, timeout=300)
-    if done.returncode != 0:
-        raise RuntimeError(f"migrate failed:\n{done.stderr}")
+    dbserver.migrate(server, f"CREATE DATABASE {DB_NAME} ENCODING 'UTF8'", server.url())
