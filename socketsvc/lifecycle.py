@@ -223,8 +223,7 @@ def before_request(check_idle_after: float = 1.0) -> dict[str, int]:
     for conn in _initialized():
         depths[conn.alias] = len(conn.atomic_blocks)
         _prepare(conn, now, check_idle_after)
-    for conn in _initialized():
-        conn.queries_log.clear()  # what Django's reset_queries() does, on our walk
+        conn.queries_log.clear()  # what Django's reset_queries() does, on the same walk
     return depths
 
 

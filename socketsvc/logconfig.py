@@ -16,7 +16,6 @@ cost), which is what a daemon without extra handlers pays per request.
 
 from __future__ import annotations
 
-import datetime
 import logging
 import sys
 from typing import IO, Any
@@ -166,7 +165,7 @@ class _Sink:
             return False
         event["level"] = method
         event["logger"] = self.name
-        event["timestamp"] = _now_iso()
+        _TIMESTAMPER(None, method, event)  # adds "timestamp", as on the usual path
         self.write_line(level, event)
         return True
 
@@ -197,11 +196,6 @@ class _Sink:
     msg = log = info
     warn = warning
     fatal = critical
-
-
-def _now_iso() -> str:
-    """The timestamp as the daemon's TimeStamper writes it (ISO 8601, UTC, "Z")."""
-    return datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
 
 
 _sinks: dict[str, _Sink] = {}

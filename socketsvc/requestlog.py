@@ -46,16 +46,12 @@ def log_request(  # noqa: PLR0917
     if params is not None:
         fields["params"] = params
     try:
-        if outcome.exception is None:
-            sink = direct_sink(log_name)
-            method = "info" if outcome.error_code is None else "warning"
-            if sink is not None and sink.direct(method, {**fields, "event": "request"}):
-                return
         if outcome.exception is not None:
             log.error("request", exc_info=outcome.exception, **fields)
-        elif outcome.error_code is not None:
-            log.warning("request", **fields)
-        else:
-            log.info("request", **fields)
+            return
+        method = "info" if outcome.error_code is None else "warning"
+        sink = direct_sink(log_name)
+        if sink is None or not sink.direct(method, {**fields, "event": "request"}):
+            getattr(log, method)("request", **fields)
     except Exception:  # noqa: S110 (nowhere left to report it)
         pass
