@@ -57,6 +57,16 @@ def last_slot(db) -> datetime | None:
     return rows[0][0] if rows else None
 
 
+def skips_and_failures(*daemons) -> str:
+    """The daemons' own account of a slot that did not run (for an assertion's message)."""
+    return "\n".join(
+        json.dumps(event)
+        for daemon in daemons
+        for event in daemon.log_events()
+        if event.get("event") in ("periodic_slots_skipped", "scheduler_step_failed")
+    )
+
+
 def wait_until(moment: float) -> None:
     """Let the wall clock reach *moment* (time.time()): the passing of time is what is tested."""
     remaining = moment - time.time()
@@ -66,13 +76,16 @@ def wait_until(moment: float) -> None:
 
 @pytest.mark.parametrize("clean_tasks", VENDORS, indirect=True)
 def test_every_two_seconds_for_nine_seconds_gives_four_or_five_runs(clean_tasks, start_ticking):
-    """every=2 s for 9 s: 4 or 5 runs, each a successful task result, each for its own slot."""
-    daemon = start_ticking({"every": 2})
+    """every=2 s for 9 s: 4 or 5 runs, each a successful task result, each for its own slot.
+
+    overlap=True: on a busy machine a run may still be queued when the next slot comes, and
+    skipping that slot (overlap=False, tested below) is not what this test is about."""
+    daemon = start_ticking({"every": 2, "overlap": True})
     started = time.time()
     wait_until(started + 9)
     assert daemon.stop() == 0
     found = runs(clean_tasks)
-    assert 4 <= len(found) <= 5
+    assert 4 <= len(found) <= 5, skips_and_failures(daemon)
     slots = [slot for slot, _ in found]
     assert len(set(slots)) == len(slots)
     # A slot that came due just before SIGTERM may not have started: it stays queued
@@ -87,17 +100,22 @@ def test_every_two_seconds_for_nine_seconds_gives_four_or_five_runs(clean_tasks,
 def test_two_daemons_on_one_database_run_each_slot_exactly_once(
     clean_tasks, start_ticking, short_tmp
 ):
-    """Two daemons deciding every=1 s for 10 s: every slot runs once in all, none is missed."""
-    first = start_ticking({"every": 1}, socket_path=str(short_tmp / "a.sock"))
-    second = start_ticking({"every": 1}, socket_path=str(short_tmp / "b.sock"))
+    """Two daemons deciding every=1 s for 10 s: every slot runs once in all, none is missed.
+
+    overlap=True, so that a run still queued at the next slot on a busy machine does not
+    skip that slot: what is tested is that each slot is decided once across daemons."""
+    spec = {"every": 1, "overlap": True}
+    first = start_ticking(spec, socket_path=str(short_tmp / "a.sock"))
+    second = start_ticking(spec, socket_path=str(short_tmp / "b.sock"))
     started = time.time()
     wait_until(started + 10)
     assert first.stop() == 0
     assert second.stop() == 0
     slots = [slot for slot, _ in runs(clean_tasks)]
-    assert len(slots) >= 9
+    assert len(slots) >= 9, skips_and_failures(first, second)
     assert len(set(slots)) == len(slots)
-    assert all((b - a) == timedelta(seconds=1) for a, b in itertools.pairwise(slots))
+    gaps = [(a, b) for a, b in itertools.pairwise(slots) if b - a != timedelta(seconds=1)]
+    assert gaps == [], skips_and_failures(first, second)
     deciders = {
         daemon.socket
         for daemon in (first, second)
@@ -112,12 +130,17 @@ def test_slots_missed_while_stopped_follow_catch_up(
     clean_tasks, start_ticking, short_tmp, catch_up
 ):
     """Stopped for five 4-second slots (and the restart's own start-up), then restarted: latest
-    runs the last missed slot, none none, all every one; later slots run as usual."""
+    runs the last missed slot, none none, all every one; later slots run as usual.
+
+    The daemon is stopped once its first run has finished: a run still queued at the stop
+    is the previous run for the restart, and with overlap=False it skips the missed slots
+    (logged), which is another scenario than the one tested here."""
     spec = {"every": 4, "catch_up": catch_up}
     path = str(short_tmp / "c.sock")
     daemon = start_ticking(spec, socket_path=path)
-    poll(lambda: len(runs(clean_tasks)) >= 1, timeout=30)
+    poll(lambda: (found := runs(clean_tasks)) and found[-1][1] == "SUCCESSFUL", timeout=30)
     assert daemon.stop() == 0
+    assert all(status == "SUCCESSFUL" for _, status in runs(clean_tasks))
     stopped_after = last_slot(clean_tasks)
     wait_until(stopped_after.timestamp() + 5 * 4 + 0.2)  # five slots pass with no daemon
     restarted = start_ticking(spec, socket_path=path)
@@ -137,9 +160,9 @@ def test_slots_missed_while_stopped_follow_catch_up(
     poll(lambda: last_slot(clean_tasks) >= missed[-1], timeout=30)
     ran = [s for s, _ in runs(clean_tasks) if stopped_after < s <= missed[-1]]
     if catch_up == "all":
-        assert ran == missed
+        assert ran == missed, skips_and_failures(restarted)
     elif catch_up == "none":
-        assert ran == []
+        assert ran == [], skips_and_failures(restarted)
     else:
         # One run for what was due at the first look: the latest missed slot, or the current
         # slot if the restarted daemon's first look came after one more slot was due.
