@@ -17,6 +17,12 @@ start and the end of an outage are one log line each (the end with its
 duration, how many requests waited and how many attempts it took), and
 :func:`status` is what ``rpc.status`` and ``STATUS=`` say about it.
 
+While an alias is down and nothing waits to connect to it, :func:`watch` (a
+thread of the daemon's) tries it at each backoff step, at most every
+:data:`WATCH_EVERY` seconds, so the status says it is back without waiting for
+traffic. With ``DB_UNAVAILABLE_WAIT`` 0 nothing waits: each connect tries once,
+and the outage is still recorded for the status.
+
 The waiting is installed on a connection wrapper by :func:`make_patient`
 (the request lifecycle does it for every alias of the thread): it wraps the
 wrapper's ``ensure_connection``, the one place Django opens a connection.
@@ -39,6 +45,8 @@ log = structlog.get_logger("socketsvc.dbwait")
 
 FIRST_DELAY = 0.05
 MAX_DELAY = 1.0
+# How often :func:`watch` looks for an alias that is down with nothing trying it.
+WATCH_EVERY = 2.0
 _PATIENT = "_socketsvc_patient"
 
 _settings = {"wait": 5.0}
@@ -143,6 +151,26 @@ class Outage:
                 until = deadline if self.attempting else min(self.next_attempt, deadline)
                 self._cond.wait(max(0.001, until - now))
 
+    def claim_probe(self) -> bool:
+        """Take the next connect attempt for a background probe: only while the alias is
+        down, nothing waits for it or tries it, and the backoff's next step has come."""
+        with self._cond:
+            if (
+                not self.down
+                or self.waiting
+                or self.attempting
+                or time.monotonic() < self.next_attempt
+            ):
+                return False
+            self.attempting = True
+            return True
+
+    def release(self) -> None:
+        """A probe ended with an error that says nothing about reaching the server."""
+        with self._cond:
+            self.attempting = False
+            self._cond.notify_all()
+
     def joined(self) -> None:
         """A unit of work starts waiting for this alias."""
         with self._cond:
@@ -223,13 +251,30 @@ def make_patient(conn: BaseDatabaseWrapper) -> None:
     setattr(conn, _PATIENT, True)
 
 
+def _connect_once(state: Outage, connect: Callable[[], None]) -> None:
+    """Try once (``DB_UNAVAILABLE_WAIT`` 0), recording an outage's start and end."""
+    try:
+        connect()
+    except Exception as exc:
+        if backends.is_connection_error(exc):
+            if state.down:
+                state.failed(exc)
+            else:
+                state.began(exc)
+        raise
+    state.ended()
+
+
 def _connect_patiently(alias: str, connect: Callable[[], None]) -> None:
     state = outage(alias)
+    if wait_seconds() <= 0:
+        _connect_once(state, connect)
+        return
     if not state.down:
         try:
             connect()
         except Exception as exc:
-            if wait_seconds() <= 0 or not backends.is_connection_error(exc):
+            if not backends.is_connection_error(exc):
                 raise
             state.began(exc)
             last = exc
@@ -254,3 +299,26 @@ def _connect_patiently(alias: str, connect: Callable[[], None]) -> None:
         raise last if last is not None else _same_error(state.last)
     finally:
         state.left()
+
+
+def probe(alias: str, connect: Callable[[str], None]) -> None:
+    """Try *alias* once with *connect* if it is down and nothing else is trying it."""
+    state = outage(alias)
+    if not state.claim_probe():
+        return
+    try:
+        connect(alias)
+    except Exception as exc:
+        if backends.is_connection_error(exc):
+            state.failed(exc)
+        else:
+            state.release()
+        return
+    state.ended()
+
+
+def watch(stop: threading.Event, connect: Callable[[str], None]) -> None:
+    """Until *stop*, probe every alias that is down (see the module docstring)."""
+    while not stop.wait(WATCH_EVERY):
+        for alias in unavailable():
+            probe(alias, connect)

@@ -127,18 +127,35 @@ def _warn_about_migrations(conn: Any) -> None:
         )
 
 
-def _wait_for_databases(config: Config, loop: Loop, stop: threading.Event) -> None:
-    """Probe until the databases answer, then mark the daemon ready (its own thread)."""
+def _connect_and_close(alias: str) -> None:
+    """Open a connection to *alias* and close it again (a probe of an outage)."""
+    conn = connections[alias]
+    try:
+        conn.ensure_connection()
+    except Exception as exc:
+        backends.mark_connect_failure(exc)
+        raise
+    finally:
+        conn.close()
+
+
+def _watch_databases(config: Config, loop: Loop, stop: threading.Event) -> None:
+    """Probe until the databases answer and mark the daemon ready; then, until *stop*,
+    probe an alias found down, so the status says when it is back (its own thread)."""
     delay = 0.5
     while not stop.is_set():
         if probe_databases(config):
             loop.handback.put(loop.health.mark_ready)
-            return
+            break
         # The daemon is up and serves (calls wait for the database, then get
         # -32001): systemd hears READY=1 now, with STATUS= saying what is down.
         loop.handback.put(loop.health.mark_serving)
         stop.wait(delay)
         delay = min(delay * 2, 10.0)
+    try:
+        dbwait.watch(stop, _connect_and_close)
+    finally:
+        lifecycle.close_thread_connections()
 
 
 class Control:
@@ -285,9 +302,9 @@ def _serve(  # noqa: PLR0917
     )
     stop_probe = threading.Event()
     threading.Thread(
-        target=_wait_for_databases,
+        target=_watch_databases,
         args=(config, loop, stop_probe),
-        name="socketsvc-readiness",
+        name="socketsvc-databases",
         daemon=True,
     ).start()
     if tasks is not None:
