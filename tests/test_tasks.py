@@ -119,8 +119,9 @@ def test_priority_queue_and_run_after_are_kept(daemon, client):
     done = client.finished(later["id"])
     assert seconds_between(done["run_after"], done["started_at"]) >= 0.0
     assert seconds_between(done["enqueued_at"], done["run_after"]) > 0.9
-    # The daemon woke for it: no polling interval stands between due and started.
-    assert seconds_between(done["enqueued_at"], done["started_at"]) < 2.0
+    # The daemon woke for it: no polling interval (TASK_SWEEP_INTERVAL, 30 s) stands
+    # between due and started; the margin is for a busy machine.
+    assert seconds_between(done["enqueued_at"], done["started_at"]) < 5.0
 
 
 def test_higher_priority_runs_first(tasks_db, start_tasks_daemon, taskclient, gate):
