@@ -88,18 +88,18 @@ class LiveService:
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                output = self.log()  # read before stop() removes the directory
                 self.stop()
-                raise RuntimeError(f"runsocketservice exited at start:\n{self.log()}")
+                raise RuntimeError(f"runsocketservice exited at start:\n{output}")
             try:
                 call_with("rpc.ping", socket=self.socket, timeout=1.0)
             except SocketServiceError:
                 time.sleep(0.05)
                 continue
             return
+        output = self.log()
         self.stop()
-        raise RuntimeError(
-            f"runsocketservice did not answer within {self.timeout:g} s:\n{self.log()}"
-        )
+        raise RuntimeError(f"runsocketservice did not answer within {self.timeout:g} s:\n{output}")
 
     def wait_for_task(self, result: Any, timeout: float = 10.0) -> Any:
         """Refresh a ``TaskResult`` until the service has finished it; raise after *timeout*."""
