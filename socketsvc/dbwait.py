@@ -52,6 +52,8 @@ _PATIENT = "_socketsvc_patient"
 _settings = {"wait": 5.0}
 _outages: dict[str, Outage] = {}
 _registry_lock = threading.Lock()
+# The deadline of the connect this thread is making (see time_left).
+_connecting = threading.local()
 
 
 def configure(wait: float) -> None:
@@ -62,6 +64,15 @@ def configure(wait: float) -> None:
 def wait_seconds() -> float:
     """Return the configured ``DB_UNAVAILABLE_WAIT``."""
     return _settings["wait"]
+
+
+def time_left() -> float | None:
+    """Return how long the connect this thread is making may still wait (None outside one).
+
+    A connect that can itself wait (a pool's checkout) bounds its wait by this.
+    """
+    deadline: float | None = getattr(_connecting, "deadline", None)
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 class Outage:
@@ -266,7 +277,15 @@ def _connect_once(state: Outage, connect: Callable[[], None]) -> None:
 
 
 def _connect_patiently(alias: str, connect: Callable[[], None]) -> None:
-    state = outage(alias)
+    deadline = time.monotonic() + wait_seconds()
+    _connecting.deadline = deadline
+    try:
+        _connect_by(outage(alias), connect, deadline)
+    finally:
+        _connecting.deadline = None
+
+
+def _connect_by(state: Outage, connect: Callable[[], None], deadline: float) -> None:
     if wait_seconds() <= 0:
         _connect_once(state, connect)
         return
@@ -282,7 +301,6 @@ def _connect_patiently(alias: str, connect: Callable[[], None]) -> None:
             return
     else:
         last = None
-    deadline = time.monotonic() + wait_seconds()
     state.joined()
     try:
         while state.take_turn(deadline):

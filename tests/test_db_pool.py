@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 
+import pytest
+
+from socketsvc.client import RemoteError
+from socketsvc.protocol import DATABASE_UNAVAILABLE
+from tests.daemon import socketsvc_settings
 from tests.waiting import poll
 
 POOL = {"TEST_DB_POOL": "2,4"}
@@ -48,6 +54,54 @@ def test_pool_survives_a_server_restart(private_postgresql, start_daemon):
     private_postgresql.stop()
     private_postgresql.start()
     assert [daemon.call("testapp.count_notes") for _ in range(6)] == [0] * 6
+    assert daemon.call("rpc.status")["errors"] == 0
+
+
+def test_with_the_server_down_a_pooled_request_waits_db_unavailable_wait_not_the_pools_timeout(
+    private_postgresql, start_daemon, short_tmp
+):
+    """psycopg_pool's own timeout is 30 s: a request while the server is down gets -32001 after
+    about DB_UNAVAILABLE_WAIT (2 s) all the same, and the daemon serves again once it is back."""
+    settings = socketsvc_settings(short_tmp / "wait.json", DB_UNAVAILABLE_WAIT=2)
+    daemon = start_daemon(private_postgresql.url(), "--workers", "2", **POOL, **settings)
+    assert daemon.call("testapp.count_notes") == 0
+    private_postgresql.stop()
+    try:
+        started = time.monotonic()
+        with pytest.raises(RemoteError) as down:
+            daemon.call("testapp.count_notes", timeout=60)
+        waited = time.monotonic() - started
+    finally:
+        private_postgresql.start()
+    assert 1.5 <= waited < 10, waited  # the pool's own timeout would take 30 s
+    assert down.value.code == DATABASE_UNAVAILABLE
+    assert daemon.call("testapp.count_notes") == 0
+
+
+def test_a_full_pool_is_waited_for_up_to_its_own_timeout(postgresql, start_daemon, short_tmp, gate):
+    """One pooled connection, two workers, the server up: while a handler holds the connection
+    past DB_UNAVAILABLE_WAIT (1 s), another request waits for it (a full pool is not an
+    unreachable server) and is answered once it is given back."""
+    settings = socketsvc_settings(short_tmp / "wait.json", DB_UNAVAILABLE_WAIT=1)
+    daemon = start_daemon(postgresql.url(), "--workers", "2", TEST_DB_POOL="1,1", **settings)
+    held: list[object] = []
+    holder = threading.Thread(
+        target=lambda: held.append(daemon.call("testapp.query_then_hold", gate=gate.path))
+    )
+    holder.start()
+    gate.wait_for(1)
+    answered: list[object] = []
+    waiter = threading.Thread(
+        target=lambda: answered.append(daemon.call("testapp.count_notes", timeout=60))
+    )
+    waiter.start()
+    waiter.join(3.0)  # three times DB_UNAVAILABLE_WAIT passes while the pool stays full
+    assert waiter.is_alive(), answered
+    gate.open()
+    waiter.join(30)
+    holder.join(30)
+    assert answered == [0]
+    assert len(held) == 1
     assert daemon.call("rpc.status")["errors"] == 0
 
 

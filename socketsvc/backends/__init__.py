@@ -30,6 +30,7 @@ _BY_DRIVER: dict[str, VendorOps] = {
     "_mysql": mysql.OPS,
     "psycopg": postgresql.OPS,
     "psycopg2": postgresql.OPS,
+    "psycopg_pool": postgresql.OPS,
 }
 
 

@@ -17,7 +17,16 @@ if TYPE_CHECKING:
 
 # Modules whose exceptions are database driver errors (their text may hold SQL
 # and connection details).
-_DRIVER_MODULES = ("MySQLdb", "pymysql", "psycopg", "psycopg2", "sqlite3", "oracledb", "_mysql")
+_DRIVER_MODULES = (
+    "MySQLdb",
+    "pymysql",
+    "psycopg",
+    "psycopg2",
+    "psycopg_pool",
+    "sqlite3",
+    "oracledb",
+    "_mysql",
+)
 
 
 def from_database_layer(exc: BaseException) -> bool:

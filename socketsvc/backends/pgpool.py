@@ -12,6 +12,13 @@ seconds without a round trip (has the server closed its socket?), any other
 with the pool's own empty query; a dead one is closed and given back (the
 pool opens a replacement) and the next is tried at once.
 
+A checkout waits at most as long as the connect may (``DB_UNAVAILABLE_WAIT``,
+see :func:`socketsvc.dbwait.time_left`), not the pool's own ``timeout``
+(30 s by default): with the server down the pool cannot open a connection,
+and the request gets -32001 on time. A pool that is merely full (every
+connection in use) is waited for up to its own ``timeout``, as without
+socketsvc.
+
 A process that forks (``multiprocessing``, a handler's own ``os.fork``)
 inherits the pool's connections: sockets it shares with its parent. The
 child forgets the inherited pools (a new one is made on first use) and keeps
@@ -35,6 +42,8 @@ from ..dbstats import stats
 from .base import peer_closed
 
 _GUARDED = "_socketsvc_pool_guarded"
+# A checkout bounded by the connect's deadline still gets this long.
+MIN_CHECKOUT_WAIT = 0.5
 # Connections a forked child inherited from its parent's pools: never closed.
 _inherited: list[Any] = []
 
@@ -61,6 +70,9 @@ class PoolGuard:
         # Every pooled connection may be dead (after a server restart): try
         # them all, then one the pool has just opened.
         self._attempts = int(getattr(pool, "max_size", 1)) + 1
+        # How many connections this process has taken and not given back.
+        self._out = 0
+        self._out_lock = threading.Lock()
 
     def alive(self, raw: Any) -> bool:
         """Without a round trip if *raw* came back recently and its socket is quiet."""
@@ -78,18 +90,48 @@ class PoolGuard:
         """Hand out a live connection; a dead one is closed and given back, which makes the
         pool open another, and the next one is tried at once (no backoff)."""
         for _ in range(self._attempts):
-            raw = self._getconn(timeout)
+            raw = self._checkout(timeout)
             if self.alive(raw):
-                return raw
+                return self._taken(raw)
             stats.bump("dead_connections_replaced")
             with suppress(Exception):
                 raw.close()
             self._putconn(raw)
-        return self._getconn(timeout)
+        return self._taken(self._checkout(timeout))
+
+    def _taken(self, raw: Any) -> Any:
+        with self._out_lock:
+            self._out += 1
+        return raw
+
+    def _checkout(self, timeout: float | None) -> Any:
+        """Take a connection, waiting no longer than the connect may (see the module
+        docstring), unless the pool is full and only has to wait for one given back."""
+        from ..dbwait import time_left
+
+        own = float(self._pool.timeout if timeout is None else timeout)
+        left = time_left()
+        if left is None or left + MIN_CHECKOUT_WAIT >= own:
+            return self._getconn(timeout)
+        bounded = max(left, MIN_CHECKOUT_WAIT)
+        started = time.monotonic()
+        try:
+            return self._getconn(bounded)
+        except Exception as exc:
+            if not self._full() or type(exc).__name__ != "PoolTimeout":
+                raise
+        return self._getconn(max(own - (time.monotonic() - started), MIN_CHECKOUT_WAIT))
+
+    def _full(self) -> bool:
+        """Whether this process has every connection the pool may open in use (the pool's
+        own figures count connections it is still trying to open as well)."""
+        return self._out >= int(getattr(self._pool, "max_size", 0) or 0)
 
     def putconn(self, raw: Any) -> None:
         """Give *raw* back to the pool, remembering when."""
         self.returned[raw] = time.monotonic()
+        with self._out_lock:
+            self._out = max(0, self._out - 1)
         self._putconn(raw)
 
 

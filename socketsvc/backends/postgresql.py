@@ -41,9 +41,11 @@ class PostgreSQLOps(VendorOps):
             if isinstance(state, str) and state:
                 return state
         cause = exc.__cause__ or exc
-        if type(cause).__name__ == "OperationalError" and (type(cause).__module__ or "").startswith(
-            "psycopg"
-        ):
+        if not (type(cause).__module__ or "").startswith("psycopg"):
+            return None
+        if type(cause).__name__ == "PoolTimeout":
+            return UNABLE_TO_CONNECT  # the pool could not hand out a connection in time
+        if type(cause).__name__ == "OperationalError":
             return UNABLE_TO_CONNECT if is_connect_failure(exc) else CONNECTION_FAILURE
         return None
 
