@@ -324,6 +324,8 @@ def probe(alias: str, connect: Callable[[str], None]) -> None:
     state = outage(alias)
     if not state.claim_probe():
         return
+    # A probe waits no longer than a request would (a pool's checkout included).
+    _connecting.deadline = time.monotonic() + max(wait_seconds(), MAX_DELAY)
     try:
         connect(alias)
     except Exception as exc:
@@ -332,6 +334,8 @@ def probe(alias: str, connect: Callable[[str], None]) -> None:
         else:
             state.release()
         return
+    finally:
+        _connecting.deadline = None
     state.ended()
 
 
