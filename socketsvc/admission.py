@@ -8,9 +8,10 @@ client never loses a request by it: a connection closed before its request
 was read makes ``call()`` send that request again on a new one. A connection
 is refused only when every connection that counts against the cap is busy.
 
-The admitted connections are kept in order of last activity (an
-``OrderedDict`` moved on each request, O(1)), overall and per uid, so finding
-the longest-idle one takes no scan of busy ones except those it must skip.
+The admitted connections are kept in order of last activity as the loop
+records it (an ``OrderedDict`` moved on each request and reply, O(1)),
+overall and per uid, so finding the longest-idle one scans no more than the
+busy ones it must skip and a few idle ones (:data:`LOOK_AHEAD`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from .connection import Connection
+
+# How many evictable connections, oldest first by bookkeeping, idlest() compares.
+LOOK_AHEAD = 8
 
 
 class Admission:
@@ -59,9 +63,21 @@ class Admission:
             del self._by_uid[conn.peer.uid]
 
     def idlest(self, uid: int | None = None) -> Connection | None:
-        """Return the longest-idle evictable connection (of *uid*, or of anyone), if any."""
+        """Return the longest-idle evictable connection (of *uid*, or of anyone), if any.
+
+        The order is that of the loop's bookkeeping, which trails a reply a worker
+        sent itself by a moment, so another connection may have been served in
+        between: of the first few evictable ones in that order, the one last
+        active earliest (its transport's last read or send) is taken.
+        """
         candidates = self._recent if uid is None else self._by_uid.get(uid)
+        idlest: Connection | None = None
+        looked = 0
         for conn in (candidates or {}).values():
             if conn.quiet and not conn.closing and not conn.transport.has_unread_data():
-                return conn
-        return None
+                if idlest is None or conn.transport.last_active < idlest.transport.last_active:
+                    idlest = conn
+                looked += 1
+                if looked == LOOK_AHEAD:
+                    break
+        return idlest
