@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -64,6 +65,16 @@ def configure(wait: float) -> None:
 def wait_seconds() -> float:
     """Return the configured ``DB_UNAVAILABLE_WAIT``."""
     return _settings["wait"]
+
+
+@contextmanager
+def _connecting_until(deadline: float) -> Iterator[None]:
+    """Let :func:`time_left` tell this thread's connect its *deadline*."""
+    _connecting.deadline = deadline
+    try:
+        yield
+    finally:
+        _connecting.deadline = None
 
 
 def time_left() -> float | None:
@@ -278,11 +289,8 @@ def _connect_once(state: Outage, connect: Callable[[], None]) -> None:
 
 def _connect_patiently(alias: str, connect: Callable[[], None]) -> None:
     deadline = time.monotonic() + wait_seconds()
-    _connecting.deadline = deadline
-    try:
+    with _connecting_until(deadline):
         _connect_by(outage(alias), connect, deadline)
-    finally:
-        _connecting.deadline = None
 
 
 def _connect_by(state: Outage, connect: Callable[[], None], deadline: float) -> None:
@@ -324,18 +332,16 @@ def probe(alias: str, connect: Callable[[str], None]) -> None:
     state = outage(alias)
     if not state.claim_probe():
         return
-    # A probe waits no longer than a request would (a pool's checkout included).
-    _connecting.deadline = time.monotonic() + max(wait_seconds(), MAX_DELAY)
     try:
-        connect(alias)
+        # A probe waits no longer than a request would (a pool's checkout included).
+        with _connecting_until(time.monotonic() + max(wait_seconds(), MAX_DELAY)):
+            connect(alias)
     except Exception as exc:
         if backends.is_connection_error(exc):
             state.failed(exc)
         else:
             state.release()
         return
-    finally:
-        _connecting.deadline = None
     state.ended()
 
 

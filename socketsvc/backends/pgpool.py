@@ -37,8 +37,10 @@ from contextlib import suppress
 from typing import Any
 
 from django.db.backends.base.base import BaseDatabaseWrapper
+from psycopg_pool import PoolTimeout
 
 from ..dbstats import stats
+from ..dbwait import time_left
 from .base import peer_closed
 
 _GUARDED = "_socketsvc_pool_guarded"
@@ -69,7 +71,8 @@ class PoolGuard:
         self._round_trip = type(pool).check_connection
         # Every pooled connection may be dead (after a server restart): try
         # them all, then one the pool has just opened.
-        self._attempts = int(getattr(pool, "max_size", 1)) + 1
+        self._max_size = int(getattr(pool, "max_size", 1))
+        self._attempts = self._max_size + 1
         # How many connections this process has taken and not given back.
         self._out = 0
         self._out_lock = threading.Lock()
@@ -107,8 +110,6 @@ class PoolGuard:
     def _checkout(self, timeout: float | None) -> Any:
         """Take a connection, waiting no longer than the connect may (see the module
         docstring), unless the pool is full and only has to wait for one given back."""
-        from ..dbwait import time_left
-
         own = float(self._pool.timeout if timeout is None else timeout)
         left = time_left()
         if left is None or left + MIN_CHECKOUT_WAIT >= own:
@@ -117,15 +118,15 @@ class PoolGuard:
         started = time.monotonic()
         try:
             return self._getconn(bounded)
-        except Exception as exc:
-            if not self._full() or type(exc).__name__ != "PoolTimeout":
+        except PoolTimeout:
+            if not self._full():
                 raise
         return self._getconn(max(own - (time.monotonic() - started), MIN_CHECKOUT_WAIT))
 
     def _full(self) -> bool:
         """Whether this process has every connection the pool may open in use (the pool's
         own figures count connections it is still trying to open as well)."""
-        return self._out >= int(getattr(self._pool, "max_size", 0) or 0)
+        return self._out >= self._max_size
 
     def putconn(self, raw: Any) -> None:
         """Give *raw* back to the pool, remembering when."""
