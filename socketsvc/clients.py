@@ -48,6 +48,7 @@ class Clients:
         policy: AccessPolicy,
         lookups: GroupLookups,
         on_room: Callable[[], None],
+        settle: Callable[[], None],
     ) -> None:
         self.selector = selector
         self.router = router
@@ -62,6 +63,8 @@ class Clients:
         self.draining = False
         self.apply(config, policy)
         self._on_room = on_room
+        # Runs what workers handed back (a reply a worker sent itself is bookkept there).
+        self._settle = settle
         self._ids = itertools.count(1)
         self._waiting_for_room = False  # a connection holds messages until the queue has room
 
@@ -136,7 +139,13 @@ class Clients:
         self._update_interest(conn)
 
     def evict(self, uid: int | None) -> bool:
-        """Close the longest-idle evictable connection (of *uid*); False if there is none."""
+        """Close the longest-idle evictable connection (of *uid*); False if there is none.
+
+        The replies workers sent but the loop has not bookkept yet are taken in
+        first: until then their connections look busy, and one served after them
+        would be taken for the idlest.
+        """
+        self._settle()
         victim = self.admission.idlest(uid)
         if victim is None:
             return False

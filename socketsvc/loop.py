@@ -95,6 +95,7 @@ class Loop:
             self._policy(config),
             GroupLookups(self.handback.put),
             self._resume_accepting,
+            self.handback.run_pending,
         )
         self.state = State.SERVING
         self._accepting = False
