@@ -99,6 +99,17 @@ def message(driver, level: str) -> str:
     return wait_for(driver, f"ul.messagelist li.{level}").text
 
 
+def click_and_load(driver, element) -> None:
+    """Click ``element``, which submits a form or follows a link; wait for its page to go.
+
+    The next page is then the one read: the old page's message (same selector) cannot be
+    found first and go stale under the reader as the new page loads.
+    """
+    page = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(driver, 20).until(EC.staleness_of(page))
+
+
 def response_status(driver) -> int:
     """Return the HTTP status of the document now shown (after any redirect)."""
     return driver.execute_script(
@@ -110,7 +121,7 @@ def log_in(driver, server: DevServer, next_path: str) -> None:
     driver.get(f"{server.url}/admin/login/?next={next_path}")
     driver.find_element(By.NAME, "username").send_keys("admin")
     driver.find_element(By.NAME, "password").send_keys(PASSWORD)
-    driver.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    click_and_load(driver, driver.find_element(By.CSS_SELECTOR, "input[type=submit]"))
 
 
 def test_admin_button_and_action_reach_the_daemon_in_a_real_browser(shop, start_daemon, short_tmp):
@@ -121,7 +132,7 @@ def test_admin_button_and_action_reach_the_daemon_in_a_real_browser(shop, start_
 
     with chromium() as driver:
         log_in(driver, server, f"/admin/shop/product/{mug}/change/")
-        wait_for(driver, 'button[data-socketsvc-method="shop.restock"]').click()
+        click_and_load(driver, wait_for(driver, 'button[data-socketsvc-method="shop.restock"]'))
 
         assert message(driver, "success") == "Restock now: sku MUG-01, added 24, stock 27"
         assert driver.current_url == change_url
@@ -136,7 +147,10 @@ def test_admin_button_and_action_reach_the_daemon_in_a_real_browser(shop, start_
         assert driver.save_screenshot(str(shot))
 
         assert daemon.stop() == 0
-        driver.find_element(By.CSS_SELECTOR, 'button[data-socketsvc-method="shop.restock"]').click()
+        click_and_load(
+            driver,
+            driver.find_element(By.CSS_SELECTOR, 'button[data-socketsvc-method="shop.restock"]'),
+        )
         error = message(driver, "error")
         assert error.startswith("Restock now: the background service is not running.")
         assert driver.current_url == change_url
@@ -155,7 +169,7 @@ def test_admin_button_and_action_reach_the_daemon_in_a_real_browser(shop, start_
             By.CSS_SELECTOR, 'option[data-socketsvc-method="shop.restock_products"]'
         )
         menu.select_by_value(option.get_attribute("value"))
-        driver.find_element(By.CSS_SELECTOR, "button[name=index]").click()
+        click_and_load(driver, driver.find_element(By.CSS_SELECTOR, "button[name=index]"))
 
         assert message(driver, "success") == (
             "Restock selected products: Restocked 3 product(s), 40 unit(s) in all: "
@@ -212,11 +226,11 @@ def test_a_task_action_shows_a_progress_bar_that_moves_without_a_reload(shop, sh
         Select(driver.find_element(By.NAME, "action")).select_by_value(
             option.get_attribute("value")
         )
-        driver.find_element(By.CSS_SELECTOR, "button[name=index]").click()
+        click_and_load(driver, driver.find_element(By.CSS_SELECTOR, "button[name=index]"))
         assert message(driver, "success").startswith(
             "Count stock of selected products (a report in the background): queued as task "
         )
-        wait_for(driver, "ul.messagelist a[data-socketsvc-result]").click()
+        click_and_load(driver, wait_for(driver, "ul.messagelist a[data-socketsvc-result]"))
         wait_for(driver, ".socketsvc-progress")
         driver.execute_script("window.socketsvcSamePage = true;")
         widths = []
@@ -247,7 +261,7 @@ def test_a_task_action_shows_a_progress_bar_that_moves_without_a_reload(shop, sh
 
 def select_action(driver, value: str) -> None:
     Select(driver.find_element(By.NAME, "action")).select_by_value(value)
-    driver.find_element(By.CSS_SELECTOR, "button[name=index]").click()
+    click_and_load(driver, driver.find_element(By.CSS_SELECTOR, "button[name=index]"))
 
 
 def test_a_schedule_is_paused_and_run_now_from_the_admin(shop):
@@ -280,7 +294,7 @@ def test_a_schedule_is_paused_and_run_now_from_the_admin(shop):
         row.find_element(By.CSS_SELECTOR, "input.action-select").click()
         select_action(driver, "run_now")
         assert message(driver, "success").startswith("Queued now: test.tick (")
-        wait_for(driver, "ul.messagelist a").click()
+        click_and_load(driver, wait_for(driver, "ul.messagelist a"))
         status = wait_for(driver, '.field-status_badge [data-socketsvc-field="status"]')
         WebDriverWait(driver, 20, poll_frequency=0.2).until(lambda d: status.text == "Successful")
         assert "test.tick" in driver.page_source or "tick" in driver.title
