@@ -7,7 +7,7 @@ Run as part of ``python -m bench`` (against its servers), after the rounds:
 * py-spy: sampled stacks of the daemon's threads under 8 clients;
 * variants of the daemon that can be started without code changes (the
   request log level, malloc arenas);
-* the client: a connection per call against one kept open.
+* the client library: ``call()`` against a raw request line on one kept connection.
 """
 
 from __future__ import annotations
@@ -169,7 +169,7 @@ def daemon_variants(
 
 
 def _client_connection(path: str) -> dict[str, float]:
-    """Microseconds per rpc.ping: call() (connect per call) against one kept connection."""
+    """Microseconds per rpc.ping: call() (its kept connection) against a raw line on one."""
     from socketsvc.client import call_with
 
     per_call = per_call_us(lambda: call_with("rpc.ping", None, socket=path, timeout=5), 2000, 3)
@@ -183,7 +183,10 @@ def _client_connection(path: str) -> dict[str, float]:
             return json.loads(reader.readline())
 
         kept_us = per_call_us(kept, 2000, 3)
-    return {"call(): new connection per call": per_call, "one connection kept open": kept_us}
+    return {
+        "call() (kept connection; id, encode, reply validation)": per_call,
+        "raw request line on one kept connection, json.loads": kept_us,
+    }
 
 
 # -- the report --------------------------------------------------------------
@@ -248,7 +251,7 @@ def run(stack: Stack, persistent: Target, default: Target, ids: list[int]) -> di
             "rows": _rows(handoff_us),
         },
         {
-            "title": "Client connection per call",
+            "title": "The client library per call",
             "text": "Microseconds per `rpc.ping` to the socketsvc daemon, best of 3 x 2,000.",
             "header": ["client", "µs per call"],
             "rows": _rows(client_us),

@@ -215,9 +215,10 @@ def write(results: Results, docs: Path, mariadb: str) -> None:
         "through the ORM on MariaDB (a throwaway `mariadbd` on a Unix socket, "
         f"{results.rounds} interleaved rounds, medians), the name back. Clients are "
         "separate processes: socketsvc and the bare servers are called with "
-        "`socketsvc.call()` (one connection per call), gunicorn with one HTTP/1.1 "
-        "request per connection, Celery with `delay().get()`, huey with "
-        "`task().get(blocking=True)`. p50/p99 come from one client making "
+        "`socketsvc.call()` (which keeps one connection per client thread), gunicorn "
+        "with one HTTP/1.1 request per connection (its sync worker does not keep them), "
+        "Celery with `delay().get()`, huey with `task().get(blocking=True)`. "
+        "p50/p99 come from one client making "
         f"{results.latency_count} requests in a row; requests/s from 1 and 8 client "
         f"processes over {results.throughput_seconds:g} s each. RSS is the server "
         "process tree's VmRSS, idle after the round.",
