@@ -283,14 +283,17 @@ def write(results: Results, docs: Path, mariadb: str) -> None:
         "happens in production overnight) is pinged and replaced. The bare server with "
         "persistent connections fails once per dead connection, as every Django "
         "process outside the request cycle does.",
-        "* **Where socketsvc's time goes** beyond the bare server: the request log line "
-        "(written in the worker before the reply is handed back), the ping of a reused "
-        "connection, the hand-off to a worker thread and back, and the Python work of "
-        "the loop per connection (accept, peer credentials, admission, interest "
-        "changes). The JSON codec is a few microseconds of a millisecond. See the "
-        "profile sections for this run's numbers.",
-        "* **Idle RSS** is mostly Django: the bare ORM server, which imports the same "
-        "settings and apps, sits within a few MiB of the daemon.",
+        "* **Where socketsvc's time goes** beyond the bare server: the hand-off from "
+        "the loop thread to a worker thread (the worker sends the reply itself, then "
+        "tells the loop), the GIL shared by the loop and the workers, the request log "
+        "line (written after the reply is sent, but on the worker that takes the next "
+        "request), the ping of a connection reused after `DB_CHECK_AFTER_IDLE`, and "
+        "the loop's Python work per request (framing, parsing, admission). The JSON "
+        "codec is a few microseconds of a millisecond. See the profile sections for "
+        "this run's numbers.",
+        "* **Idle RSS** is mostly Django: the bare ORM server imports the same settings "
+        "and apps; the difference in the table is the daemon's own modules, threads "
+        "and the task runner.",
         "* **Noise.** The figures are medians of interleaved rounds on a 2-core machine "
         "that other work may share (see the load average above); ratios from the same "
         "run are what to compare.",
