@@ -7,8 +7,9 @@ subprocess of its own); each also runs alone and prints JSON::
 
 * codec: decoding a request line and encoding its reply with stdlib ``json``
   (as ``socketsvc.protocol`` does), ``orjson`` and ``msgspec``;
-* hand-off: a job through ``queue.Queue`` to a worker thread and its result
-  back through a deque and a wake-up socket, against alternatives;
+* hand-off: a job through a queue (``queue.SimpleQueue``, as the pool, or
+  ``queue.Queue``) to a worker thread and its result back through a deque and a
+  wake-up socket (as the handback), against an Event with no selector;
 * lifecycle: ``request_scope`` around the lookup with a persistent connection,
   pinging every request (``DB_CHECK_AFTER_IDLE=0``) or only after 1 s idle,
   against Django's ``close_old_connections()`` and no hygiene at all.
@@ -135,10 +136,10 @@ def handoff() -> dict[str, float]:
     """Compare ways to hand a job to a worker thread and get the result back to the loop."""
     count = 5000
     return {
-        "queue.Queue + deque + socketpair wake (socketsvc now)": statistics.median(
+        "queue.Queue + deque + socketpair wake": statistics.median(
             _handoff(queue.Queue, True, count) for _ in range(3)
         ),
-        "queue.SimpleQueue + deque + socketpair wake": statistics.median(
+        "queue.SimpleQueue + deque + socketpair wake (socketsvc)": statistics.median(
             _handoff(queue.SimpleQueue, True, count) for _ in range(3)
         ),
         "queue.SimpleQueue, threading.Event back (no selector)": statistics.median(
