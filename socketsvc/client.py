@@ -124,10 +124,12 @@ def _exchange(
     """Send one request and return its validated reply, on this thread's kept connection.
 
     A kept connection the service has closed meanwhile (idle timeout, restart,
-    eviction) ends before any byte of the reply; the service never read the
-    request, so it is sent again, once, on a new connection. The connection is
-    kept for the next call only after a reply that answers this request: a
-    refusal, a reply to another id or anything unreadable closes it.
+    eviction) fails the send, or is reset with the request unread: the service
+    never read it, so it is sent again, once, on a new connection. One that ends
+    after the service read the request (its worker process died running it) is
+    ServiceUnavailable ("lost"): it is never sent twice. The connection is kept
+    for the next call only after a reply that answers this request: a refusal,
+    a reply to another id or anything unreadable closes it.
     """
     kept: dict[str, tuple[int, _socket.socket]] = _pool.__dict__.setdefault("sockets", {})
     pid, sock = kept.pop(path, (0, None))

@@ -2,8 +2,14 @@
 
 The client's socket work, apart from what it means: connecting (waiting while
 the service's backlog is full), sending, reading one reply line, and telling a
-connection the service closed unread (safe to send again) from one it broke
-while replying (not safe).
+request the service never read (safe to send again) from one it may have read
+(not safe).
+
+On a Unix socket the kernel tells them apart. A send to a connection the
+service has already closed fails (EPIPE), and a connection closed with bytes
+still unread in it is reset (ECONNRESET): in both cases the request was never
+read. A connection that ends cleanly after the request went out had it read:
+the service (a worker process killed while running it) may have acted on it.
 """
 
 from __future__ import annotations
@@ -80,7 +86,7 @@ def refusal(sock: _socket.socket) -> dict[str, JSONValue] | None:
 
 
 class Unanswered(Exception):
-    """The connection ended before one byte of the reply: the request was never read."""
+    """The request was never read: the connection was closed before it, or reset with it unread."""
 
 
 def send(sock: _socket.socket, data: bytes, path: str, deadline: float) -> None:
@@ -122,10 +128,11 @@ def read_reply(sock: _socket.socket, path: str, deadline: float, timeout: float)
                 "lost",
             ) from None
         if not chunk:
-            message = f"socketsvc at {path} closed the connection before replying"
-            if not buffer:
-                raise Unanswered(message)
-            raise ServiceUnavailable(message, path, "lost")
+            # A clean end: the service read everything sent, our request included,
+            # then closed (its process died while running it). Never sent again.
+            raise ServiceUnavailable(
+                f"socketsvc at {path} closed the connection before replying", path, "lost"
+            )
         newline = chunk.find(b"\n")
         if newline >= 0:
             buffer += chunk[:newline]

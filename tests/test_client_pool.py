@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import socket
 import threading
 from collections.abc import Callable
 
 import pytest
 
-from socketsvc import AccessDenied, ProtocolError, call
+from socketsvc import AccessDenied, ProtocolError, ServiceUnavailable, call
 from socketsvc.client import close_connections
 from tests.daemon import Daemon, socketsvc_settings
 from tests.waiting import poll
@@ -155,6 +156,82 @@ def test_a_connection_that_gave_a_bad_reply_is_not_kept(sock_path, bad, raised):
         assert server.accepted == 2
         assert call("x.y", socket=sock_path, timeout=5) == "fine"
         assert server.accepted == 2  # a good reply keeps the connection
+    finally:
+        close_connections()
+        server.close()
+
+
+class DyingServer:
+    """Answers the first request on its first connection, then, when the second arrives,
+    closes that connection having read it (``read=True``: a worker that died running it) or
+    with it unread (a connection closed idle just as the request came). Every later
+    connection is answered normally. ``received`` counts the request lines it read."""
+
+    def __init__(self, path: str, *, read: bool) -> None:
+        self.read = read
+        self.received = 0
+        self.accepted = 0
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(path)
+        self.listener.listen()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _answer(self, conn: socket.socket, line: bytes) -> None:
+        self.received += 1
+        request = json.loads(line)
+        conn.sendall(json.dumps({"jsonrpc": "2.0", "id": request["id"], "result": 1}).encode())
+        conn.sendall(b"\n")
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self._serve, args=(conn, self.accepted), daemon=True).start()
+
+    def _serve(self, conn: socket.socket, number: int) -> None:
+        with conn, conn.makefile("rb") as lines:
+            if number == 1:
+                self._answer(conn, lines.readline())
+                select.select([conn], [], [], 10)  # the second request is here, unread
+                if self.read:
+                    lines.readline()
+                    self.received += 1
+                return  # closed: after reading it, or with it unread (a reset)
+            for line in lines:
+                self._answer(conn, line)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_request_the_service_read_before_closing_is_never_sent_again(sock_path):
+    """The kept connection ends cleanly after the service read the request: the call fails
+    with ServiceUnavailable ("lost"), and the service saw the request once."""
+    close_connections()
+    server = DyingServer(sock_path, read=True)
+    try:
+        assert call("x.y", socket=sock_path, timeout=5) == 1
+        with pytest.raises(ServiceUnavailable) as caught:
+            call("x.y", socket=sock_path, timeout=5)
+        assert caught.value.reason == "lost"
+        assert (server.received, server.accepted) == (2, 1)
+    finally:
+        close_connections()
+        server.close()
+
+
+def test_a_request_closed_unread_is_sent_again_on_a_new_connection(sock_path):
+    """The kept connection is closed with the request unread (reset): it is sent again, once,
+    on a new connection, and answered."""
+    close_connections()
+    server = DyingServer(sock_path, read=False)
+    try:
+        assert call("x.y", socket=sock_path, timeout=5) == 1
+        assert call("x.y", socket=sock_path, timeout=5) == 1
+        assert (server.received, server.accepted) == (2, 2)
     finally:
         close_connections()
         server.close()

@@ -164,6 +164,35 @@ def test_a_killed_worker_process_is_replaced_and_no_call_hangs(two_processes, lo
     assert '"how": "killed by SIGKILL"' in daemon.log()
 
 
+def test_a_call_whose_worker_process_dies_fails_and_is_never_sent_again(two_processes, gate):
+    """A call on a kept connection whose worker process is killed (SIGKILL) while running it
+    gets ServiceUnavailable ("lost"): the request was read, so the client never sends it
+    again, and the handler ran once (a resent call would wait at the gate in the other worker)."""
+    daemon = two_processes()
+    serving: list[int] = []
+    outcome: list[object] = []
+
+    def client() -> None:
+        try:
+            # Both calls go over this thread's one kept connection, so to one worker.
+            serving.append(call_with("rpc.status", socket=daemon.socket, timeout=10)["pid"])
+            outcome.append(call_with("testapp.hold", {"gate": gate.path}, socket=daemon.socket))
+        except ServiceUnavailable as exc:
+            outcome.append(exc)
+        finally:
+            close_connections()
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    gate.wait_for(1)
+    os.kill(serving[0], signal.SIGKILL)
+    thread.join(20)
+    assert not thread.is_alive(), "the call was sent again and waits at the gate"
+    assert len(outcome) == 1 and isinstance(outcome[0], ServiceUnavailable), outcome
+    assert outcome[0].reason == "lost"
+    assert gate.arrived == 1
+
+
 def test_max_requests_recycles_workers_and_loses_nothing(two_processes, load):
     """With MAX_REQUESTS=150, 8 clients make each worker be replaced several times, and
     every call is answered with its result."""
