@@ -209,3 +209,25 @@ def test_with_no_traffic_the_status_says_when_the_database_is_back(
     assert len(ended) == 1
     assert ended[0]["requests_waited"] == 0
     poll(lambda: private_database.sessions() == [])
+
+
+def test_started_with_the_database_down_status_log_and_client_name_one_code(
+    private_database, start_daemon, short_tmp
+):
+    """A daemon started while the server is down: rpc.status, the outage's log line and the
+    client's error all name the refused connect (MySQL 2002, SQLSTATE 08001), none a lost
+    connection."""
+    settings = socketsvc_settings(short_tmp / "nowait.json", DB_UNAVAILABLE_WAIT=0)
+    private_database.stop()
+    try:
+        daemon = start_daemon(private_database.url(), ready=False, **settings)
+        refused = f"{private_database.code_label} {private_database.refused_code}"
+        databases = poll(lambda: daemon.call("rpc.status")["databases"])
+        assert databases["default"]["error"] == refused
+        began = [e for e in daemon.log_events() if e["event"] == "database_unavailable"]
+        assert [e["error"] for e in began] == [refused]
+        with pytest.raises(RemoteError) as caught:
+            daemon.call("testapp.count_notes")
+        assert caught.value.data["db_code"] == private_database.refused_code
+    finally:
+        private_database.start()
