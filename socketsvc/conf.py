@@ -259,7 +259,7 @@ def build_config(
     for key, value in merged.items():
         if key not in known:
             hint = difflib.get_close_matches(str(key), known, n=1)
-            suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+            suggestion = f"; did you mean {hint[0]!r}?" if hint else "."
             raise ImproperlyConfigured(
                 f"SOCKETSVC has an unknown key {key!r}{suggestion} Known keys: {', '.join(known)}"
             )

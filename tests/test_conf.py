@@ -49,6 +49,7 @@ def test_unknown_key_without_close_match_lists_known_keys():
         build_config({"ZZZ_NOTHING": 1})
     message = str(info.value)
     assert "did you mean" not in message
+    assert message.startswith("SOCKETSVC has an unknown key 'ZZZ_NOTHING'. Known keys: ")
     assert "SOCKET_MODE" in message
     assert "CALL_TIMEOUT" in message
 

@@ -39,6 +39,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         age = parse_age(options["older_than"])
+        shown = options["older_than"]  # as given: "14d", not "14 days, 0:00:00"
         database = getattr(task_backends[options["backend"]], "database", None)
         if not isinstance(database, str):
             raise CommandError(f"TASKS[{options['backend']!r}] is not a socketsvc backend")
@@ -53,7 +54,9 @@ class Command(BaseCommand):
                 )
                 .count()
             )
-            self.stdout.write(f"{count} finished task result(s) older than {age} would be deleted")
+            self.stdout.write(
+                f"{count} finished task result(s) older than {shown} would be deleted"
+            )
             return
         deleted = store.prune(age, database)
-        self.stdout.write(f"deleted {deleted} finished task result(s) older than {age}")
+        self.stdout.write(f"deleted {deleted} finished task result(s) older than {shown}")
