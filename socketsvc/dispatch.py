@@ -19,6 +19,7 @@ What a client is told of a failure:
 from __future__ import annotations
 
 import inspect
+import os
 from dataclasses import dataclass, replace
 
 from . import backends, lifecycle, protocol
@@ -97,7 +98,7 @@ def internal_error(request: Request, request_id: int) -> Outcome:
         request,
         protocol.INTERNAL_ERROR,
         f"Internal error: the call failed inside the service; see its log (request {request_id})",
-        {"request_id": request_id},
+        {"request_id": request_id, "pid": os.getpid()},
     )
 
 
@@ -170,13 +171,18 @@ class Dispatcher:
         text = _safe_str(exc)
         if isinstance(exc, ConnectionLostInTransaction):
             message = f"Database unavailable: {text}"
-            data: dict[str, JSONValue] = {"type": kind, "message": text, "request_id": request_id}
+            data: dict[str, JSONValue] = {
+                "type": kind,
+                "message": text,
+                "request_id": request_id,
+                "pid": os.getpid(),
+            }
             return error_outcome(request, protocol.DATABASE_UNAVAILABLE, message, data, kind)
         if backends.is_database_error(exc):
             code = backends.driver_code(exc)
             described = backends.describe_code(exc)
             about = f" ({described})" if described else ""
-            data = {"type": kind, "request_id": request_id}
+            data = {"type": kind, "request_id": request_id, "pid": os.getpid()}
             if code is not None:
                 data["db_code"] = code
             if backends.is_connection_error(exc):
@@ -202,7 +208,7 @@ class Dispatcher:
             )
             return replace(outcome, exception=exc)
         shown = _shorten(text)
-        data = {"type": kind, "message": shown, "request_id": request_id}
+        data = {"type": kind, "message": shown, "request_id": request_id, "pid": os.getpid()}
         outcome = error_outcome(
             request,
             protocol.HANDLER_ERROR,

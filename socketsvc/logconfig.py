@@ -17,12 +17,16 @@ cost), which is what a daemon without extra handlers pays per request.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import IO, Any
 
 import structlog
 
 _TIMESTAMPER = structlog.processors.TimeStamper(fmt="iso", utc=True)
+# Fields of every line this process writes: its pid, and its slot under a master.
+# Request ids count per process, so with --processes the pid tells the lines apart.
+_PROCESS: dict[str, Any] = {"pid": os.getpid()}
 _CALL_HANDLERS = logging.Logger.callHandlers
 _RECORD_FIELDS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 _LEVELS = {
@@ -165,6 +169,7 @@ class _Sink:
             return False
         event["level"] = method
         event["logger"] = self.name
+        _add_process(None, method, event)
         _TIMESTAMPER(None, method, event)  # adds "timestamp", as on the usual path
         self.write_line(level, event)
         return True
@@ -210,6 +215,25 @@ def _to_sink(logger: Any, method_name: str, event_dict: Any) -> Any:
     """Hand the event dict itself to the sink (the last processor)."""
     event_dict.setdefault("level", method_name if method_name != "exception" else "error")
     return (event_dict,), {}
+
+
+def _refresh_pid() -> None:
+    _PROCESS["pid"] = os.getpid()
+
+
+os.register_at_fork(after_in_child=_refresh_pid)
+
+
+def set_process_slot(slot: int) -> None:
+    """Add ``process_slot`` to every line of this process (a worker process of a master)."""
+    _PROCESS["process_slot"] = slot
+
+
+def _add_process(logger: Any, method_name: str, event_dict: Any) -> Any:
+    """Add the process's fields, unless the event has its own."""
+    for key, value in _PROCESS.items():
+        event_dict.setdefault(key, value)
+    return event_dict
 
 
 def _add_logger_name(logger: Any, method_name: str, event_dict: Any) -> Any:
@@ -261,6 +285,7 @@ def configure_logging(
             render,
             foreign_pre_chain=[
                 structlog.contextvars.merge_contextvars,
+                _add_process,
                 structlog.stdlib.add_log_level,
                 structlog.stdlib.add_logger_name,
                 _TIMESTAMPER,
@@ -277,6 +302,7 @@ def configure_logging(
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            _add_process,
             structlog.processors.add_log_level,
             _add_logger_name,
             _TIMESTAMPER,

@@ -16,7 +16,6 @@ from typing import IO, Any
 
 import structlog
 from django.db import connections
-from structlog.contextvars import bind_contextvars
 
 from . import backends, dbwait, lifecycle
 from .backends import ops_for
@@ -25,7 +24,7 @@ from .daemonize import PidFile, PidFileError, daemonize
 from .dispatch import Dispatcher
 from .health import Health
 from .listener import Listener, ListenerError
-from .logconfig import reopen_log_files
+from .logconfig import reopen_log_files, set_process_slot
 from .loop import Loop
 from .processes import WorkerInfo, WorkerRole, die_with_master
 from .registry import autodiscover
@@ -268,7 +267,7 @@ def _run_worker(
 ) -> int:
     """Serve as one worker process of a master, on the socket it passed."""
     die_with_master(worker.master_pid)
-    bind_contextvars(process_slot=worker.slot)
+    set_process_slot(worker.slot)
     if worker.slot != 0:
         # One process decides the periodic schedules (any could: each slot is
         # enqueued once whoever decides it), so the others need not query.

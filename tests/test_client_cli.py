@@ -155,6 +155,7 @@ def test_handler_exception_raises_handler_error_without_traceback(sqlite_daemon)
         "type": "RuntimeError",
         "message": "kaput",
         "request_id": error.data["request_id"],
+        "pid": sqlite_daemon.pid,
     }
     assert isinstance(error.data["request_id"], int)
     text = json.dumps(error.data)

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from socketsvc.client import ServiceUnavailable, call_with, close_connections
+from socketsvc.client import HandlerError, ServiceUnavailable, call_with, close_connections
 from socketsvc.processes import pid_alive
 from tests.daemon import Daemon, RawClient, socketsvc_settings
 from tests.notify import NotifySocket
@@ -143,6 +143,33 @@ def test_worker_processes_share_the_socket_and_status_reports_them_all(two_proce
     assert daemon.stop() == 0
     assert not Path(daemon.socket).exists()
     assert not any(pid_alive(pid) for pid in pids)
+
+
+def test_every_line_names_its_process_and_an_error_names_the_line_to_read(two_processes):
+    """Request ids count per process: every log line of a worker process carries its pid and
+    slot (request lines and handler errors alike), and a handler error's data names the pid,
+    so (request_id, pid) finds exactly one request line."""
+    daemon = two_processes()
+    with pytest.raises(HandlerError) as caught:
+        call_with("testapp.fail", {"message": "kaput"}, socket=daemon.socket, timeout=10)
+    close_connections()
+    data = caught.value.data
+    pids = two_workers(daemon)
+    assert data["pid"] in pids
+
+    def its_lines() -> list[dict[str, Any]]:  # written just after the reply
+        return [
+            e
+            for e in daemon.log_events()
+            if e["event"] == "request"
+            and (e["request_id"], e.get("pid")) == (data["request_id"], data["pid"])
+        ]
+
+    lines = poll(its_lines, why=daemon.log)
+    assert len(lines) == 1 and lines[0]["error_type"] == "RuntimeError", lines
+    workers = [e for e in daemon.log_events() if e.get("pid") in pids]
+    assert {"ready", "request"} <= {e["event"] for e in workers}
+    assert all(e["process_slot"] in (0, 1) for e in workers), workers
 
 
 def test_a_killed_worker_process_is_replaced_and_no_call_hangs(two_processes, load):

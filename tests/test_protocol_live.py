@@ -166,7 +166,12 @@ def test_handler_exception_becomes_server_error_without_traceback(daemon):
         assert reply["error"] == {
             "code": protocol.HANDLER_ERROR,
             "message": "RuntimeError: kaput",
-            "data": {"type": "RuntimeError", "message": "kaput", "request_id": request_id},
+            "data": {
+                "type": "RuntimeError",
+                "message": "kaput",
+                "request_id": request_id,
+                "pid": daemon.pid,
+            },
         }
         client.request({"jsonrpc": "2.0", "method": "testapp.not_json", "id": 2})
         reply = client.reply()
@@ -178,6 +183,7 @@ def test_handler_exception_becomes_server_error_without_traceback(daemon):
     )
     assert failures[0]["method"] == "testapp.fail"
     assert failures[0]["request_id"] == request_id
+    assert failures[0]["pid"] == daemon.pid
     assert failures[0]["event"] == "request"
     assert failures[0]["exception"][0]["exc_type"] == "RuntimeError"
 
