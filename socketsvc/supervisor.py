@@ -260,22 +260,33 @@ class Supervisor:
         if self.rotation:
             log.info("reload_already_in_progress", left=len(self.rotation))
             return
-        self._reread()
+        if not self._reread():
+            self.notifier.ready(self._status_line())  # the reload is over: nothing changed
+            return
         log.info("reloading", processes=len(self.slots))
         self.rotation = sorted(self.slots)
         self.rotation_started = time.monotonic()
         self._rotate_next()
 
-    def _reread(self) -> None:
-        """Take the master's part of fresh settings (the workers read their own)."""
+    def _reread(self) -> bool:
+        """Take the master's part of fresh settings (the workers read their own).
+
+        Return False if they are invalid: no worker is replaced then, since a new
+        one would read the same settings and fail to start.
+        """
         if self._reload_config is None:
-            return
+            return True
         try:
             fresh = self._reload_config()
         except Exception as exc:
-            log.error("reload_failed", error=str(exc), hint="the previous settings stay in force")
-            return
+            log.error(
+                "reload_failed",
+                error=str(exc),
+                hint="the settings are invalid; the previous settings and workers stay in force",
+            )
+            return False
         self.config, _, _ = reloaded(self.config, fresh)
+        return True
 
     def _rotate_next(self) -> None:
         while self.rotation:

@@ -252,6 +252,30 @@ def test_sighup_replaces_every_worker_with_no_failed_call(two_processes, load):
     poll(lambda: not any(pid_alive(pid) for pid in before))
 
 
+def test_sighup_with_invalid_settings_replaces_no_worker(two_processes, short_tmp):
+    """A reload whose settings fail validation is logged once and replaces no worker (a new
+    one would read the same settings and fail); a valid reload after it rotates as usual."""
+    daemon = two_processes()
+    before = two_workers(daemon)
+    socketsvc_settings(short_tmp / "socketsvc.json", PROCESSES=2, IDLE_TIMEOUT=-1)
+
+    def events() -> list[str]:
+        return [e["event"] for e in daemon.log_events()]
+
+    daemon.signal(signal.SIGHUP)
+    poll(lambda: events().count("reload_failed") == 1, why=daemon.log)
+    daemon.signal(signal.SIGHUP)  # handled once the master is done with the first
+    poll(lambda: events().count("reload_failed") >= 2, why=daemon.log)
+    assert "reloading" not in events()
+    assert two_workers(daemon) == before
+    socketsvc_settings(short_tmp / "socketsvc.json", PROCESSES=2)
+    daemon.signal(signal.SIGHUP)
+    poll(lambda: "reloaded" in events(), why=daemon.log)
+    assert events().count("reloading") == 1
+    assert "worker_process_failed_to_start" not in events()
+    assert two_workers(daemon).isdisjoint(before)
+
+
 def test_the_watchdog_stops_while_a_worker_process_is_stopped(
     two_processes, notify_socket: NotifySocket
 ):
