@@ -156,6 +156,7 @@ def _finite_float(text: str) -> float:
 # Built once: json.loads() and json.dumps() with options build one per call.
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
 _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+_UTF8_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
 
 
 def _nesting_too_deep(raw: bytes, max_depth: int) -> bool:
@@ -191,11 +192,31 @@ def decode_json(raw: bytes, limits: Limits = Limits()) -> JSONValue:
             PARSE_ERROR, f"Parse error: a number has more than {limits.max_digits} digits"
         )
     try:
-        return _DECODER.decode(text)
+        value = _DECODER.decode(text)
     except RecursionError:
         raise RPCError(PARSE_ERROR, "Parse error: JSON nested too deeply") from None
     except ValueError as exc:
         raise RPCError(PARSE_ERROR, f"Parse error: {exc}") from None
+    if _SURROGATE_ESCAPE.search(raw) and _holds_lone_surrogate(value):
+        raise RPCError(
+            PARSE_ERROR,
+            "Parse error: a string holds a lone UTF-16 surrogate (an escape from \\ud800 "
+            "to \\udfff without its pair), which is not text",
+        )
+    return value
+
+
+# A \uD800-\uDFFF escape: half of a pair, or alone (which decodes to no character).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _holds_lone_surrogate(value: JSONValue) -> bool:
+    """Return True if a string in *value* (keys included) cannot be encoded as UTF-8."""
+    try:
+        _UTF8_ENCODER.encode(value).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _valid_id(value: object) -> bool:

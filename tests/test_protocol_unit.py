@@ -365,6 +365,31 @@ def test_invalid_utf8_is_a_parse_error(raw):
     assert "UTF-8" in reply["error"]["message"]
 
 
+@pytest.mark.parametrize(
+    "escaped",
+    [rb'["\ud800"]', rb'["a\uDC00b"]', rb'{"\udfff": 1}', rb'["\ude00\ud83d"]'],
+    ids=["high-alone", "low-alone", "in-a-key", "pair-reversed"],
+)
+def test_a_lone_surrogate_escape_is_a_parse_error(escaped):
+    """A \\ud800-\\udfff escape without its pair decodes to no character: -32700, before
+    any handler sees a string it cannot store or send back."""
+    raw = b'{"jsonrpc": "2.0", "method": "x", "params": ' + escaped + b', "id": 1}'
+    reply = parse(raw)
+    assert _is_error(reply, PARSE_ERROR)
+    assert "lone UTF-16 surrogate" in reply["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("escaped", "text"),
+    [(rb'"\ud83d\ude00"', "\U0001f600"), (rb'"\\ud800"', "\\ud800")],
+    ids=["a-pair", "an-escaped-backslash"],
+)
+def test_a_surrogate_pair_and_a_literal_backslash_u_are_text(escaped, text):
+    """A pair is one character; a backslash followed by "ud800" is six characters."""
+    request = parse(b'{"jsonrpc": "2.0", "method": "x", "params": [' + escaped + b'], "id": 1}')
+    assert request.params == [text]
+
+
 @pytest.mark.parametrize("constant", [b"NaN", b"Infinity", b"-Infinity"])
 def test_nan_and_infinity_are_parse_errors(constant):
     """The non-standard constants NaN, Infinity and -Infinity give -32700."""
