@@ -57,6 +57,17 @@ class Listener:
         self.shared = shared
         sock.setblocking(False)
 
+    def describe(self, configured: str) -> str:
+        """Name the socket for the log: the *configured* path, or whose it is if passed in."""
+        if not self.activated:
+            return configured
+        try:
+            path = self.sock.getsockname()
+        except OSError:
+            path = ""
+        name = path if isinstance(path, str) and path else "(unnamed)"
+        return f"{name} (the master's)" if self.shared else f"{name} (from systemd)"
+
     @classmethod
     def inherited(cls, fd: int) -> Listener:
         """Return the listening socket a master passed as *fd*, shared with its other workers.

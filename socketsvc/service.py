@@ -299,7 +299,7 @@ def _serve(  # noqa: PLR0917
     loop.watch(signals, signals.deliver)
     log.info(
         "listening",
-        socket="(activated)" if listener.activated else config.SOCKET,
+        socket=listener.describe(config.SOCKET),
         mode=None if listener.activated else f"{config.SOCKET_MODE:#o}",
         workers=config.WORKERS,
         handlers=len(registry),

@@ -114,7 +114,7 @@ class Supervisor:
             "master_started",
             pid=os.getpid(),
             processes=self.config.PROCESSES,
-            socket="(activated)" if self.listener.activated else self.config.SOCKET,
+            socket=self.listener.describe(self.config.SOCKET),
             max_requests=self.config.MAX_REQUESTS or None,
             max_worker_memory_mb=self.config.MAX_WORKER_MEMORY_MB or None,
         )

@@ -138,6 +138,10 @@ def test_worker_processes_share_the_socket_and_status_reports_them_all(two_proce
     poll(lambda: seen.add(status(daemon)["pid"]) or seen == pids, why=daemon.log)
     whole = status(daemon)
     assert whole["master_pid"] == daemon.pid
+    where = {
+        e["socket"] for e in daemon.log_events() if e["event"] in ("listening", "master_started")
+    }
+    assert where == {daemon.socket, f"{daemon.socket} (the master's)"}
     assert whole["total"]["processes"] == 2
     assert whole["total"]["workers"] == 2 * whole["workers"]
     assert daemon.stop() == 0

@@ -31,6 +31,8 @@ def test_activated_daemon_serves_and_leaves_the_socket_on_sigterm(activator, sql
     daemon = activator.spawn({"DATABASE_URL": sqlite_url})
     daemons.append(daemon)
     assert daemon.call("testapp.add", 2, 2) == 4
+    listening = [e for e in daemon.log_events() if e["event"] == "listening"]
+    assert [e["socket"] for e in listening] == [f"{activator.path} (from systemd)"]
     assert daemon.stop() == 0
     assert os.path.exists(activator.path)
     # The socket still works: a successor started on it serves.
