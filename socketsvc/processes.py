@@ -16,7 +16,8 @@ worker then
   (plus its jitter) or its memory passed ``MAX_WORKER_MEMORY_MB``; the master
   starts its successor and, once that one is ready, drains it;
 * writes a line of figures to the shared directory every second, from which
-  any worker answers ``rpc.status`` for the whole daemon.
+  any worker answers ``rpc.status`` for the whole daemon (with the master's own
+  report: its slots, restarts and reloads).
 """
 
 from __future__ import annotations
@@ -180,14 +181,7 @@ class WorkerRole:
         return None
 
     def _write(self, row: dict[str, Any]) -> None:
-        try:
-            with tempfile.NamedTemporaryFile(
-                "w", dir=self.info.shared_dir, prefix=".report-", delete=False
-            ) as out:
-                json.dump(row, out)
-            os.replace(out.name, self._report_path)
-        except OSError as exc:
-            log.warning("worker_report_not_written", error=str(exc))
+        write_report(self._report_path, row)
 
     def forget(self) -> None:
         """Remove this process's report (it stops)."""
@@ -213,9 +207,34 @@ class WorkerRole:
         total = {key: sum(int(row.get(key) or 0) for row in rows) for key in SUMMED}
         return {
             "master_pid": self.info.master_pid,
+            "master": _read_report(Path(self.info.shared_dir) / MASTER_REPORT),
             "processes": rows,
             "total": {"processes": len(rows), **total},
         }
+
+
+# The master's report in the shared directory (see Supervisor.report).
+MASTER_REPORT = "master.json"
+
+
+def write_report(path: Path, row: dict[str, Any]) -> None:
+    """Replace the report at *path* with *row* at once (a reader never sees half of it)."""
+    try:
+        with tempfile.NamedTemporaryFile(
+            "w", dir=path.parent, prefix=".report-", delete=False
+        ) as out:
+            json.dump(row, out)
+        os.replace(out.name, path)
+    except OSError as exc:
+        log.warning("process_report_not_written", path=str(path), error=str(exc))
+
+
+def _read_report(path: Path) -> dict[str, Any] | None:
+    try:
+        row = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return row if isinstance(row, dict) else None
 
 
 def _brief(row: dict[str, Any]) -> dict[str, Any]:

@@ -39,6 +39,7 @@ import signal
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -46,7 +47,7 @@ import structlog
 from .conf import Config, reloaded
 from .listener import Listener
 from .logconfig import reopen_log_files
-from .processes import DB_DOWN, WorkerInfo
+from .processes import DB_DOWN, MASTER_REPORT, WorkerInfo, rss_kib, write_report
 from .signals import SignalWatch
 from .spawn import Inbox, Worker, exit_reason, settings_module, start_process, worker_environment
 from .systemd import Notifier
@@ -96,6 +97,10 @@ class Supervisor:
         self.clean = True
         self.responsive = True
         self._next_status = 0.0
+        self.restarts = 0
+        self.reloads = 0
+        self._reported: dict[str, Any] | None = None
+        self._report_due = 0.0
         runtime = (os.environ.get("RUNTIME_DIRECTORY") or "").split(":")[0] or None
         self.shared_dir = tempfile.mkdtemp(prefix=f"socketsvc-{os.getpid()}-", dir=runtime)
         self.inbox = Inbox(os.path.join(self.shared_dir, "notify"))
@@ -129,6 +134,7 @@ class Supervisor:
                     key.data()
                 self._reap()
                 self._tick(time.monotonic())
+                self.report()
         finally:
             signals.close()
             selector.close()
@@ -298,6 +304,7 @@ class Supervisor:
             if current.successor is None:
                 self._start(slot, replaces=current, reason="reload")
             return
+        self.reloads += 1
         log.info("reloaded", processes=len(self.slots))
         self.notifier.ready(self._status_line())
 
@@ -348,6 +355,7 @@ class Supervisor:
         delay = BACKOFF_FIRST if lived >= YOUNG else min(delay * 2, BACKOFF_MAX)
         self.backoff[worker.slot] = delay
         self.restart_at[worker.slot] = time.monotonic() + delay
+        self.restarts += 1
         if self.slots.get(worker.slot) is worker:
             del self.slots[worker.slot]
         log.error("worker_process_exited", **fields, restart_in=round(delay, 3))
@@ -419,6 +427,33 @@ class Supervisor:
             elif now - self.unready_since.setdefault(slot, now) > START_TIMEOUT:
                 silent.append(f"slot {slot}")
         return silent
+
+    def report(self) -> None:
+        """Write the master's row for rpc.status (at once when it changed, else every second)."""
+        slots = []
+        for slot in range(self.config.PROCESSES):
+            worker = self.slots.get(slot)
+            if slot in self.restart_at or worker is None:
+                slots.append({"slot": slot, "pid": None, "state": "restarting"})
+                continue
+            state = "serving" if worker.ready else "starting"
+            row: dict[str, Any] = {"slot": slot, "pid": worker.pid, "state": state}
+            if worker.successor is not None:
+                row["successor_pid"] = worker.successor.pid
+            slots.append(row)
+        state = "draining" if self.draining else "reloading" if self.rotation else "serving"
+        report = {
+            "pid": os.getpid(),
+            "state": state,
+            "processes": self.config.PROCESSES,
+            "slots": slots,
+            "restarts": self.restarts,
+            "reloads": self.reloads,
+        }
+        now = time.monotonic()
+        if report != self._reported or now >= self._report_due:
+            self._reported, self._report_due = report, now + 1.0
+            write_report(Path(self.shared_dir) / MASTER_REPORT, {**report, "rss_kib": rss_kib()})
 
     def _status_line(self) -> str:
         ready = sum(1 for worker in self.slots.values() if worker.ready)

@@ -144,6 +144,11 @@ def test_worker_processes_share_the_socket_and_status_reports_them_all(two_proce
     assert where == {daemon.socket, f"{daemon.socket} (the master's)"}
     assert whole["total"]["processes"] == 2
     assert whole["total"]["workers"] == 2 * whole["workers"]
+    master = whole["master"]  # the master's own row: its slots, restarts and reloads
+    assert (master["pid"], master["state"], master["restarts"]) == (daemon.pid, "serving", 0)
+    assert {(row["pid"], row["state"]) for row in master["slots"]} == {
+        (pid, "serving") for pid in pids
+    }
     assert daemon.stop() == 0
     assert not Path(daemon.socket).exists()
     assert not any(pid_alive(pid) for pid in pids)
@@ -193,6 +198,8 @@ def test_a_killed_worker_process_is_replaced_and_no_call_hangs(two_processes, lo
     assert lost_before <= traffic.threads  # at most the calls the victim was running
     assert len(traffic.lost) == lost_before  # none once the new worker serves
     assert '"how": "killed by SIGKILL"' in daemon.log()
+    master = poll(lambda: (m := status(daemon)["master"]) and m["restarts"] == 1 and m)
+    assert victim not in {row["pid"] for row in master["slots"]}
 
 
 def test_a_call_whose_worker_process_dies_fails_and_is_never_sent_again(two_processes, gate):
