@@ -97,6 +97,15 @@ class Binder:
                 checked.append((param.name, admitted, _expected(admitted)))
         return cls(name, signature, tuple(checked))
 
+    def _unknown_names(self, params: object) -> list[str]:
+        """Return the names in a params object the handler has no parameter for."""
+        parameters = self.signature.parameters
+        if not isinstance(params, dict) or any(
+            p.kind is p.VAR_KEYWORD for p in parameters.values()
+        ):
+            return []
+        return [name for name in params if name not in parameters]
+
     def bind(self, params: list[JSONValue] | dict[str, JSONValue] | None) -> inspect.BoundArguments:
         """Bind *params*; raise RPCError(INVALID_PARAMS) naming what does not fit."""
         try:
@@ -105,8 +114,13 @@ class Binder:
             else:
                 bound = self.signature.bind(*(params or ()))
         except TypeError as exc:
+            problem = str(exc)
+            unknown = self._unknown_names(params)
+            if unknown and "unexpected keyword" not in problem:
+                problem += f"; and it has no parameter {', '.join(map(repr, unknown))}"
             raise RPCError(
-                protocol.INVALID_PARAMS, f"Invalid params for {self.name}{self.signature}: {exc}"
+                protocol.INVALID_PARAMS,
+                f"Invalid params for {self.name}{self.signature}: {problem}",
             ) from None
         arguments = bound.arguments
         for param, admitted, expected in self.checked:

@@ -111,6 +111,14 @@ def test_missing_param_is_invalid_params_naming_it(dispatcher):
     assert "'sku'" in error.message
 
 
+def test_a_misspelt_name_is_named_beside_the_missing_one(dispatcher):
+    """{"skuu": ...} for a handler that needs sku: -32602 names both the missing parameter
+    and the one the handler does not have."""
+    error = invalid_params(dispatcher, "t.restock", {"skuu": "A-1"})
+    assert "missing a required argument: 'sku'" in error.message
+    assert error.message.endswith("and it has no parameter 'skuu'")
+
+
 def test_extra_positional_param_is_invalid_params(dispatcher):
     """More positional params than the handler takes gives -32602."""
     error = invalid_params(dispatcher, "t.restock", ["A-1", 1, 2])

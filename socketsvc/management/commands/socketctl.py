@@ -56,7 +56,9 @@ class Command(BaseCommand):
         sub = parser.add_subparsers(dest="action", required=True)
         call_parser = sub.add_parser("call", help="call METHOD with params")
         call_parser.add_argument("method")
-        call_parser.add_argument("params", nargs="*", help="key=value ... or one JSON array/object")
+        call_parser.add_argument(
+            "params", nargs="*", default=[], help="key=value ... or one JSON array/object"
+        )
         for action in ("ping", "status", "methods"):
             sub.add_parser(action, help=f"call rpc.{action}")
         sub.add_parser(
