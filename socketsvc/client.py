@@ -262,5 +262,7 @@ def notify_with(
     sock = connect(path, deadline)
     try:
         send(sock, data, path, deadline)
+    except Unanswered as exc:
+        raise ServiceUnavailable(str(exc), path, "lost") from None
     finally:
         sock.close()

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from socketsvc import AccessDenied, ProtocolError, ServiceUnavailable, call
+from socketsvc import AccessDenied, ProtocolError, ServiceUnavailable, call, notify
 from socketsvc.client import close_connections
 from tests.daemon import Daemon, socketsvc_settings
 from tests.waiting import poll
@@ -235,3 +235,26 @@ def test_a_request_closed_unread_is_sent_again_on_a_new_connection(sock_path):
     finally:
         close_connections()
         server.close()
+
+
+def test_a_notification_the_service_drops_unread_is_service_unavailable(sock_path):
+    """The service closes a notification's connection without reading it (a 1 MB line fills
+    the socket first, so the send fails): notify() raises ServiceUnavailable, the client's
+    typed error, not an internal one."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(sock_path)
+    listener.listen()
+
+    def drop_one() -> None:
+        conn, _ = listener.accept()
+        conn.close()
+
+    dropper = threading.Thread(target=drop_one, daemon=True)
+    dropper.start()
+    try:
+        with pytest.raises(ServiceUnavailable) as caught:
+            notify("x.y", text="x" * 1_000_000, socket=sock_path, timeout=5)
+        assert caught.value.reason == "lost"
+    finally:
+        dropper.join(5)
+        listener.close()
