@@ -110,13 +110,17 @@ class KeepingServer:
             except OSError:
                 return
             self.accepted += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+            threading.Thread(target=self._serve, args=(conn, self.accepted), daemon=True).start()
 
-    def _serve(self, conn: socket.socket) -> None:
+    def _serve(self, conn: socket.socket, number: int) -> None:
+        """Answer every line of the *number*-th connection."""
         with conn, conn.makefile("rb") as lines:
             for line in lines:
-                reply = self.answer(json.loads(line))
-                conn.sendall(json.dumps(reply).encode() + b"\n")
+                self._answer(conn, line)
+
+    def _answer(self, conn: socket.socket, line: bytes) -> None:
+        reply = self.answer(json.loads(line))
+        conn.sendall(json.dumps(reply).encode() + b"\n")
 
     def close(self) -> None:
         self.listener.close()
@@ -161,7 +165,7 @@ def test_a_connection_that_gave_a_bad_reply_is_not_kept(sock_path, bad, raised):
         server.close()
 
 
-class DyingServer:
+class DyingServer(KeepingServer):
     """Answers the first request on its first connection, then, when the second arrives,
     closes that connection having read it (``read=True``: a worker that died running it) or
     with it unread (a connection closed idle just as the request came). Every later
@@ -170,41 +174,23 @@ class DyingServer:
     def __init__(self, path: str, *, read: bool) -> None:
         self.read = read
         self.received = 0
-        self.accepted = 0
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(path)
-        self.listener.listen()
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(path, lambda request: {"jsonrpc": "2.0", "id": request["id"], "result": 1})
 
     def _answer(self, conn: socket.socket, line: bytes) -> None:
         self.received += 1
-        request = json.loads(line)
-        conn.sendall(json.dumps({"jsonrpc": "2.0", "id": request["id"], "result": 1}).encode())
-        conn.sendall(b"\n")
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            threading.Thread(target=self._serve, args=(conn, self.accepted), daemon=True).start()
+        super()._answer(conn, line)
 
     def _serve(self, conn: socket.socket, number: int) -> None:
+        if number > 1:
+            super()._serve(conn, number)
+            return
         with conn, conn.makefile("rb") as lines:
-            if number == 1:
-                self._answer(conn, lines.readline())
-                select.select([conn], [], [], 10)  # the second request is here, unread
-                if self.read:
-                    lines.readline()
-                    self.received += 1
-                return  # closed: after reading it, or with it unread (a reset)
-            for line in lines:
-                self._answer(conn, line)
-
-    def close(self) -> None:
-        self.listener.close()
+            self._answer(conn, lines.readline())
+            select.select([conn], [], [], 10)  # the second request is here, unread
+            if self.read:
+                lines.readline()
+                self.received += 1
+            # closed: after reading it, or with it unread (a reset)
 
 
 def test_a_request_the_service_read_before_closing_is_never_sent_again(sock_path):
