@@ -256,18 +256,11 @@ def make_patient(conn: BaseDatabaseWrapper) -> None:
         return
     original: Callable[[], None] = conn.ensure_connection
 
-    def connect() -> None:
-        try:
-            original()
-        except Exception as exc:
-            backends.mark_connect_failure(exc)
-            raise
-
     def ensure_connection() -> None:
         if conn.connection is not None:
             original()
             return
-        _connect_patiently(conn.alias, connect)
+        _connect_patiently(conn.alias, lambda: backends.open_marked(original))
 
     conn.ensure_connection = ensure_connection  # type: ignore[method-assign]
     setattr(conn, _PATIENT, True)

@@ -92,13 +92,18 @@ def error_outcome(
     return Outcome(reply, code, kind, logged if logged is not None else message)
 
 
+def _log_line(request_id: int) -> dict[str, JSONValue]:
+    """Return the error data that finds the request's log line: ids count per process."""
+    return {"request_id": request_id, "pid": os.getpid()}
+
+
 def internal_error(request: Request, request_id: int) -> Outcome:
     """Return an Internal error for a call whose worker failed around it (no text from it)."""
     return error_outcome(
         request,
         protocol.INTERNAL_ERROR,
         f"Internal error: the call failed inside the service; see its log (request {request_id})",
-        {"request_id": request_id, "pid": os.getpid()},
+        _log_line(request_id),
     )
 
 
@@ -171,18 +176,13 @@ class Dispatcher:
         text = _safe_str(exc)
         if isinstance(exc, ConnectionLostInTransaction):
             message = f"Database unavailable: {text}"
-            data: dict[str, JSONValue] = {
-                "type": kind,
-                "message": text,
-                "request_id": request_id,
-                "pid": os.getpid(),
-            }
+            data: dict[str, JSONValue] = {"type": kind, "message": text, **_log_line(request_id)}
             return error_outcome(request, protocol.DATABASE_UNAVAILABLE, message, data, kind)
         if backends.is_database_error(exc):
             code = backends.driver_code(exc)
             described = backends.describe_code(exc)
             about = f" ({described})" if described else ""
-            data = {"type": kind, "request_id": request_id, "pid": os.getpid()}
+            data = {"type": kind, **_log_line(request_id)}
             if code is not None:
                 data["db_code"] = code
             if backends.is_connection_error(exc):
@@ -208,7 +208,7 @@ class Dispatcher:
             )
             return replace(outcome, exception=exc)
         shown = _shorten(text)
-        data = {"type": kind, "message": shown, "request_id": request_id, "pid": os.getpid()}
+        data = {"type": kind, "message": shown, **_log_line(request_id)}
         outcome = error_outcome(
             request,
             protocol.HANDLER_ERROR,

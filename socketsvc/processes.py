@@ -198,10 +198,10 @@ class WorkerRole:
             try:
                 if now - path.stat().st_mtime > _REPORT_STALE:
                     continue
-                row = json.loads(path.read_text())
-            except (OSError, ValueError):
+            except OSError:
                 continue
-            if isinstance(row, dict) and pid_alive(int(row.get("pid", 0))):
+            row = _read_report(path)
+            if row is not None and pid_alive(int(row.get("pid", 0))):
                 rows.append(row)
         rows.sort(key=lambda row: (row.get("slot", 0), row.get("uptime", 0)))
         total = {key: sum(int(row.get(key) or 0) for row in rows) for key in SUMMED}

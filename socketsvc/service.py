@@ -81,7 +81,7 @@ def probe_databases(config: Config) -> bool:
     ok = True
     for conn in connections.all():
         try:
-            _connect(conn)
+            backends.open_marked(conn.ensure_connection)
             with conn.cursor() as cursor:
                 cursor.execute("SELECT 1")
             idle_timeout = ops_for(conn.vendor).idle_session_timeout(conn)
@@ -127,20 +127,11 @@ def _warn_about_migrations(conn: Any) -> None:
         )
 
 
-def _connect(conn: Any) -> None:
-    """Open *conn*'s connection; a failure is marked as a connect's (a refused, not a lost, one)."""
-    try:
-        conn.ensure_connection()
-    except Exception as exc:
-        backends.mark_connect_failure(exc)
-        raise
-
-
 def _connect_and_close(alias: str) -> None:
     """Open a connection to *alias* and close it again (a probe of an outage)."""
     conn = connections[alias]
     try:
-        _connect(conn)
+        backends.open_marked(conn.ensure_connection)
     finally:
         conn.close()
 

@@ -10,7 +10,7 @@ module for a connection; vendors without one get the generic behaviour.
 from __future__ import annotations
 
 from . import base, mysql, postgresql, sqlite
-from .base import VendorOps, is_connect_failure, mark_connect_failure
+from .base import VendorOps, is_connect_failure, mark_connect_failure, open_marked
 
 _BY_VENDOR: dict[str, VendorOps] = {
     "mysql": mysql.OPS,
@@ -88,6 +88,7 @@ __all__ = [
     "is_connection_error",
     "is_database_error",
     "mark_connect_failure",
+    "open_marked",
     "ops_for",
     "ops_for_exception",
 ]

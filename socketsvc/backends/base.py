@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import select
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +45,15 @@ def mark_connect_failure(exc: BaseException) -> None:
     """Remember that *exc* was raised while opening a connection."""
     with suppress(AttributeError):
         setattr(exc, _CONNECT_FAILED, True)
+
+
+def open_marked(connect: Callable[[], None]) -> None:
+    """Run *connect* (it opens a connection); an exception it raises is marked as a connect's."""
+    try:
+        connect()
+    except Exception as exc:
+        mark_connect_failure(exc)
+        raise
 
 
 def is_connect_failure(exc: BaseException) -> bool:
