@@ -235,6 +235,48 @@ def test_a_cancelled_running_task_stops_at_its_next_progress(daemon, client):
     assert client.ask("progress", id=queued["id"])["done"] < 1000
 
 
+def test_a_task_cancelled_while_running_is_never_retried(
+    tasks_db, start_tasks_daemon, taskclient, gate
+):
+    """Cancelled while running, then raising an error its @retry would retry: FAILED after one
+    attempt, its last error the cancel, and never started again."""
+    daemon = start_tasks_daemon(tasks_db.url(), TEST_TASK_WORKERS="1")
+    client = taskclient(tasks_db.url(), daemon.socket)
+    queued = client.enqueue("hold_then_fail_retried", gate.path)
+    gate.wait_for(1)
+    assert client.ask("cancel", id=queued["id"])["status"] == "RUNNING"
+    gate.open()
+    done = client.finished(queued["id"])
+    # One worker: a task enqueued now runs after any retry the cancel failed to stop.
+    client.finished(client.enqueue("add", 1, 1)["id"])
+    after = client.result(queued["id"])
+    assert after["status"] == "FAILED"
+    assert after["attempts"] == 1
+    assert [e["exception_class_path"] for e in after["errors"]] == [
+        "builtins.ValueError",
+        "socketsvc.tasks.Cancelled",
+    ]
+    assert done["finished_at"] == after["finished_at"]
+    assert gate.arrived == 1
+
+
+def test_due_tasks_of_equal_priority_run_in_run_after_order(
+    tasks_db, start_tasks_daemon, taskclient, gate
+):
+    """Two due tasks of one priority: the one whose run_after is earlier runs first, even if
+    it was enqueued later (the order is priority, then run_after, then enqueue time)."""
+    daemon = start_tasks_daemon(tasks_db.url(), TEST_TASK_WORKERS="1")
+    client = taskclient(tasks_db.url(), daemon.socket)
+    blocker = client.enqueue("hold", gate.path)
+    gate.wait_for(1)
+    plain = client.enqueue("add", 1, 0)
+    earlier = client.enqueue("add", 2, 0, run_after=-60.0)  # due a minute ago
+    gate.open()
+    for queued in (blocker, plain, earlier):
+        client.finished(queued["id"])
+    assert client.result(earlier["id"])["started_at"] < client.result(plain["id"])["started_at"]
+
+
 def test_sigterm_lets_a_running_task_finish_and_leaves_the_rest_queued(
     tasks_db, start_tasks_daemon, taskclient, gate
 ):

@@ -38,6 +38,13 @@ def error_entry(exception_class_path: str, traceback: str) -> dict[str, str]:
     return {"exception_class_path": exception_class_path, "traceback": traceback}
 
 
+def cancelled_entry(when: str) -> dict[str, str]:
+    """Return the error entry of a cancel that took effect *when* (e.g. "before it started")."""
+    return error_entry(
+        "socketsvc.tasks.Cancelled", f"socketsvc.tasks.Cancelled: cancelled {when}\n"
+    )
+
+
 def insert(
     *,
     task_path: str,
@@ -63,7 +70,8 @@ def insert(
         args=args,
         kwargs=kwargs,
         run_after=run_after,
-        available_at=max(now, run_after) if run_after is not None else now,
+        # When it became due: the order among due tasks of one priority is run_after's.
+        available_at=run_after if run_after is not None else now,
         enqueued_at=now,
         max_attempts=max_attempts,
         schedule=schedule,
@@ -161,6 +169,10 @@ def finish(
         if error is not None:
             locked.errors = [*locked.errors, error]
         locked.claimed_by = ""
+        if retry_at is not None and locked.cancel_requested_at is not None:
+            # Cancelled while it ran: whatever it raised, it never starts again.
+            locked.errors = [*locked.errors, cancelled_entry("while it ran; not retried")]
+            retry_at, status = None, TaskStatus.FAILED
         if retry_at is not None:
             locked.status = READY
             locked.available_at = retry_at
@@ -184,22 +196,27 @@ def finish(
 def put_back(
     record: TaskRecord, worker_id: str, retry_at: datetime, using: str
 ) -> TaskRecord | None:
-    """Return a run that never started to READY, its attempt not counted; False if not ours."""
-    worker_ids = record.worker_ids[:-1]
-    done = statements.update_row(
-        using,
-        {
-            "status": READY,
-            "claimed_by": "",
-            "available_at": retry_at,
-            "worker_ids": worker_ids,
-        },
-        {"id": record.id, "status": RUNNING, "claimed_by": worker_id},
-    )
-    if not done:
-        return None
-    record.status, record.claimed_by, record.worker_ids = READY, "", worker_ids
-    return record
+    """Return a run that never started to READY, its attempt not counted; None if not ours.
+
+    A task cancelled meanwhile ends FAILED instead: it never starts.
+    """
+    with transaction.atomic(using=using):
+        ours = {"id": record.id, "status": RUNNING, "claimed_by": worker_id}
+        locked = TaskRecord.objects.using(using).select_for_update().filter(**ours).first()
+        if locked is None:
+            return None
+        locked.worker_ids = locked.worker_ids[:-1]
+        locked.claimed_by = ""
+        if locked.cancel_requested_at is not None:
+            locked.status, locked.finished_at = TaskStatus.FAILED, timezone.now()
+            locked.errors = [*locked.errors, cancelled_entry("before it started")]
+        else:
+            locked.status, locked.available_at = READY, retry_at
+        locked.save(
+            update_fields=["worker_ids", "claimed_by", "status", "finished_at", "errors",
+                           "available_at"]
+        )
+        return locked
 
 
 def request_cancel(record_id: str, reason: dict[str, str], using: str) -> TaskRecord:

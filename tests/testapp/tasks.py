@@ -127,3 +127,11 @@ if os.environ.get("TEST_PERIODIC"):
     periodic(
         every=None if _every is None else timedelta(seconds=_every), name="test.tick", **_spec
     )(tick)
+
+
+@task
+@retry(attempts=3, backoff=0.0)
+def hold_then_fail_retried(gate: str) -> None:
+    """Wait at the gate, then raise an error its policy retries."""
+    hold.call(gate)
+    raise ValueError("fails after the gate")
