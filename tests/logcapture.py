@@ -18,7 +18,9 @@ class JsonLinesHandler(logging.Handler):
             "logger": record.name,
             "level": record.levelname,
             "message": record.getMessage(),
-            "exc_type": record.exc_info[0].__name__ if record.exc_info else None,
+            "exc_type": record.exc_info[0].__name__
+            if record.exc_info and record.exc_info[0]
+            else None,
             "request_id": getattr(record, "request_id", None),
         }
         with open(self.path, "a", encoding="utf-8") as out:

@@ -7,6 +7,7 @@ worker's throwaway MariaDB.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 
@@ -179,6 +180,66 @@ def test_retries_back_off_and_every_attempt_is_visible(daemon, client):
     assert [t["outcome"] for t in tries] == ["retry", "retry", "ok"]
     assert tries[0]["retry_in"] == pytest.approx(0.3, abs=0.01)
     assert tries[1]["retry_in"] == pytest.approx(0.6, abs=0.01)
+
+
+def test_a_failed_tasks_log_record_carries_its_exception(
+    tasks_db, start_tasks_daemon, taskclient, short_tmp
+):
+    """The framework's task_finished receiver logs a failure with its exception (exc_info), as
+    a project's logging handler (mail_admins, Sentry) needs it; a success without one."""
+    captured = short_tmp / "records.jsonl"
+    daemon = start_tasks_daemon(tasks_db.url(), TEST_LOG_CAPTURE=str(captured))
+    client = taskclient(tasks_db.url(), daemon.socket)
+    failed = client.finished(client.enqueue("fail", "no stock")["id"])
+    ok = client.finished(client.enqueue("add", 1, 2)["id"])
+
+    def finished_record(result_id: str) -> dict | None:
+        if not captured.exists():
+            return None
+        for line in captured.read_text().splitlines():
+            record = json.loads(line)
+            message = record["message"]
+            finished = "SUCCESSFUL" in message or "FAILED" in message
+            if record["logger"] in ("django.tasks", "django_tasks") and (
+                f"id={result_id}" in message and finished
+            ):
+                return record
+        return None
+
+    record = poll(lambda: finished_record(failed["id"]))
+    assert record["level"] == "ERROR"
+    assert record["exc_type"] == "ValueError"
+    assert poll(lambda: finished_record(ok["id"]))["exc_type"] is None
+
+
+@pytest.mark.parametrize("clean_tasks", ["postgresql"], indirect=True)
+def test_a_result_the_database_refuses_ends_the_task_failed_saying_why(daemon, client):
+    """PostgreSQL's jsonb refuses a NUL: the task ends FAILED with ResultNotStored and the
+    reason, not RUNNING under a live daemon; the next task runs as usual."""
+    done = client.finished(client.enqueue("return_nul")["id"])
+    assert done["status"] == "FAILED"
+    error = done["errors"][-1]
+    assert error["exception_class_path"] == "socketsvc.tasks.ResultNotStored"
+    assert "could not be stored" in error["traceback"]
+    assert "SQLSTATE" in error["traceback"]
+    assert client.finished(client.enqueue("add", 1, 1)["id"])["return_value"] == 2
+    assert daemon.process.poll() is None
+
+
+def test_a_result_over_max_allowed_packet_ends_the_task_failed_saying_why(
+    private_mariadb, start_tasks_daemon, taskclient
+):
+    """MariaDB closes the connection on a statement over max_allowed_packet (it looks like an
+    outage): the result is refused before it is sent, and the task ends FAILED saying so."""
+    private_mariadb.query("SET GLOBAL max_allowed_packet = 1048576")
+    daemon = start_tasks_daemon(private_mariadb.url())
+    client = taskclient(private_mariadb.url(), daemon.socket)
+    done = client.finished(client.enqueue("return_large", 2_000_000)["id"])
+    assert done["status"] == "FAILED"
+    error = done["errors"][-1]
+    assert error["exception_class_path"] == "socketsvc.tasks.ResultNotStored"
+    assert "max_allowed_packet" in error["traceback"]
+    assert client.finished(client.enqueue("return_large", 1000)["id"])["status"] == "SUCCESSFUL"
 
 
 def test_an_error_the_policy_does_not_retry_fails_at_once(daemon, client):

@@ -110,6 +110,10 @@ class VendorOps:
         """Return after how many idle seconds the server drops a session, if it does."""
         return None
 
+    def max_statement_bytes(self, conn: BaseDatabaseWrapper) -> int | None:
+        """Return the largest statement the server takes on this connection (None: no limit)."""
+        return None
+
     def check(self, alias: str, database: Mapping[str, Any], config: Config) -> list[CheckMessage]:
         """Return system-check messages about one ``DATABASES`` entry of this vendor."""
         return []

@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 # purpose: the connection survives it.
 CONNECTION_ERRORS = frozenset({1040, 1053, 1927, 2002, 2003, 2005, 2006, 2013, 2014, 2055, 4031})
 
+# Where max_statement_bytes keeps what it read: (the raw connection, the value).
+_PACKET = "_socketsvc_max_allowed_packet"
+
 # MySQL's and MariaDB's default wait_timeout; the daemon reads the real value.
 DEFAULT_WAIT_TIMEOUT = 28800
 
@@ -54,6 +57,22 @@ class MySQLOps(VendorOps):
     def closed_by_server(self, conn: Any) -> bool | None:
         """Look for the server's close on the socket (see :func:`.base.peer_closed`)."""
         return peer_closed(conn)
+
+    def max_statement_bytes(self, conn: Any) -> int | None:
+        """Return ``max_allowed_packet``, read once per connection.
+
+        MySQL answers a larger statement by closing the connection, which looks
+        like an outage (2006) to the client: callers check the size first.
+        """
+        raw = conn.connection
+        known = getattr(conn, _PACKET, None)
+        if known is not None and known[0] is raw:
+            return int(known[1])
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT @@max_allowed_packet")
+            limit = int(cursor.fetchone()[0])
+        setattr(conn, _PACKET, (conn.connection, limit))
+        return limit
 
     def idle_session_timeout(self, conn: Any) -> int | None:
         """Return the session's ``wait_timeout``."""

@@ -24,11 +24,12 @@
 
 from .backend import SocketServiceBackend
 from .periodic import periodic
-from .policy import Cancelled, RetryPolicy, WorkerLost, retry
+from .policy import Cancelled, ResultNotStored, RetryPolicy, WorkerLost, retry
 from .runtime import cancel, get_progress, progress
 
 __all__ = [
     "Cancelled",
+    "ResultNotStored",
     "RetryPolicy",
     "SocketServiceBackend",
     "WorkerLost",

@@ -3,9 +3,17 @@
 The daemon's own bookkeeping goes through the lifecycle like the task does:
 a task that idles past ``wait_timeout`` without touching the database still
 gets its result written, on a connection checked (and replaced) first. A
-result that cannot be written (the database is down) is retried until it is,
-or until the daemon must stop; then the row stays RUNNING and the next daemon
-to look treats the run as lost (:class:`~socketsvc.tasks.WorkerLost`).
+result that cannot be written because the database is down is retried until
+it is, or until the daemon must stop; then the row stays RUNNING and the next
+daemon to look treats the run as lost (:class:`~socketsvc.tasks.WorkerLost`).
+A result the database refuses (a value it cannot store, a statement larger
+than it accepts) ends the task FAILED with
+:class:`~socketsvc.tasks.ResultNotStored` saying why: a task never stays
+RUNNING under a live daemon.
+
+A failed run is recorded, and ``task_finished`` sent, while its exception is
+being handled, as the framework's own worker does: the framework's receiver
+then logs it with its traceback, for ``mail_admins``, Sentry and the like.
 """
 
 from __future__ import annotations
@@ -37,6 +45,12 @@ log = structlog.get_logger("socketsvc.tasks")
 _WRITE_RETRY_FIRST, _WRITE_RETRY_MAX = 0.2, 5.0
 # A task that could not start (its database down) is tried again this much later.
 _UNSTARTED_RETRY = 1.0
+# A write that loses its connection this many times in a row while the database
+# accepts new connections is refused, not interrupted (MySQL closes the
+# connection on a statement over max_allowed_packet).
+_REFUSED_AFTER = 3
+# Room left in a statement beside the return value (the other columns, the SQL).
+_STATEMENT_OVERHEAD = 64 * 1024
 
 
 @dataclass
@@ -49,15 +63,6 @@ class Ending:
     retry_in: float | None = None
     # Never started: its database was down; back to READY, the attempt not counted.
     unstarted: bool = False
-
-    @property
-    def outcome(self) -> str:
-        """Return ``ok``, ``retry`` or ``failed`` for the log line."""
-        if self.unstarted:
-            return "waits_for_database"
-        if self.retry_in is not None:
-            return "retry"
-        return "ok" if self.status == TaskStatus.SUCCESSFUL else "failed"
 
 
 def _error_of(exc: BaseException) -> dict[str, str]:
@@ -72,6 +77,17 @@ def _error_of(exc: BaseException) -> dict[str, str]:
 def _json(value: Any) -> Any:
     """Return *value* as it comes back from JSON (tuples become lists); raise if it cannot."""
     return json.loads(json.dumps(value, allow_nan=False))
+
+
+def _not_stored(reason: str) -> dict[str, str]:
+    return store.error_entry(
+        "socketsvc.tasks.ResultNotStored",
+        f"socketsvc.tasks.ResultNotStored: the task's result could not be stored: {reason}\n",
+    )
+
+
+class RefusedWrite(Exception):
+    """The database refused a write about a run (not an outage); the message says why."""
 
 
 class Executor:
@@ -100,39 +116,47 @@ class Executor:
             try:
                 task = load_task(record.task_path)
             except (ImportError, TypeError) as exc:
-                ending = Ending(TaskStatus.FAILED, error=_error_of(exc))
-                self._record(record, ending, None, started)
+                self._record(record, Ending(TaskStatus.FAILED, error=_error_of(exc)), None, started)
                 return
             result = to_result(record, task)
             task_started.send(self.backend_class, task_result=result)
-            ending = self._call(task, record, result, running)
-            self._flush_progress(running)  # the last progress is there before the status
-            self._record(record, ending, task, started)
+            self._call(task, record, result, running, started)
 
     def _call(
-        self, task: Task[Any, Any], record: TaskRecord, result: Any, running: Running
-    ) -> Ending:
+        self,
+        task: Task[Any, Any],
+        record: TaskRecord,
+        result: Any,
+        running: Running,
+        started: float,
+    ) -> None:
         policy: RetryPolicy = policy_of(task.func) if record.max_attempts > 1 else NO_RETRY
         set_running(running)
         try:
             with request_scope(self._check_idle_after()):
                 if not self._database_reachable():
-                    return Ending(TaskStatus.READY, retry_in=_UNSTARTED_RETRY, unstarted=True)
-                if task.takes_context:
+                    ending = Ending(TaskStatus.READY, retry_in=_UNSTARTED_RETRY, unstarted=True)
+                elif task.takes_context:
                     value = task.call(
                         TaskContext(task_result=result), *record.args, **record.kwargs
                     )
+                    ending = Ending(TaskStatus.SUCCESSFUL, return_value=_json(value))
                 else:
                     value = task.call(*record.args, **record.kwargs)
-            return Ending(TaskStatus.SUCCESSFUL, return_value=_json(value))
+                    ending = Ending(TaskStatus.SUCCESSFUL, return_value=_json(value))
         except BaseException as exc:
+            set_running(None)
             ending = Ending(TaskStatus.FAILED, error=_error_of(exc))
             attempts = record.attempts
             if policy.retries(attempts, exc) and attempts < record.max_attempts:
                 ending.retry_in = policy.delay(attempts)
-            return ending
-        finally:
-            set_running(None)
+            self._flush_progress(running)  # the last progress is there before the status
+            # Still handling *exc*: task_finished's receivers see it (sys.exc_info()).
+            self._record(record, ending, task, started)
+            return
+        set_running(None)
+        self._flush_progress(running)
+        self._record(record, ending, task, started)
 
     def _database_reachable(self) -> bool:
         """Return False if the task's database is down and stays down for the whole wait.
@@ -154,55 +178,114 @@ class Executor:
     def _record(
         self, record: TaskRecord, ending: Ending, task: Task[Any, Any] | None, started: float
     ) -> None:
-        retry_at = None
-        if ending.retry_in is not None:
-            retry_at = timezone.now() + timedelta(seconds=ending.retry_in)
-        if ending.unstarted:
-            later = retry_at or timezone.now()
-            written = self._write(
-                lambda: store.put_back(record, self.worker_id, later, self.database)
-            )
-        else:
-            written = self._write(
-                lambda: store.finish(
-                    record,
-                    self.worker_id,
-                    status=ending.status,
-                    using=self.database,
-                    return_value=ending.return_value,
-                    error=ending.error,
-                    retry_at=retry_at,
-                )
-            )
+        written, ending = self._store(record, ending)
         fields: dict[str, Any] = {
             "task_id": record.id,
             "task": record.task_path,
             "queue": record.queue_name,
             "attempt": record.attempts,
-            "outcome": ending.outcome,
             "duration_ms": round((time.monotonic() - started) * 1000, 3),
         }
         if ending.error is not None:
             fields["error_type"] = ending.error["exception_class_path"]
-        if ending.retry_in is not None:
-            fields["retry_in"] = round(ending.retry_in, 3)
         if written is None:
             log.warning("task_result_not_recorded", **fields, hint="the run was taken from us")
             return
-        (log.warning if ending.error or ending.unstarted else log.info)("task", **fields)
+        if ending.unstarted and written.status == TaskStatus.READY:
+            outcome = "waits_for_database"
+        elif written.status == TaskStatus.READY:
+            outcome = "retry"
+            fields["retry_in"] = round(ending.retry_in or 0.0, 3)
+        else:
+            outcome = "ok" if written.status == TaskStatus.SUCCESSFUL else "failed"
+        (log.info if outcome == "ok" else log.warning)("task", **fields, outcome=outcome)
         if written.status != TaskStatus.READY and task is not None:
             task_finished.send(self.backend_class, task_result=to_result(written, task))
 
+    def _store(self, record: TaskRecord, ending: Ending) -> tuple[TaskRecord | None, Ending]:
+        """Write how the run ended; a result the database refuses ends it FAILED, saying why."""
+        try:
+            return self._write(lambda: self._write_ending(record, ending)), ending
+        except RefusedWrite as exc:
+            refused = Ending(TaskStatus.FAILED, error=_not_stored(str(exc)))
+        log.error(
+            "task_result_refused",
+            task_id=record.id,
+            reason=refused.error["traceback"].strip() if refused.error else "",
+            hint="the task ends FAILED with socketsvc.tasks.ResultNotStored",
+        )
+        try:
+            return self._write(lambda: self._write_ending(record, refused)), refused
+        except RefusedWrite as exc:
+            log.error("task_failure_not_recorded", task_id=record.id, error=str(exc))
+            return None, refused
+
+    def _check_size(self, ending: Ending) -> None:
+        """Refuse, before sending it, a return value larger than the database takes at once."""
+        if ending.return_value is None:
+            return
+        conn = connections[self.database]
+        limit = backends.ops_for(conn.vendor).max_statement_bytes(conn)
+        if limit is None:
+            return
+        size = len(json.dumps(ending.return_value).encode())
+        if size + _STATEMENT_OVERHEAD > limit:
+            raise RefusedWrite(
+                f"the return value is {size} bytes of JSON, more than the database accepts "
+                f"in one statement ({limit} bytes; MySQL's max_allowed_packet)"
+            )
+
+    def _write_ending(self, record: TaskRecord, ending: Ending) -> TaskRecord | None:
+        self._check_size(ending)
+        retry_at = None
+        if ending.retry_in is not None:
+            retry_at = timezone.now() + timedelta(seconds=ending.retry_in)
+        if ending.unstarted:
+            return store.put_back(record, self.worker_id, retry_at or timezone.now(), self.database)
+        return store.finish(
+            record,
+            self.worker_id,
+            status=ending.status,
+            using=self.database,
+            return_value=ending.return_value,
+            error=ending.error,
+            retry_at=retry_at,
+        )
+
     def _write(self, write: Callable[[], TaskRecord | None]) -> TaskRecord | None:
-        """Run a bookkeeping write in the lifecycle, retrying while the database is unreachable."""
+        """Run a bookkeeping write in the lifecycle, retrying while the database is unreachable.
+
+        Raises RefusedWrite when the database refuses it: an error that is not
+        about reaching the server, or the connection lost again and again
+        while new connections succeed.
+        """
         delay = _WRITE_RETRY_FIRST
+        lost_while_up = 0
         while True:
             try:
                 with request_scope(self._check_idle_after()):
                     return write()
             except Exception as exc:
-                if not backends.is_connection_error(exc) or not self._may_keep_trying():
+                if not backends.is_connection_error(exc):
+                    if backends.is_database_error(exc):
+                        raise RefusedWrite(_describe(exc)) from exc
+                    raise
+                if not backends.is_connect_failure(exc):
+                    lost_while_up += 1
+                    if lost_while_up >= _REFUSED_AFTER:
+                        raise RefusedWrite(
+                            f"the database closed the connection each time it was sent "
+                            f"({_describe(exc)}), though it accepts new connections"
+                        ) from exc
+                if not self._may_keep_trying():
                     raise
                 log.warning("task_bookkeeping_waits_for_database", error=str(exc), retry_in=delay)
                 time.sleep(delay)
                 delay = min(delay * 2, _WRITE_RETRY_MAX)
+
+
+def _describe(exc: BaseException) -> str:
+    """Return the driver's code and first line of *exc* (no SQL: drivers put it later)."""
+    code = backends.describe_code(exc)
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    return f"{code}: {first}" if code else first

@@ -35,6 +35,13 @@ class WorkerLost(Exception):
     """The daemon running the task stopped (killed, crashed, its host lost) before it finished."""
 
 
+class ResultNotStored(Exception):
+    """The database refused the task's result (a value it cannot hold, a statement too large).
+
+    Recorded in the task's errors, with the reason; the task ends FAILED.
+    """
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """At most *attempts* runs; before run n+1 wait ``backoff * factor**(n-1)`` (capped)."""

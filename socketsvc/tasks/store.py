@@ -26,6 +26,7 @@ from . import statements
 READY, RUNNING = TaskStatus.READY, TaskStatus.RUNNING
 FINISHED = (TaskStatus.SUCCESSFUL, TaskStatus.FAILED)
 _PRUNE_BATCH = 1000
+_MAX_TRACEBACK = 64 * 1024
 
 
 def new_id() -> str:
@@ -34,8 +35,16 @@ def new_id() -> str:
 
 
 def error_entry(exception_class_path: str, traceback: str) -> dict[str, str]:
-    """Return one entry of a task's ``errors`` (the framework's TaskError fields)."""
-    return {"exception_class_path": exception_class_path, "traceback": traceback}
+    """Return one entry of a task's ``errors`` (the framework's TaskError fields).
+
+    A NUL becomes ``\\x00`` (PostgreSQL's jsonb refuses it) and a traceback
+    longer than ``_MAX_TRACEBACK`` characters keeps its start and its end.
+    """
+    text = traceback.replace("\x00", "\\x00")
+    if len(text) > _MAX_TRACEBACK:
+        half = _MAX_TRACEBACK // 2
+        text = f"{text[:half]}\n[... {len(text) - 2 * half} characters cut ...]\n{text[-half:]}"
+    return {"exception_class_path": exception_class_path, "traceback": text}
 
 
 def cancelled_entry(when: str) -> dict[str, str]:
@@ -213,8 +222,14 @@ def put_back(
         else:
             locked.status, locked.available_at = READY, retry_at
         locked.save(
-            update_fields=["worker_ids", "claimed_by", "status", "finished_at", "errors",
-                           "available_at"]
+            update_fields=[
+                "worker_ids",
+                "claimed_by",
+                "status",
+                "finished_at",
+                "errors",
+                "available_at",
+            ]
         )
         return locked
 

@@ -135,3 +135,15 @@ def hold_then_fail_retried(gate: str) -> None:
     """Wait at the gate, then raise an error its policy retries."""
     hold.call(gate)
     raise ValueError("fails after the gate")
+
+
+@task
+def return_nul() -> str:
+    """Return a string holding a NUL (PostgreSQL's jsonb refuses it)."""
+    return "a\x00b"
+
+
+@task
+def return_large(size: int) -> str:
+    """Return a string of *size* characters."""
+    return "x" * size
