@@ -20,6 +20,7 @@ from tests.gate import Gate
 from tests.mariadb import MariaDB
 from tests.notify import NotifySocket
 from tests.postgres import PostgreSQL
+from tests.scripted import Reply, ScriptedService, result
 from tests.taskclient import TaskClient
 
 # The servers every database fault test runs on (their ids in test names).
@@ -293,3 +294,20 @@ def notify_socket(short_tmp: Path) -> Iterator[NotifySocket]:
     listener = NotifySocket(str(short_tmp / "notify"))
     yield listener
     listener.close()
+
+
+@pytest.fixture
+def service(sock_path, settings) -> Iterator[Callable[..., ScriptedService]]:
+    """Start a scripted service on the socket the admin calls: ``service(reply, timeout=5)``."""
+    started: list[ScriptedService] = []
+
+    def start(reply: Reply | None = None, timeout: float = 5.0) -> ScriptedService:
+        reply = reply or result(None)
+        settings.SOCKETSVC = {"SOCKET": sock_path, "CALL_TIMEOUT": timeout}
+        started.append(ScriptedService(sock_path, reply))
+        return started[-1]
+
+    settings.SOCKETSVC = {"SOCKET": sock_path, "CALL_TIMEOUT": 5.0}
+    yield start
+    for stub in started:
+        stub.stop()

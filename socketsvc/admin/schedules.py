@@ -34,6 +34,13 @@ else:
     _ModelAdmin = admin.ModelAdmin
 
 
+def declared_names() -> set[str]:
+    """Return the names of the schedules the code declares (importing the apps' tasks)."""
+    from ..tasks.periodic import discover
+
+    return {schedule.name for schedule in discover()}
+
+
 def last_run(schedule: ScheduleRecord) -> TaskRecord | None:
     """Return the schedule's latest run (by slot, then enqueue time)."""
     return TaskRecord.objects.filter(schedule=schedule.name).order_by("-enqueued_at").first()
@@ -68,6 +75,19 @@ class ScheduleRecordAdmin(_ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         """Schedules are declared in code (@periodic); the daemon records them."""
         return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """Only a schedule no code declares any more may be deleted (a daemon would declare
+        a declared one again)."""
+        if obj is not None and obj.name in declared_names():
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        """Write the pause switch alone, if it still holds what the form showed: the rest of
+        the row is the daemons' (a whole-row save could move last_slot back)."""
+        before = form.initial.get("enabled", not obj.enabled)
+        ScheduleRecord.objects.filter(pk=obj.pk, enabled=before).update(enabled=obj.enabled)
 
     @admin.display(description="next run", ordering="next_slot")
     def next_run(self, schedule: ScheduleRecord) -> str:

@@ -135,6 +135,13 @@ class TaskRecordAdmin(_ModelAdmin):
         """Tasks are enqueued by code, not typed in."""
         return False
 
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """A task's page is a view, never a form: a POST to it is refused (a save would write
+        the whole row over the daemon's). The actions still need the change permission."""
+        if obj is not None:
+            return False
+        return super().has_change_permission(request, obj)
+
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         """Every field is read-only: a result is a record of what happened."""
         return list(flatten_fieldsets(self.fieldsets))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from django.db import transaction
+
 from ..models import ScheduleRecord, TaskRecord
 from .backend import load_task
 from .periodic import schedules
@@ -21,5 +23,7 @@ def run_now(row: ScheduleRecord) -> TaskRecord:
         raise LookupError(f"schedule {row.name!r} is no longer declared in the code")
     database = str(getattr(schedule.task.get_backend(), "database", "default"))
     record = enqueue_run(schedule, database, None)
-    wake(schedule.task.queue_name)
+    queue = schedule.task.queue_name
+    # As enqueue() does: a wake before the commit finds no row.
+    transaction.on_commit(lambda: wake(queue), using=database)
     return record
