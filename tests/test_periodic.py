@@ -261,3 +261,39 @@ def test_an_invalid_schedule_stops_the_daemon_at_startup_naming_it(clean_tasks, 
     assert "schedule 'test.tick'" in output
     assert "61 * * * *" in output
     assert "Traceback" not in output
+
+
+def test_a_slot_already_taken_is_passed_over_and_the_schedule_goes_on(clean_tasks, start_ticking):
+    """catch_up="all" with last_slot moved back (as a stale whole-row save once did): the
+    scheduler meets slots that already have a run, passes over them, and later slots run."""
+    daemon = start_ticking({"every": 1, "catch_up": "all", "overlap": True})
+    poll(lambda: len(runs(clean_tasks)) >= 3)
+    newest = max(slot for slot, _ in runs(clean_tasks))
+    clean_tasks.query(
+        "UPDATE socketsvc_schedule SET last_slot = last_slot - INTERVAL 3 SECOND "
+        "WHERE name = 'test.tick'",
+        db="socketsvc_test",
+    )
+    poll(lambda: max(slot for slot, _ in runs(clean_tasks)) >= newest + timedelta(seconds=3))
+    slots = [slot for slot, _ in runs(clean_tasks)]
+    assert len(slots) == len(set(slots))
+    assert any(e.get("event") == "periodic_slot_taken_elsewhere" for e in daemon.log_events()), (
+        skips_and_failures(daemon)
+    )
+
+
+def test_a_schedule_row_deleted_is_declared_again_and_keeps_running(clean_tasks, start_ticking):
+    """The schedule's row deleted from under a running daemon: it is declared again (with a
+    note in the log) and its slots go on running, with no step failing."""
+    daemon = start_ticking({"every": 1, "overlap": True})
+    poll(lambda: len(runs(clean_tasks)) >= 1)
+    clean_tasks.query(
+        "DELETE FROM socketsvc_schedule WHERE name = 'test.tick'", db="socketsvc_test"
+    )
+    deleted_at = len(runs(clean_tasks))
+    poll(lambda: len(runs(clean_tasks)) >= deleted_at + 2, why=lambda: skips_and_failures(daemon))
+    assert last_slot(clean_tasks) is not None
+    assert not [e for e in daemon.log_events() if e.get("event") == "scheduler_step_failed"], (
+        skips_and_failures(daemon)
+    )
+    assert any(e.get("event") == "schedule_declared_again" for e in daemon.log_events())

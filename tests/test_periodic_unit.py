@@ -189,3 +189,68 @@ def test_periodic_goes_above_task():
 
     with pytest.raises(ScheduleError, match="goes above @task"):
         periodic(cron="* * * * *")(plain)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"cron": "0 * * * *"},
+        {"cron": "30 2 * * *"},
+        {"cron": "*/7 1-3 * * *"},
+        {"cron": "0 0 29 2 *"},
+        {"cron": "* * * * *", "zone": "UTC"},
+        {"every": timedelta(seconds=90)},
+    ],
+    ids=["hourly", "daily-0230", "every-7-min-1-to-3", "29-february", "every-minute", "every-90s"],
+)
+def test_slots_found_backwards_are_the_slots_found_forwards(options):
+    """slots() walks back from the end; across both of 2026's clock changes in Berlin (and
+    over nine years, for a sparse schedule) it gives what stepping forward with next_after()
+    gives, the latest *limit* of them."""
+    sched = schedule(**options)
+    windows = [
+        (local(2026, 3, 28, 22, 0), local(2026, 3, 29, 6, 0)),
+        (local(2026, 10, 24, 22, 0), local(2026, 10, 25, 6, 0)),
+    ]
+    if options.get("cron") == "0 0 29 2 *":
+        windows.append((local(2023, 1, 1, 0, 0), local(2032, 1, 1, 0, 0)))
+    for after, until in windows:
+        forwards = []
+        slot = sched.next_after(after)
+        while slot <= until:
+            forwards.append(slot)
+            slot = sched.next_after(slot)
+        assert sched.slots(after, until) == forwards
+        assert sched.slots(after, until, limit=5) == forwards[-5:]
+
+
+def test_catching_up_costs_the_same_after_a_day_or_a_year_down(monkeypatch):
+    """cron "* * * * *" with catch_up "latest", "none" and "all": the decision after a year of
+    downtime takes no more steps of the cron parser than after a day (the slots are found
+    from now backwards, at most MAX_CATCH_UP of them)."""
+    import croniter as croniter_module
+
+    steps = Counter()
+    real_next, real_prev = croniter_module.croniter.get_next, croniter_module.croniter.get_prev
+
+    def counted(real):
+        def step(self, *args, **kwargs):
+            steps["cron"] += 1
+            return real(self, *args, **kwargs)
+
+        return step
+
+    monkeypatch.setattr(croniter_module.croniter, "get_next", counted(real_next))
+    monkeypatch.setattr(croniter_module.croniter, "get_prev", counted(real_prev))
+    now = datetime(2026, 12, 7, 12, 0, 30, tzinfo=UTC)
+    for catch_up in ("latest", "none", "all"):
+        sched = schedule(cron="* * * * *", zone="UTC", catch_up=catch_up)
+        counts = []
+        for downtime in (timedelta(days=1), timedelta(days=365)):
+            steps.clear()
+            decision = decide(sched, now - downtime, now, now)
+            counts.append(steps["cron"])
+            assert decision.last_slot == datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+            expected = {"latest": 1, "none": 0, "all": MAX_CATCH_UP}[catch_up]
+            assert len(decision.run) == expected
+        assert counts[1] <= counts[0], (catch_up, counts)

@@ -43,6 +43,9 @@ ON_TIME = timedelta(seconds=60)
 ON_TIME_FLOOR = timedelta(seconds=5)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MINUTE = timedelta(minutes=1)
+# Instants are kept to the microsecond: the instant just before a slot.
+_TICK = timedelta(microseconds=1)
+_DAY = timedelta(days=1)
 
 
 class ScheduleError(ImproperlyConfigured):
@@ -115,15 +118,25 @@ class Schedule:
             return _EPOCH + steps * self.every
         return _CronSlots(self).first_after(instant)
 
+    def last_at_or_before(self, instant: datetime) -> datetime:
+        """Return the latest slot at or before *instant* (aware)."""
+        if self.every is not None:
+            return _EPOCH + ((instant - _EPOCH) // self.every) * self.every
+        return _CronSlots(self).last_at_or_before(instant)
+
     def slots(self, after: datetime, until: datetime, limit: int = 10_000) -> list[datetime]:
-        """Return the slots in (*after*, *until*], at most *limit*, the latest ones if more."""
+        """Return the slots in (*after*, *until*], at most *limit*, the latest ones if more.
+
+        Found from *until* backwards, so the cost is bounded by *limit*, however
+        long ago *after* was (a daemon down for a year costs what one down for
+        an hour does).
+        """
         found: list[datetime] = []
-        slot = self.next_after(after)
-        while slot <= until:
+        slot = self.last_at_or_before(until)
+        while slot > after and len(found) < limit:
             found.append(slot)
-            if len(found) > limit:
-                del found[0]
-            slot = self.next_after(slot)
+            slot = self.last_at_or_before(slot - _TICK)
+        found.reverse()
         return found
 
     def on_time(self, slot: datetime, now: datetime) -> bool:
@@ -159,11 +172,49 @@ class _CronSlots:
         back = aware.astimezone(UTC).astimezone(self.zone)
         return back.replace(tzinfo=None) == aware.replace(tzinfo=None)
 
+    def _shift(self, instant: datetime) -> timedelta:
+        """Return by how much the zone's UTC offset changes within a day of *instant*.
+
+        Only within that span of a wall-clock time can cron's order (wall
+        clock) and the slots' order (instants) differ.
+        """
+        offset = instant.astimezone(self.zone).utcoffset() or timedelta(0)
+        return max(
+            abs(((instant + step).astimezone(self.zone).utcoffset() or offset) - offset)
+            for step in (-_DAY, _DAY)
+        )
+
+    def _wall(self, instant: datetime) -> datetime:
+        return instant.astimezone(self.zone).replace(tzinfo=None)
+
+    def last_at_or_before(self, instant: datetime) -> datetime:
+        """Return the latest slot at or before *instant*, walking cron's times backwards.
+
+        A wall-clock time later than the instant's by more than the zone's
+        shift is a later instant, so the walk starts there; it ends once the
+        wall clock is that shift before the best slot found.
+        """
+        shift = self._shift(instant)
+        walker = croniter(self.cron, self._wall(instant) + shift + _MINUTE)
+        best: datetime | None = None
+        while True:
+            naive = walker.get_prev(datetime)
+            if best is not None and naive < self._wall(best) - self._shift(best):
+                return best
+            for candidate in self._instants(naive):
+                # In UTC: aware times of one zone compare by wall clock, fold ignored.
+                moment = candidate.astimezone(UTC)
+                if moment <= instant and (best is None or moment > best):
+                    best = moment
+
     def first_after(self, instant: datetime) -> datetime:
-        # Start from the wall-clock time an hour early: a repeated hour's second
-        # occurrence has an earlier wall-clock time than the instant before it.
-        local = instant.astimezone(self.zone).replace(tzinfo=None) - timedelta(hours=3)
-        walker = croniter(self.cron, local)
+        """Return the first slot after *instant*, walking cron's times forwards.
+
+        The walk starts the zone's shift before the instant's wall-clock time: a
+        repeated hour's second occurrence has an earlier wall-clock time than
+        the instant before it.
+        """
+        walker = croniter(self.cron, self._wall(instant) - self._shift(instant) - _MINUTE)
         while True:
             naive = walker.get_next(datetime)
             for candidate in self._instants(naive):

@@ -188,66 +188,59 @@ class Scheduler:
         """Record each schedule as the code declares it (a pause set in the admin stays)."""
         now = timezone.now()
         for schedule in self.schedules:
-            row, created = ScheduleRecord.objects.using(self.database).get_or_create(
-                name=schedule.name,
-                defaults={
-                    "task_path": schedule.task_path,
-                    "expression": schedule.expression,
-                    "timezone": schedule.zone,
-                    "catch_up": schedule.catch_up,
-                    "overlap": schedule.overlap,
-                    "declared_at": now,
-                    "next_slot": schedule.next_after(now),
-                },
-            )
-            if not created:
-                row.task_path = schedule.task_path
-                row.expression = schedule.expression
-                row.timezone = schedule.zone
-                row.catch_up = schedule.catch_up
-                row.overlap = schedule.overlap
-                row.declared_at = now
-                row.save(
-                    update_fields=[
-                        "task_path",
-                        "expression",
-                        "timezone",
-                        "catch_up",
-                        "overlap",
-                        "declared_at",
-                    ]
-                )
+            self._declare_one(schedule, now)
         log.info(
             "schedules_declared",
             schedules=[s.name for s in self.schedules],
             watching_since=self.watching_since.isoformat(),
         )
 
+    def _declare_one(self, schedule: Schedule, now: datetime) -> bool:
+        """Record *schedule*'s row as declared; return True if it had to be created."""
+        declared = {
+            "task_path": schedule.task_path,
+            "expression": schedule.expression,
+            "timezone": schedule.zone,
+            "catch_up": schedule.catch_up,
+            "overlap": schedule.overlap,
+            "declared_at": now,
+        }
+        rows = ScheduleRecord.objects.using(self.database)
+        if rows.filter(name=schedule.name).update(**declared):
+            return False
+        _, created = rows.get_or_create(
+            name=schedule.name, defaults={**declared, "next_slot": schedule.next_after(now)}
+        )
+        return created
+
     def _tick(self, schedule: Schedule, now: datetime) -> None:
         """Decide *schedule*'s due slots; run them if this daemon's decision is the one taken."""
         database = self.database
-        try:
-            with transaction.atomic(using=database):
-                row = (
-                    ScheduleRecord.objects.using(database)
-                    .select_for_update()
-                    .get(name=schedule.name)
-                )
-                decision = decide(schedule, row.last_slot, now, self.watching_since)
-                following = schedule.next_after(max(now, decision.last_slot or now))
-                self.next_slots[schedule.name] = following
-                if decision.last_slot == row.last_slot:
-                    return
-                taken = (
-                    ScheduleRecord.objects.using(database)
-                    .filter(name=schedule.name, last_slot=row.last_slot)
-                    .update(last_slot=decision.last_slot, next_slot=following)
-                )
-                if not taken:
-                    return  # another daemon decided these slots
-                self._run_slots(schedule, row.enabled, decision)
-        except IntegrityError:
-            log.info("periodic_slot_taken_elsewhere", schedule=schedule.name)
+        with transaction.atomic(using=database):
+            row = (
+                ScheduleRecord.objects.using(database)
+                .select_for_update()
+                .filter(name=schedule.name)
+                .first()
+            )
+            if row is None:
+                # Deleted from under us (by hand): declared again, it runs on from now.
+                if self._declare_one(schedule, now):
+                    log.warning("schedule_declared_again", schedule=schedule.name)
+                return
+            decision = decide(schedule, row.last_slot, now, self.watching_since)
+            following = schedule.next_after(max(now, decision.last_slot or now))
+            self.next_slots[schedule.name] = following
+            if decision.last_slot == row.last_slot:
+                return
+            taken = (
+                ScheduleRecord.objects.using(database)
+                .filter(name=schedule.name, last_slot=row.last_slot)
+                .update(last_slot=decision.last_slot, next_slot=following)
+            )
+            if not taken:
+                return  # another daemon decided these slots
+            self._run_slots(schedule, row.enabled, decision)
 
     def _run_slots(self, schedule: Schedule, enabled: bool, decision: Decision) -> None:
         skipped = decision.skipped
@@ -260,8 +253,20 @@ class Scheduler:
             run, reason = [], "the previous run is still queued or running"
         else:
             run, reason = decision.run, "missed while no daemon ran"
+        taken = []
         for slot in run:
-            enqueue_run(schedule, self.database, slot)
+            try:
+                with transaction.atomic(using=self.database):  # a savepoint per slot
+                    enqueue_run(schedule, self.database, slot)
+            except IntegrityError:
+                taken.append(slot)  # it has its run already: pass over it
+        if taken:
+            log.info(
+                "periodic_slot_taken_elsewhere",
+                schedule=schedule.name,
+                slots=[s.isoformat() for s in taken],
+            )
+            run = [slot for slot in run if slot not in taken]
         if run:
             transaction.on_commit(lambda: self._wake(schedule.task.queue_name), using=self.database)
             log.info(
