@@ -30,6 +30,7 @@ wrapper's ``ensure_connection``, the one place Django opens a connection.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -103,6 +104,8 @@ class Outage:
         self.attempts = 0
         self.waiting = 0
         self.waited = 0
+        # What the settings got wrong, from the last connect refused for it (none: nothing).
+        self.problem = ""
 
     def began(self, exc: BaseException) -> None:
         """A connect failed: the alias is down (if it was not already)."""
@@ -140,11 +143,32 @@ class Outage:
             self.attempts += 1
         self.began(exc)
 
+    def misconfigured(self, exc: BaseException, problem: str) -> None:
+        """A connect was refused for the settings: said once, and in the status until fixed."""
+        with self._cond:
+            self.attempting = False
+            self._cond.notify_all()
+            code = backends.describe_code(exc) or type(exc).__name__
+            if self.problem == f"{problem} ({code})":
+                return
+            self.problem = f"{problem} ({code})"
+        log.error(
+            "database_misconfigured",
+            alias=self.alias,
+            error=code,
+            detail=str(exc),
+            hint=f"{problem} in DATABASES['{self.alias}']; requests get -32001 at once "
+            "until it is fixed (no restart needed)",
+        )
+
     def ended(self) -> None:
         """A connect succeeded: the alias is up again."""
         with self._cond:
             self.attempting = False
+            fixed, self.problem = self.problem, ""
             if not self.down:
+                if fixed:
+                    log.warning("database_settings_accepted", alias=self.alias)
                 return
             self.down = False
             duration = time.monotonic() - self.since
@@ -175,10 +199,11 @@ class Outage:
 
     def claim_probe(self) -> bool:
         """Take the next connect attempt for a background probe: only while the alias is
-        down, nothing waits for it or tries it, and the backoff's next step has come."""
+        down (or refused the settings), nothing waits for it or tries it, and the
+        backoff's next step has come."""
         with self._cond:
             if (
-                not self.down
+                not (self.down or self.problem)
                 or self.waiting
                 or self.attempting
                 or time.monotonic() < self.next_attempt
@@ -207,6 +232,8 @@ class Outage:
     def describe(self) -> dict[str, Any]:
         """Return this alias's part of ``rpc.status``."""
         with self._cond:
+            if self.problem and not self.down:
+                return {"available": False, "misconfigured": self.problem}
             if not self.down:
                 return {"available": True}
             return {
@@ -234,8 +261,8 @@ def status() -> dict[str, dict[str, Any]]:
 
 
 def unavailable() -> list[str]:
-    """Return the aliases that are down now."""
-    return [alias for alias, state in sorted(_outages.items()) if state.down]
+    """Return the aliases that are down, or refused the settings, now."""
+    return [alias for alias, state in sorted(_outages.items()) if state.down or state.problem]
 
 
 def _same_error(exc: BaseException | None) -> BaseException:
@@ -266,8 +293,14 @@ def make_patient(conn: BaseDatabaseWrapper) -> None:
     setattr(conn, _PATIENT, True)
 
 
-def _connect_once(state: Outage, connect: Callable[[], None]) -> None:
-    """Try once (``DB_UNAVAILABLE_WAIT`` 0), recording an outage's start and end."""
+def _attempt(state: Outage, connect: Callable[[], None]) -> BaseException | None:
+    """Try to connect once; return the connection error, if that is what it was.
+
+    Every outcome settles the outage's turn: a success ends the outage, a
+    connection error schedules the next step, and anything else (the settings
+    refused, a bug) gives the turn back before it is raised, so no later
+    connect or probe waits for a turn nobody holds.
+    """
     try:
         connect()
     except Exception as exc:
@@ -276,8 +309,15 @@ def _connect_once(state: Outage, connect: Callable[[], None]) -> None:
                 state.failed(exc)
             else:
                 state.began(exc)
+            return exc
+        problem = backends.misconfiguration(exc)
+        if problem is not None:
+            state.misconfigured(exc, problem)
+        else:
+            state.release()
         raise
     state.ended()
+    return None
 
 
 def _connect_patiently(alias: str, connect: Callable[[], None]) -> None:
@@ -287,34 +327,21 @@ def _connect_patiently(alias: str, connect: Callable[[], None]) -> None:
 
 
 def _connect_by(state: Outage, connect: Callable[[], None], deadline: float) -> None:
-    if wait_seconds() <= 0:
-        _connect_once(state, connect)
-        return
-    if not state.down:
-        try:
-            connect()
-        except Exception as exc:
-            if not backends.is_connection_error(exc):
-                raise
-            state.began(exc)
-            last = exc
-        else:
+    if wait_seconds() <= 0 or not state.down:
+        last = _attempt(state, connect)
+        if last is None:
             return
+        if wait_seconds() <= 0:
+            raise last
     else:
         last = None
     state.joined()
     try:
         while state.take_turn(deadline):
-            try:
-                connect()
-            except Exception as exc:
-                if not backends.is_connection_error(exc):
-                    raise
-                state.failed(exc)
-                last = exc
-                continue
-            state.ended()
-            return
+            failure = _attempt(state, connect)
+            if failure is None:
+                return
+            last = failure
         raise last if last is not None else _same_error(state.last)
     finally:
         state.left()
@@ -325,17 +352,12 @@ def probe(alias: str, connect: Callable[[str], None]) -> None:
     state = outage(alias)
     if not state.claim_probe():
         return
-    try:
-        # A probe waits no longer than a request would (a pool's checkout included).
-        with _connecting_until(time.monotonic() + max(wait_seconds(), MAX_DELAY)):
-            connect(alias)
-    except Exception as exc:
-        if backends.is_connection_error(exc):
-            state.failed(exc)
-        else:
-            state.release()
-        return
-    state.ended()
+    # A probe waits no longer than a request would (a pool's checkout included).
+    with (
+        _connecting_until(time.monotonic() + max(wait_seconds(), MAX_DELAY)),
+        contextlib.suppress(Exception),
+    ):
+        _attempt(state, lambda: connect(alias))
 
 
 def watch(stop: threading.Event, connect: Callable[[str], None]) -> None:

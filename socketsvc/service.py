@@ -87,6 +87,10 @@ def probe_databases(config: Config) -> bool:
             idle_timeout = ops_for(conn.vendor).idle_session_timeout(conn)
         except Exception as exc:
             ok = False
+            problem = backends.misconfiguration(exc)
+            if problem is not None:
+                dbwait.outage(conn.alias).misconfigured(exc, problem)
+                continue
             log.warning(
                 "database_unreachable",
                 alias=conn.alias,

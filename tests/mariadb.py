@@ -54,6 +54,9 @@ class MariaDB(ThrowawayServer):
     refused_code = 2002
     interrupted_code = 1317
     idle_dropped_codes = (2006,)
+    # A connect refused by a locked account, and by an unknown database.
+    locked_code = 4151
+    unknown_database_code = 1049
     code_label = "MySQL error"
 
     def __init__(self, base: Path) -> None:
@@ -118,9 +121,28 @@ class MariaDB(ThrowawayServer):
         finally:
             conn.close()
 
-    def url(self, db: str = DB_NAME) -> str:
+    def url(self, db: str = DB_NAME, user: str = "root", password: str = "") -> str:
         """Return a DATABASE_URL in the Unix-socket form."""
-        return f"mysql://root@{quote(self.socket, safe='')}/{db}"
+        login = f"{user}:{password}" if password else user
+        return f"mysql://{login}@{quote(self.socket, safe='')}/{db}"
+
+    def add_login(self, name: str, password: str, max_connections: int = 0) -> None:
+        """Create a user with every right on the test database (and a connection cap)."""
+        self.query(
+            f"CREATE USER '{name}'@'localhost' IDENTIFIED BY '{password}' "
+            f"WITH MAX_USER_CONNECTIONS {int(max_connections)}"
+        )
+        self.query(f"GRANT ALL ON {DB_NAME}.* TO '{name}'@'localhost'")
+
+    def allow_login(self, name: str, allowed: bool) -> None:
+        """Lock or unlock a user's account (its open sessions stay)."""
+        self.query(f"ALTER USER '{name}'@'localhost' ACCOUNT {'UNLOCK' if allowed else 'LOCK'}")
+
+    def connect_as(self, name: str, password: str) -> Any:
+        """Open a session as *name* (held by the test until it closes it)."""
+        return MySQLdb.connect(
+            unix_socket=self.socket, user=name, password=password, database=DB_NAME
+        )
 
     def sessions(self, db: str = DB_NAME) -> list[tuple[int, str]]:
         """Return (id, command) of the client sessions on *db*, other than this query's own.

@@ -76,6 +76,9 @@ class PostgreSQL(ThrowawayServer):
     refused_code = "08001"
     interrupted_code = "57014"
     idle_dropped_codes = ("57P05", "08006")
+    # A connect refused to a role that may not log in, and by an unknown database.
+    locked_code = "28000"
+    unknown_database_code = "3D000"
     code_label = "SQLSTATE"
 
     def __init__(self, base: Path) -> None:
@@ -143,9 +146,32 @@ class PostgreSQL(ThrowawayServer):
             cursor = conn.execute(sql, args)
             return list(cursor.fetchall()) if cursor.description else []
 
-    def url(self, db: str = DB_NAME) -> str:
-        """Return a DATABASE_URL in the Unix-socket form."""
-        return f"postgres://{SUPERUSER}@{quote(self.socket_dir, safe='')}/{db}"
+    def url(self, db: str = DB_NAME, user: str = SUPERUSER, password: str = "") -> str:
+        """Return a DATABASE_URL in the Unix-socket form (local connections are trusted, so
+        a password is never checked)."""
+        login = f"{user}:{password}" if password else user
+        return f"postgres://{login}@{quote(self.socket_dir, safe='')}/{db}"
+
+    def add_login(self, name: str, password: str, max_connections: int = -1) -> None:
+        """Create a role with every right on the test database (and a connection cap)."""
+        self.query(
+            f"CREATE ROLE {name} LOGIN PASSWORD '{password}' CONNECTION LIMIT {int(max_connections)}"
+        )
+        for grant in (
+            f"GRANT ALL ON DATABASE {DB_NAME} TO {name}",
+            f"GRANT ALL ON SCHEMA public TO {name}",
+            f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {name}",
+            f"GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {name}",
+        ):
+            self.query(grant, db=DB_NAME)
+
+    def allow_login(self, name: str, allowed: bool) -> None:
+        """Let a role log in, or not (its open sessions stay)."""
+        self.query(f"ALTER ROLE {name} {'LOGIN' if allowed else 'NOLOGIN'}")
+
+    def connect_as(self, name: str, password: str) -> Any:
+        """Open a session as *name* (held by the test until it closes it)."""
+        return psycopg.connect(host=self.socket_dir, user=name, dbname=DB_NAME, autocommit=True)
 
     def sessions(self, db: str = DB_NAME) -> list[tuple[int, str]]:
         """Return (pid, command) of the client sessions on *db*, other than this query's own.

@@ -231,3 +231,79 @@ def test_started_with_the_database_down_status_log_and_client_name_one_code(
         assert caught.value.data["db_code"] == private_database.refused_code
     finally:
         private_database.start()
+
+
+def _call_code(socket_path: str, method: str = "testapp.count_notes") -> tuple[object, str]:
+    """Call *method*; return (its result, "") or (the error code, the error message)."""
+    try:
+        return call_with(method, {}, socket=socket_path, timeout=30), ""
+    except RemoteError as exc:
+        return exc.code, exc.message
+    finally:
+        close_connections()
+
+
+def test_a_login_refused_during_an_outage_wedges_nothing(private_database, start_daemon, short_tmp):
+    """The server comes back from an outage refusing the daemon's login (a locked account, a
+    role that may not log in): that request fails at once, saying what to fix; once the login
+    is allowed again the daemon serves, with no restart (the outage's turn was given back)."""
+    server = private_database
+    server.add_login("app", "secret")
+    settings = socketsvc_settings(short_tmp / "wait.json", DB_UNAVAILABLE_WAIT=2)
+    daemon = start_daemon(server.url(user="app", password="secret"), **settings)
+    assert _call_code(daemon.socket) == (0, "")
+    server.allow_login("app", False)
+    server.stop()
+    try:
+        assert _call_code(daemon.socket)[0] == DATABASE_UNAVAILABLE  # the outage begins
+    finally:
+        server.start()
+    code, message = _call_code(daemon.socket)
+    assert code == DATABASE_UNAVAILABLE
+    assert f"{server.code_label} {server.locked_code}" in message
+    assert "USER" in message
+    server.allow_login("app", True)
+    poll(lambda: _call_code(daemon.socket) == (0, ""), timeout=15, why=daemon.log)
+    poll(lambda: daemon.call("rpc.status")["databases"]["default"] == {"available": True})
+
+
+@pytest.mark.parametrize("private_database", ["mariadb", "postgresql"], indirect=True)
+def test_an_unknown_database_fails_at_once_saying_what_to_fix(private_database, start_daemon):
+    """DATABASES names a database the server does not have: a request gets -32001 at once
+    (not after DB_UNAVAILABLE_WAIT), naming the code and the setting to fix; the log says so."""
+    server = private_database
+    daemon = start_daemon(server.url(db="no_such_db"), ready=False)
+    started = time.monotonic()
+    code, message = _call_code(daemon.socket)
+    assert code == DATABASE_UNAVAILABLE
+    assert time.monotonic() - started < 2.5  # DB_UNAVAILABLE_WAIT is 5 s
+    assert f"{server.code_label} {server.unknown_database_code}" in message
+    assert "NAME" in message
+    assert "no_such_db" not in message  # the client learns no names
+    logged = poll(
+        lambda: [e for e in daemon.log_events() if e.get("event") == "database_misconfigured"]
+    )
+    assert "DATABASES['default']" in logged[0]["hint"]
+
+
+@pytest.mark.parametrize("private_database", ["mariadb", "postgresql"], indirect=True)
+def test_a_login_over_its_connection_cap_waits_for_a_free_connection(
+    private_database, start_daemon
+):
+    """The login's connections are all taken (MySQL 1226, PostgreSQL 53300, as in a reconnect
+    rush): a request waits for one to come free, like any outage, and then succeeds."""
+    server = private_database
+    server.add_login("app", "secret", max_connections=2)
+    daemon = start_daemon(server.url(user="app", password="secret"))
+    held = [server.connect_as("app", "secret") for _ in range(2)]
+    outcome: list[tuple[object, str]] = []
+    caller = threading.Thread(target=lambda: outcome.append(_call_code(daemon.socket)))
+    caller.start()
+    try:
+        poll(lambda: daemon.call("rpc.status")["databases"]["default"]["available"] is False)
+        held.pop().close()
+        caller.join(30)
+    finally:
+        for conn in held:
+            conn.close()
+    assert outcome == [(0, "")]

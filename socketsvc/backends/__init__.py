@@ -55,6 +55,11 @@ def is_connection_error(exc: BaseException) -> bool:
     return ops_for_exception(exc).is_connection_error(exc)
 
 
+def misconfiguration(exc: BaseException) -> str | None:
+    """Return what to fix when *exc* says the database settings are wrong, else None."""
+    return ops_for_exception(exc).misconfiguration(exc)
+
+
 def is_database_error(exc: BaseException) -> bool:
     """Return True if *exc*, or an exception it was raised from, came from the database layer.
 
@@ -88,6 +93,7 @@ __all__ = [
     "is_connection_error",
     "is_database_error",
     "mark_connect_failure",
+    "misconfiguration",
     "open_marked",
     "ops_for",
     "ops_for_exception",

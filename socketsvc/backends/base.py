@@ -110,6 +110,13 @@ class VendorOps:
         """Return after how many idle seconds the server drops a session, if it does."""
         return None
 
+    def misconfiguration(self, exc: BaseException) -> str | None:
+        """Return what to fix when *exc* says the settings are wrong (not an outage), else None.
+
+        The text names settings, never values: it may reach a client.
+        """
+        return None
+
     def max_statement_bytes(self, conn: BaseDatabaseWrapper) -> int | None:
         """Return the largest statement the server takes on this connection (None: no limit)."""
         return None

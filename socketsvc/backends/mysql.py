@@ -16,10 +16,28 @@ if TYPE_CHECKING:
 # Client and server codes that mean the connection is gone or could not be
 # made: server gone away (2006), lost during query (2013, 2055), can't connect
 # by socket/TCP/host (2002, 2003, 2005), commands out of sync (2014),
-# inactivity timeout (4031), too many connections (1040), connection killed
-# (1927) and server shutdown (1053). 1317 (query interrupted) is absent on
-# purpose: the connection survives it.
-CONNECTION_ERRORS = frozenset({1040, 1053, 1927, 2002, 2003, 2005, 2006, 2013, 2014, 2055, 4031})
+# inactivity timeout (4031), too many connections, in all or for the user
+# (1040; 1203 for max_user_connections, 1226 for an account's own cap: a
+# reconnect rush), connection killed (1927) and server shutdown (1053). 1317
+# (query interrupted) is absent on purpose: the connection survives it.
+CONNECTION_ERRORS = frozenset(
+    {1040, 1053, 1203, 1226, 1927, 2002, 2003, 2005, 2006, 2013, 2014, 2055, 4031}
+)
+
+# Codes that say the settings are wrong, not the server away: waiting cannot help.
+_LOGIN = "the database refused the login: check USER and PASSWORD"
+MISCONFIGURED = {
+    1044: "the user may not use the database: check NAME and USER (and the user's grants)",
+    1045: _LOGIN,
+    1049: "the database does not exist: check NAME",
+    1129: "the server blocked this host after connection errors: run FLUSH HOSTS",
+    1130: "the server refuses this host: check USER (the host part of its grants)",
+    1251: "the server wants an authentication the client lacks: check USER",
+    1698: _LOGIN,
+    2059: "the user's authentication plugin cannot be loaded: check USER",
+    3118: "the user's account is locked: unlock it, or check USER",
+    4151: "the user's account is locked: unlock it, or check USER",
+}
 
 # Where max_statement_bytes keeps what it read: (the raw connection, the value).
 _PACKET = "_socketsvc_max_allowed_packet"
@@ -53,6 +71,11 @@ class MySQLOps(VendorOps):
         if isinstance(exc, InterfaceError):
             return True
         return isinstance(exc, DatabaseError) and self.driver_code(exc) in CONNECTION_ERRORS
+
+    def misconfiguration(self, exc: BaseException) -> str | None:
+        """Return what to fix for a login or database the settings got wrong."""
+        code = self.driver_code(exc)
+        return None if code is None else MISCONFIGURED.get(code)
 
     def closed_by_server(self, conn: Any) -> bool | None:
         """Look for the server's close on the socket (see :func:`.base.peer_closed`)."""

@@ -21,6 +21,31 @@ _CONNECTION_STATES = frozenset({"57P01", "57P02", "57P03", "57P04", "57P05", "53
 UNABLE_TO_CONNECT = "08001"
 CONNECTION_FAILURE = "08006"
 
+# libpq gives no SQLSTATE for a connect the server refused at start-up, only
+# the server's message: these say which state it stands for (English messages).
+_STARTUP_MESSAGES = (
+    ("too many connections", "53300"),  # in all, for the role, for the database
+    ("too many clients", "53300"),
+    ("connection slots are reserved", "53300"),
+    ("the database system is", "57P03"),  # starting up, shutting down, in recovery
+    ("password authentication failed", "28P01"),
+    ("is not permitted to log in", "28000"),
+    ("no pg_hba.conf entry", "28000"),
+    ("does not have connect privilege", "42501"),
+    ("permission denied for database", "42501"),
+    ('role "', "28000"),  # role "x" does not exist
+    ("does not exist", "3D000"),  # database "x" does not exist
+)
+
+# States that say the settings are wrong, not the server away: waiting cannot help.
+MISCONFIGURED = {
+    "28P01": "the database refused the login: check USER and PASSWORD",
+    "28000": "the server refuses this login: check USER (the role must exist and may log "
+    "in) and the server's pg_hba.conf",
+    "3D000": "the database does not exist: check NAME",
+    "42501": "the role may not connect to the database: check NAME and USER (GRANT CONNECT)",
+}
+
 
 class PostgreSQLOps(VendorOps):
     """psycopg on PostgreSQL."""
@@ -46,8 +71,19 @@ class PostgreSQLOps(VendorOps):
         if type(cause).__name__ == "PoolTimeout":
             return UNABLE_TO_CONNECT  # the pool could not hand out a connection in time
         if type(cause).__name__ == "OperationalError":
-            return UNABLE_TO_CONNECT if is_connect_failure(exc) else CONNECTION_FAILURE
+            if not is_connect_failure(exc):
+                return CONNECTION_FAILURE
+            message = str(cause).lower()
+            for words, state in _STARTUP_MESSAGES:
+                if words in message:
+                    return state
+            return UNABLE_TO_CONNECT
         return None
+
+    def misconfiguration(self, exc: BaseException) -> str | None:
+        """Return what to fix for a login or database the settings got wrong."""
+        state = self.driver_code(exc)
+        return None if state is None else MISCONFIGURED.get(state)
 
     def is_connection_error(self, exc: BaseException) -> bool:
         """Return True for class 08, the shutdown/timeout states, or a closed connection."""
