@@ -82,6 +82,8 @@ class Config:
     MAX_REQUESTS: int = 0
     MAX_REQUESTS_JITTER: int = 0
     MAX_WORKER_MEMORY_MB: int = 0
+    # How long a new worker process may take to become ready before it is given up on.
+    WORKER_START_TIMEOUT: float = 60.0
 
 
 # Settings that only take effect when the socket is (re)bound: a restart.
@@ -119,6 +121,7 @@ _SECONDS = (
     "TASK_SWEEP_INTERVAL",
     "TASK_HEARTBEAT",
     "TASK_LEASE",
+    "WORKER_START_TIMEOUT",
 )
 _POSITIVE_SECONDS = (
     "IDLE_TIMEOUT",
@@ -129,6 +132,7 @@ _POSITIVE_SECONDS = (
     "TASK_SWEEP_INTERVAL",
     "TASK_HEARTBEAT",
     "TASK_LEASE",
+    "WORKER_START_TIMEOUT",
 )
 
 

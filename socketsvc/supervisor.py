@@ -58,8 +58,6 @@ log = structlog.get_logger("socketsvc.supervisor")
 # one silent for PING_GRACE is unresponsive.
 WORKER_WATCHDOG_USEC = 1_000_000
 PING_GRACE = 3.0
-# How long a new worker may take to become ready before it is given up on.
-START_TIMEOUT = 60.0
 # A worker that lived less than this died young: the next start waits longer.
 YOUNG = 10.0
 BACKOFF_FIRST, BACKOFF_MAX = 0.1, 30.0
@@ -184,7 +182,8 @@ class Supervisor:
         if values.get("READY") == "1" and not worker.ready:
             worker.ready = True
             log.info("worker_process_ready", slot=worker.slot, worker_pid=worker.pid)
-            self._promote(worker)
+            if not worker.retiring:  # given up on already: it drains, it replaces nobody
+                self._promote(worker)
         if DB_DOWN in values:
             worker.databases_down = tuple(filter(None, values[DB_DOWN].split(",")))
         reason = values.get("SOCKETSVC_RECYCLE")
@@ -218,13 +217,17 @@ class Supervisor:
         self._advance_rotation()
 
     def _advance_rotation(self) -> None:
-        """Go on to the next slot once the current one has a ready worker started by the reload."""
+        """Go on to the next slot once the current one has a ready worker started by the reload.
+
+        A worker that took over the slot but was started before the reload (a
+        recycle's successor) is replaced in turn: :meth:`_rotate_next` starts one.
+        """
         if not self.rotation:
             return
         current = self.slots.get(self.rotation[0])
         if current is not None and current.ready and current.started >= self.rotation_started:
             self.rotation.pop(0)
-            self._rotate_next()
+        self._rotate_next()
 
     def _retire(self, worker: Worker) -> None:
         worker.retired_at = time.monotonic()
@@ -382,11 +385,9 @@ class Supervisor:
                 del self.restart_at[slot]
                 self._start(slot, reason="restart")
         for worker in list(self.workers.values()):
-            late = now - worker.started > START_TIMEOUT
+            late = now - worker.started > self.config.WORKER_START_TIMEOUT
             if worker.replaces is not None and not worker.ready and late and not worker.retiring:
-                # It may have accepted connections already: it drains them, then goes.
-                log.error("worker_process_not_ready", slot=worker.slot, worker_pid=worker.pid)
-                self._retire(worker)
+                self._give_up_on(worker)
         serving = [self.slots.get(slot) for slot in range(self.config.PROCESSES)]
         all_ready = all(worker is not None and worker.ready for worker in serving)
         if all_ready and not self.announced:
@@ -411,20 +412,42 @@ class Supervisor:
         if self.responsive:
             self.notifier.ping_if_due(now)
 
+    def _give_up_on(self, successor: Worker) -> None:
+        """A successor not ready in time: the worker it was to replace serves on (and may be
+        recycled or reloaded again); a reload waiting for it has failed."""
+        old = successor.replaces
+        log.error(
+            "worker_process_not_ready",
+            slot=successor.slot,
+            worker_pid=successor.pid,
+            waited_s=self.config.WORKER_START_TIMEOUT,
+            replacing=None if old is None else old.pid,
+        )
+        if old is not None and old.successor is successor:
+            old.successor = None
+        successor.replaces = None
+        # It may have accepted connections already: it drains them, then goes.
+        self._retire(successor)
+        if self.rotation:
+            log.error("reload_failed", hint="the previous workers keep serving")
+            self.rotation.clear()
+            self.notifier.ready(self._status_line())
+
     def _silent(self, now: float) -> list[str]:
         """Return what stops the watchdog: workers that did not ping lately (a starting one
-        gets START_TIMEOUT), and slots without a ready worker for longer than that."""
+        gets WORKER_START_TIMEOUT), and slots without a ready worker for longer than that."""
+        start_timeout = self.config.WORKER_START_TIMEOUT
         silent = [
             f"pid {worker.pid}"
             for worker in self.workers.values()
             if not worker.retiring
-            and now - worker.last_ping > (PING_GRACE if worker.ready else START_TIMEOUT)
+            and now - worker.last_ping > (PING_GRACE if worker.ready else start_timeout)
         ]
         for slot in range(self.config.PROCESSES):
             worker = self.slots.get(slot)
             if worker is not None and worker.ready:
                 self.unready_since.pop(slot, None)
-            elif now - self.unready_since.setdefault(slot, now) > START_TIMEOUT:
+            elif now - self.unready_since.setdefault(slot, now) > start_timeout:
                 silent.append(f"slot {slot}")
         return silent
 

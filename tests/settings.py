@@ -85,3 +85,13 @@ if os.environ.get("TEST_SOCKETSVC_FILE"):
     from pathlib import Path
 
     SOCKETSVC.update(json.loads(Path(os.environ["TEST_SOCKETSVC_FILE"]).read_text()))
+
+# A worker process started while the test's gate listens waits at it before it is ready
+# (TEST_WORKER_START_GATE): a successor held between its start and READY=1.
+if os.environ.get("SOCKETSVC_WORKER") and os.environ.get("TEST_WORKER_START_GATE"):
+    from tests.testapp.gates import wait_at
+
+    try:
+        wait_at(os.environ["TEST_WORKER_START_GATE"])
+    except OSError:
+        pass  # no gate listens: start at once

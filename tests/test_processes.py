@@ -22,6 +22,7 @@ import pytest
 from socketsvc.client import HandlerError, ServiceUnavailable, call_with, close_connections
 from socketsvc.processes import pid_alive
 from tests.daemon import Daemon, RawClient, socketsvc_settings
+from tests.gate import Gate
 from tests.notify import NotifySocket
 from tests.waiting import poll
 
@@ -261,6 +262,60 @@ def test_sighup_replaces_every_worker_with_no_failed_call(two_processes, load):
     assert traffic.lost == []
     assert after.isdisjoint(before)
     poll(lambda: not any(pid_alive(pid) for pid in before))
+
+
+def events_of(daemon: Daemon) -> list[str]:
+    return [e["event"] for e in daemon.log_events()]
+
+
+def test_sighup_while_a_worker_is_being_recycled_still_completes(two_processes, load, short_tmp):
+    """A SIGHUP that comes while a recycled worker's successor is starting: the successor takes
+    over, then the reload replaces every slot's worker, READY follows and a later SIGHUP works
+    too (the successor started before the reload was never counted, so the reload hung)."""
+    start_gate = short_tmp / "start.sock"
+    daemon = two_processes(
+        env={"TEST_WORKER_START_GATE": str(start_gate)}, MAX_REQUESTS=100, MAX_REQUESTS_JITTER=0
+    )
+    first = two_workers(daemon)
+    with Gate(start_gate) as gate:
+        traffic = Load(daemon, threads=2).start()
+        load.append(traffic)
+        gate.wait_for(1)  # a successor (max_requests) is starting, held before READY=1
+        traffic.finish()
+        daemon.signal(signal.SIGHUP)
+        poll(lambda: "reloading" in events_of(daemon), why=daemon.log)
+    poll(lambda: "reloaded" in events_of(daemon), timeout=60, why=daemon.log)
+    reloaded = two_workers(daemon)
+    assert reloaded.isdisjoint(first)
+    daemon.signal(signal.SIGHUP)
+    poll(lambda: events_of(daemon).count("reloaded") == 2, timeout=60, why=daemon.log)
+    assert two_workers(daemon).isdisjoint(reloaded)
+
+
+def test_a_successor_that_never_gets_ready_leaves_recycling_and_reloads_working(
+    two_processes, load, short_tmp
+):
+    """A recycled worker's successor that is not ready within WORKER_START_TIMEOUT is given up
+    on; the old worker serves on, and a reload afterwards replaces every worker (the given-up
+    successor stayed recorded, so no reload or recycle could start one again)."""
+    start_gate = short_tmp / "start.sock"
+    daemon = two_processes(
+        env={"TEST_WORKER_START_GATE": str(start_gate)},
+        MAX_REQUESTS=100,
+        MAX_REQUESTS_JITTER=0,
+        WORKER_START_TIMEOUT=3,
+    )
+    first = two_workers(daemon)
+    with Gate(start_gate) as gate:
+        traffic = Load(daemon, threads=2).start()
+        load.append(traffic)
+        gate.wait_for(1)
+        traffic.finish()
+        poll(lambda: "worker_process_not_ready" in events_of(daemon), why=daemon.log)
+    assert two_workers(daemon) & first
+    daemon.signal(signal.SIGHUP)
+    poll(lambda: "reloaded" in events_of(daemon), timeout=60, why=daemon.log)
+    assert two_workers(daemon).isdisjoint(first)
 
 
 def test_sighup_with_invalid_settings_replaces_no_worker(two_processes, short_tmp):
