@@ -24,13 +24,14 @@ from typing import Any
 import structlog
 
 from . import protocol
-from .access import AccessPolicy, GroupLookups
+from .access import AccessPolicy
 from .admission import Admission
 from .conf import Config
 from .connection import Connection
 from .dispatch import Outcome
 from .pool import Job, WorkerPool
 from .router import Counters, Router
+from .transport import peer_groups
 
 log = structlog.get_logger("socketsvc.clients")
 
@@ -46,7 +47,6 @@ class Clients:
         pool: WorkerPool,
         counters: Counters,
         policy: AccessPolicy,
-        lookups: GroupLookups,
         on_room: Callable[[], None],
         settle: Callable[[], None],
     ) -> None:
@@ -54,7 +54,6 @@ class Clients:
         self.router = router
         self.pool = pool
         self.counters = counters
-        self.lookups = lookups
         self.admission = Admission()
         self.conns: dict[int, Connection] = {}
         self.accepted = 0
@@ -88,23 +87,13 @@ class Clients:
     # -- admitting ---------------------------------------------------------------
 
     def add(self, sock: socket.socket) -> None:
-        """Take a freshly accepted socket; admit or refuse it (maybe after a group look-up)."""
+        """Take a freshly accepted socket; admit or refuse it."""
         conn = Connection(next(self._ids), sock, self.selector, self.config.MAX_MESSAGE_BYTES)
         self.conns[conn.id] = conn
         self.accepted += 1
-        verdict = self.policy.verdict(conn.peer.uid, conn.peer.gid)
-        if verdict is None:
-            self.lookups.request(conn.peer.uid, conn.peer.gid, self._groups_known(conn))
-        else:
-            self._admit(conn, verdict)
-
-    def _groups_known(self, conn: Connection) -> Callable[[frozenset[int]], None]:
-        def admit(groups: frozenset[int]) -> None:
-            self.policy.learn(conn.peer.uid, groups)
-            if not conn.closed:
-                self._admit(conn, self.policy.verdict(conn.peer.uid, conn.peer.gid) is True)
-
-        return admit
+        peer = conn.peer
+        sock = conn.transport.sock
+        self._admit(conn, self.policy.allows(peer.uid, peer.gid, lambda: peer_groups(sock)))
 
     def _admit(self, conn: Connection, allowed: bool) -> None:
         """Refuse a peer the policy does not allow, or one whose uid's connections are all busy."""

@@ -1,6 +1,6 @@
 """The one channel from other threads to the event loop: a callback queue and its wake-up pipe.
 
-Worker threads (and the readiness probe, and name look-ups) never touch the
+Worker threads (and the readiness probe) never touch the
 loop's state: they :meth:`Handback.put` a callback, and the loop runs it on
 its own thread. (The one socket operation a worker does is sending its reply
 when nothing is queued before it, under the transport's lock: see

@@ -3,7 +3,7 @@
 The loop accepts connections and admits them (:mod:`socketsvc.admission`),
 reads request lines through each connection's transport, hands messages to
 the router, queues calls for the worker pool, and writes replies with
-backpressure. Workers, name look-ups and the readiness probe reach it only
+backpressure. Workers and the readiness probe reach it only
 through the :class:`~socketsvc.handback.Handback`. Timers (idle and request
 deadlines, the watchdog, ``STATUS=``) run between selector turns.
 
@@ -31,7 +31,7 @@ from typing import Any
 import structlog
 
 from . import dbwait
-from .access import AccessPolicy, GroupLookups
+from .access import AccessPolicy
 from .builtins import Tasks, builtin_methods
 from .clients import Clients
 from .conf import Config
@@ -93,7 +93,6 @@ class Loop:
             self.pool,
             self.counters,
             self._policy(config),
-            GroupLookups(self.handback.put),
             self._resume_accepting,
             self.handback.run_pending,
         )
@@ -184,7 +183,6 @@ class Loop:
             self.clients.close(conn)
         self._set_accepting(False)
         self.listener.close()
-        self.clients.lookups.stop()
         self.pool.stop(timeout=1.0)
         self.handback.close()
         self.selector.close()

@@ -8,6 +8,7 @@ write readiness itself while it holds unsent bytes.
 
 from __future__ import annotations
 
+import errno
 import selectors
 import socket
 import struct
@@ -19,6 +20,9 @@ from .protocol import LineFramer
 
 # struct ucred: pid_t (signed), uid_t and gid_t (unsigned).
 _PEERCRED = struct.Struct("iII")
+# <asm-generic/socket.h>; the socket module has no name for it.
+_SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
+_FEW_GROUPS, _MAX_GROUPS = 64, 65536  # NGROUPS_MAX is 65536
 _READ_CHUNK = 65536
 
 
@@ -40,6 +44,25 @@ def peer_of(sock: socket.socket) -> Peer:
     except OSError:
         return UNKNOWN_PEER
     return Peer(*_PEERCRED.unpack(raw))
+
+
+def peer_groups(sock: socket.socket) -> frozenset[int]:
+    """Return the peer's supplementary groups as the kernel saw them at ``connect()``.
+
+    ``SO_PEERGROUPS`` (Linux 4.13+) fills a buffer of gid_t; it fails with
+    ERANGE when the buffer is too small, so a peer in very many groups costs a
+    second call. Empty when the kernel cannot tell (the peer is then judged by
+    its uid and primary gid alone).
+    """
+    for count in (_FEW_GROUPS, _MAX_GROUPS):
+        try:
+            raw = sock.getsockopt(socket.SOL_SOCKET, _SO_PEERGROUPS, count * 4)
+        except OSError as exc:
+            if exc.errno == errno.ERANGE:
+                continue
+            return frozenset()
+        return frozenset(struct.unpack(f"{len(raw) // 4}I", raw[: len(raw) // 4 * 4]))
+    return frozenset()
 
 
 class Transport:

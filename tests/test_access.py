@@ -29,14 +29,15 @@ def as_nobody(path: str) -> dict:
     return as_user(path, NOBODY, NOBODY)
 
 
-def as_user(path: str, uid: int, gid: int) -> dict:
-    """Connect from a forked child running as *uid*/*gid*; return what it saw."""
+def as_user(path: str, uid: int, gid: int, groups: tuple[int, ...] = ()) -> dict:
+    """Connect from a forked child running as *uid*/*gid* (and supplementary *groups*, as
+    systemd's SupplementaryGroups= gives them); return what it saw."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: only plain system calls, then _exit
         result: dict = {}
         try:
-            os.setgroups([])
+            os.setgroups(list(groups))
             os.setgid(gid)
             os.setuid(uid)
             try:
@@ -135,6 +136,21 @@ def test_an_allowed_group_is_served(reachable_dir, sqlite_url, daemons):
     assert seen["reply"]["result"] == "pong"
     [allowed] = daemon.call("rpc.status")["access"]["gids"]
     assert str(NOBODY) in allowed
+
+
+def test_a_supplementary_group_the_group_database_does_not_list_is_served(
+    reachable_dir, sqlite_url, daemons
+):
+    """A peer given a group only in its process (systemd's SupplementaryGroups=, setgroups()),
+    which /etc/group does not list for its user, is served when that group is allowed: the
+    kernel's account of the peer's groups (SO_PEERGROUPS) decides, not the group database."""
+    extra = 4242
+    assert extra not in os.getgrouplist(pwd.getpwuid(NOBODY).pw_name, NOBODY)
+    daemon = start(reachable_dir, sqlite_url, daemons, "666", ALLOWED_GIDS=[extra])
+    seen = as_user(daemon.socket, NOBODY, NOBODY, groups=(extra,))
+    assert seen["reply"] == {"jsonrpc": "2.0", "id": 1, "result": "pong"}
+    refused = as_user(daemon.socket, NOBODY, NOBODY, groups=(extra + 1,))
+    assert refused["reply"]["error"]["code"] == protocol.ACCESS_DENIED
 
 
 def test_abstract_socket_names_are_rejected_in_configuration():

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from socketsvc import access, protocol
+from socketsvc import protocol
 from socketsvc.connection import Connection
 from socketsvc.dispatch import Outcome
 from socketsvc.loop import State
@@ -188,40 +188,3 @@ def test_a_worker_that_dies_is_replaced_and_its_call_answered(short_tmp, monkeyp
 
 
 # -- admission -------------------------------------------------------------------
-
-
-def test_a_slow_group_lookup_never_stalls_the_loop(short_tmp, monkeypatch):
-    """A peer whose groups must be looked up waits alone: others are served meanwhile."""
-    lookup_started = threading.Event()
-    lookup_release = threading.Event()
-
-    def slow_groups(uid: int, gid: int) -> frozenset[int]:
-        lookup_started.set()
-        lookup_release.wait(20)
-        return frozenset({gid, 4242})
-
-    monkeypatch.setattr(access, "supplementary_groups", slow_groups)
-    with serving(short_tmp, {}, ALLOWED_UIDS=[], ALLOWED_GIDS=[4242]) as running:
-        os.chmod(running.path, 0o666)
-        looked_up = RawClient(running.path)  # root: primary gid 0, needs its groups
-        looked_up.request(request("rpc.ping", request_id="slow"))
-        assert lookup_started.wait(10)
-        read_end, write_end = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # a peer whose primary group is allowed: decided at once
-            try:
-                os.setgroups([])
-                os.setgid(4242)
-                with RawClient(running.path, timeout=5) as other:
-                    other.request(request("rpc.ping", request_id="fast"))
-                    os.write(write_end, other.line())
-            finally:
-                os._exit(0)
-        os.close(write_end)
-        answer = os.read(read_end, 4096)
-        os.close(read_end)
-        os.waitpid(pid, 0)
-        assert b'"result":"pong"' in answer
-        lookup_release.set()
-        assert looked_up.reply() == {"jsonrpc": "2.0", "id": "slow", "result": "pong"}
-        looked_up.close()
