@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+from tests.daemon import socketsvc_settings
 from tests.waiting import poll
 
 
@@ -74,3 +75,35 @@ def test_a_connection_opened_after_an_idle_pause_is_not_taken_for_an_idle_one(
     time.sleep(1.5)  # longer than DB_CHECK_AFTER_IDLE (1 s): the pause is what is tested
     assert daemon.call("testapp.pause_in_atomic_then_query", seconds=0) >= 0
     assert daemon.call("rpc.status")["errors"] == 0
+
+
+def test_an_idle_task_daemon_connects_only_for_its_heartbeat_and_lets_sessions_go(
+    database, start_daemon, short_tmp
+):
+    """CONN_MAX_AGE=1, two task workers, nothing to do: between two heartbeats the daemon opens
+    at most the heartbeat's own connection (its task threads used to wake at each connection's
+    expiry, claim on a new one and sleep again), and between heartbeats it holds no session."""
+    daemon = start_daemon(
+        database.url(),
+        conn_max_age="1",
+        TEST_TASK_WORKERS="2",
+        **socketsvc_settings(short_tmp / "idle.json", TASK_HEARTBEAT=2.5),
+    )
+
+    def heartbeat() -> object:
+        rows = database.query(
+            "SELECT heartbeat_at FROM socketsvc_worker WHERE stopped_at IS NULL",
+            db="socketsvc_test",
+        )
+        return rows[0][0] if rows else None
+
+    def next_heartbeat(after: object) -> object:
+        return poll(lambda: (beat := heartbeat()) is not None and beat != after and beat)
+
+    beat = next_heartbeat(None)
+    beat = next_heartbeat(beat)
+    connects = daemon.call("rpc.status")["db_connects"]
+    for _ in range(2):
+        beat = next_heartbeat(beat)
+        poll(lambda: database.sessions() == [], timeout=2.4)
+    assert daemon.call("rpc.status")["db_connects"] - connects <= 2

@@ -190,11 +190,13 @@ class TaskRunner:
             return None, False
 
     def _sleep(self, wakes: int) -> None:
-        """Wait for a wake-up, the next due task, the safety sweep, or a connection's expiry."""
+        """Wait for a wake-up, the next due task or the safety sweep.
+
+        A connection that reaches ``CONN_MAX_AGE`` meanwhile is closed when it
+        does, and the wait goes on: an idle thread holds no session past its
+        age and opens none until there is work (or the sweep).
+        """
         timeout = self.config.TASK_SWEEP_INTERVAL
-        expiry = close_expired_connections()
-        if expiry is not None:
-            timeout = min(timeout, expiry)
         served = self.served
         try:
             with request_scope(self.config.DB_CHECK_AFTER_IDLE):
@@ -203,9 +205,18 @@ class TaskRunner:
             due = None
         if due is not None:
             timeout = min(timeout, max(0.0, (due - timezone.now()).total_seconds()))
-        with self._cond:
-            if self._wakes == wakes and not self._stopping and timeout > 0:
-                self._cond.wait(timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            expiry = close_expired_connections()
+            left = deadline - time.monotonic()
+            with self._cond:
+                if self._wakes != wakes or self._stopping or left <= 0:
+                    return
+                self._idle += 1
+                try:
+                    self._cond.wait(left if expiry is None else min(left, expiry))
+                finally:
+                    self._idle -= 1
 
     # -- housekeeping --------------------------------------------------------------
 
@@ -226,7 +237,9 @@ class TaskRunner:
                     self._safely(self._count)
                 for running in list(self.running.values()):
                     self._flush(running)
-                self._house.wait(max(0.05, min(next_beat - time.monotonic(), 30.0)))
+                wait = min(next_beat - time.monotonic(), 30.0)
+                expiry = close_expired_connections()
+                self._house.wait(max(0.05, wait if expiry is None else min(wait, expiry)))
                 self._house.clear()
                 if self.running:
                     self._hard_stop.wait(PROGRESS_INTERVAL)  # at most two writes a second
