@@ -269,11 +269,12 @@ def build_config(
             )
         values[key] = _check_value(key, value)
     config = replace(Config(), **values)
-    if config.TASK_LEASE < 2 * config.TASK_HEARTBEAT:
+    if config.TASK_LEASE < 4 * config.TASK_HEARTBEAT:
         raise _fail(
             "TASK_LEASE",
-            f"({config.TASK_LEASE:g} s) must be at least twice TASK_HEARTBEAT "
-            f"({config.TASK_HEARTBEAT:g} s): a live daemon would look lost",
+            f"({config.TASK_LEASE:g} s) must be at least four times TASK_HEARTBEAT "
+            f"({config.TASK_HEARTBEAT:g} s): a daemon claims only in the first half of its "
+            "lease, and a live daemon would look lost",
         )
     return config
 

@@ -35,7 +35,7 @@ import functools
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -287,6 +287,18 @@ def close_expired_connections() -> float | None:
             wait = conn.close_at - now
             soonest = wait if soonest is None else min(soonest, wait)
     return soonest
+
+
+def idle_wait(wait: Callable[[float], object], seconds: float, done: Callable[[], bool]) -> None:
+    """Wait up to *seconds*, by ``wait(timeout)``, until ``done()``; meanwhile close each of this
+    thread's connections when it reaches ``CONN_MAX_AGE``, so an idle thread holds none."""
+    deadline = time.monotonic() + seconds
+    while not done():
+        expiry = close_expired_connections()
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        wait(left if expiry is None else min(left, expiry))
 
 
 def close_thread_connections() -> None:

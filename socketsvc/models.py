@@ -40,6 +40,9 @@ class TaskRecord(models.Model):
     errors = models.JSONField(default=list)
     return_value = models.JSONField(null=True, blank=True)
     claimed_by = models.CharField(max_length=64, blank=True, default="")
+    # How many times it was claimed: with claimed_by, the fencing token every write
+    # about a run is conditional on (a run that lost its claim can record nothing).
+    claims = models.PositiveIntegerField(default=0)
     progress_done = models.BigIntegerField(null=True, blank=True)
     progress_total = models.BigIntegerField(null=True, blank=True)
     progress_note = models.CharField(max_length=255, blank=True, default="")
@@ -119,6 +122,8 @@ class WorkerRecord(models.Model):
     pid_namespace = models.CharField(max_length=64, blank=True, default="")
     started_at = models.DateTimeField()
     heartbeat_at = models.DateTimeField()
+    # Its lease, by the database's clock: past it, others may run its tasks again.
+    lease_expires_at: models.DateTimeField[Any, Any] = models.DateTimeField(null=True, blank=True)
     stopped_at: models.DateTimeField[Any, Any] = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -262,14 +262,15 @@ def sqlite_daemon(start_daemon: Callable[..., Daemon], sqlite_url: str) -> Daemo
 
 @pytest.fixture
 def clean_tasks(request: pytest.FixtureRequest) -> Server:
-    """The worker's throwaway MariaDB with no tasks, workers or markers left by earlier tests.
+    """The worker's throwaway MariaDB with no tasks, workers, schedules or markers left by earlier
+    tests.
 
     ``@pytest.mark.parametrize("clean_tasks", VENDORS, indirect=True)`` runs a test on
     PostgreSQL too.
     """
     vendor = getattr(request, "param", "mariadb")
     server: Server = request.getfixturevalue("mariadb" if vendor == "mariadb" else "postgresql")
-    for table in ("socketsvc_task", "socketsvc_worker", "testapp_marker"):
+    for table in ("socketsvc_task", "socketsvc_worker", "socketsvc_schedule", "testapp_marker"):
         server.query(f"DELETE FROM {table}", db="socketsvc_test")
     return server
 

@@ -93,16 +93,14 @@ class RefusedWrite(Exception):
 class Executor:
     """Runs claimed tasks for one runner (called from its worker threads)."""
 
-    def __init__(  # noqa: PLR0917
+    def __init__(
         self,
-        worker_id: str,
         database: str,
         backend_class: type,
         check_idle_after: Callable[[], float],
         may_keep_trying: Callable[[], bool],
         flush_progress: Callable[[Running], None],
     ) -> None:
-        self.worker_id = worker_id
         self.database = database
         self.backend_class = backend_class
         self._check_idle_after = check_idle_after
@@ -241,10 +239,12 @@ class Executor:
         if ending.retry_in is not None:
             retry_at = timezone.now() + timedelta(seconds=ending.retry_in)
         if ending.unstarted:
-            return store.put_back(record, self.worker_id, retry_at or timezone.now(), self.database)
+            return store.put_back(
+                record, record.claimed_by, retry_at or timezone.now(), self.database
+            )
         return store.finish(
             record,
-            self.worker_id,
+            record.claimed_by,
             status=ending.status,
             using=self.database,
             return_value=ending.return_value,

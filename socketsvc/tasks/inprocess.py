@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
+from django.utils import timezone
 
 from ..conf import Config
 from ..lifecycle import request_scope
@@ -28,16 +29,20 @@ def run_due_tasks(config: Config, queues: list[str] | None, limit: int) -> list[
         raise ImproperlyConfigured("no TASKS alias uses socketsvc.tasks.SocketServiceBackend")
     wanted = what.queues if queues is None else frozenset(queues)
     worker = this_daemon()
+    worker.started_at = worker.heartbeat_at = timezone.now()
+    with request_scope(config.DB_CHECK_AFTER_IDLE):
+        store.register_worker(worker, config.TASK_LEASE, what.database)
 
     def flush(running: Running) -> None:
         pending = running.take()
         if pending is not None:
             with request_scope(config.DB_CHECK_AFTER_IDLE):
-                if not store.write_progress(running.record_id, *pending, what.database):
+                if not store.write_progress(
+                    running.record_id, running.fence, *pending, what.database
+                ):
                     running.cancelled.set()
 
     executor = Executor(
-        worker.id,
         what.database,
         what.backend_class,
         lambda: config.DB_CHECK_AFTER_IDLE,
@@ -45,12 +50,16 @@ def run_due_tasks(config: Config, queues: list[str] | None, limit: int) -> list[
         flush,
     )
     ran: list[Any] = []
-    while len(ran) < limit:
+    try:
+        while len(ran) < limit:
+            with request_scope(config.DB_CHECK_AFTER_IDLE):
+                record, _ = store.claim(worker.id, what.aliases, wanted, what.database)
+            if record is None:
+                break
+            executor.run(record, Running(record.id, (worker.id, record.claims)))
+            record.refresh_from_db(using=what.database)
+            ran.append(to_result(record, None))
+    finally:
         with request_scope(config.DB_CHECK_AFTER_IDLE):
-            record, _ = store.claim(worker.id, what.aliases, wanted, what.database)
-        if record is None:
-            break
-        executor.run(record, Running(record.id))
-        record.refresh_from_db(using=what.database)
-        ran.append(to_result(record, None))
+            store.stop_worker(worker.id, what.database)
     return ran

@@ -53,21 +53,28 @@ def _local(worker: WorkerRecord, me: WorkerRecord) -> bool:
     return bool(worker.boot_id) and same == (me.hostname, me.boot_id, me.pid_namespace)
 
 
-def recover_lost(me: WorkerRecord, lease: timedelta, database: str) -> tuple[int, int, str]:
-    """Requeue or fail the tasks gone daemons left RUNNING; return (requeued, failed, names)."""
-    gone = {worker.id: worker for worker in store.workers_gone(me.id, lease, database)}
+def recover_lost(me: WorkerRecord, database: str) -> tuple[int, int, str]:
+    """Requeue or fail the tasks gone daemons left RUNNING; return (requeued, failed, names).
+
+    A daemon is gone once it recorded its stop, its lease expired by the
+    database's clock, or (on this host) its process no longer exists. It is
+    marked stopped first, which a claim of its in flight waits for, so a run
+    it claims after that is refused; then its runs are taken back.
+    """
+    gone = {worker.id: worker for worker in store.workers_gone(me.id, database)}
     for worker in store.workers_running(me.id, database):
         if _local(worker, me) and not pid_alive(worker.pid):
             gone[worker.id] = worker
     orphans = store.orphan_claims(database)
     if not gone and not orphans:
         return 0, 0, ""
-    names = ", ".join(str(worker) for worker in gone.values()) or "a daemon no longer recorded"
+    marked = store.mark_stopped(list(gone), database) if gone else set()
+    names = ", ".join(str(gone[id]) for id in sorted(marked)) or "a daemon no longer recorded"
     reason = store.error_entry(
         "socketsvc.tasks.WorkerLost",
         f"socketsvc.tasks.WorkerLost: the daemon running this task ({names}) stopped "
         "before it finished\n",
     )
-    requeued, failed = store.lost({*gone, *orphans}, reason, database)
-    store.forget_workers(list(gone), _FORGET_STOPPED_AFTER, database)
+    requeued, failed = store.lost({*marked, *orphans}, reason, database)
+    store.forget_workers(_FORGET_STOPPED_AFTER, database)
     return requeued, failed, names

@@ -6,15 +6,19 @@ sweep (``TASK_SWEEP_INTERVAL``) that catches a wake-up that was lost. A wake
 rouses one idle worker; a worker that claimed a task rouses the next, so a
 burst spreads over the pool without every thread querying at once.
 
-The housekeeping thread registers this daemon (a row with a heartbeat),
-requeues the tasks of daemons that are gone (stopped, silent past
-``TASK_LEASE``, or, on this host, dead by pid) as lost, writes progress at
-most twice a second, prunes old results (``TASK_RETENTION``) and keeps the
+The lease thread registers this daemon (a row whose lease it renews every
+``TASK_HEARTBEAT``, see :mod:`socketsvc.tasks.lease`): a worker claims only
+while the lease is safely held, and a claim or run holds it. The
+housekeeping thread requeues the tasks of daemons that are gone (stopped,
+their lease expired, or, on this host, dead by pid) as lost, writes progress
+at most twice a second, prunes old results (``TASK_RETENTION``) and keeps the
 counts ``rpc.status`` shows.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -26,9 +30,10 @@ from django.utils import timezone
 
 from .. import backends
 from ..conf import Config
-from ..lifecycle import close_expired_connections, close_thread_connections, request_scope
+from ..lifecycle import close_thread_connections, idle_wait, request_scope
 from . import store
 from .execute import Executor
+from .lease import Lease
 from .lost import recover_lost, this_daemon
 from .periodic import Schedule
 from .runtime import Running, register_writer
@@ -60,8 +65,8 @@ class TaskRunner:
             schedules, served.database, lambda: self.config.DB_CHECK_AFTER_IDLE, self.wake
         )
         self.worker = this_daemon()
+        self.lease = Lease(config.TASK_LEASE)
         self.executor = Executor(
-            self.worker.id,
             served.database,
             served.backend_class,
             lambda: self.config.DB_CHECK_AFTER_IDLE,
@@ -77,6 +82,8 @@ class TaskRunner:
         self._idle = 0
         self._stopping = False
         self._registered = threading.Event()
+        self._renewed = threading.Event()
+        self._declared_lost = threading.Event()
         self._hard_stop = threading.Event()
         self._house = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -88,6 +95,7 @@ class TaskRunner:
         """Start the housekeeping thread and the workers."""
         serve_in_process(self)
         register_writer(self._house.set)
+        self._spawn(self._hold_lease, "socketsvc-tasks-lease")
         self._spawn(self._keep_house, "socketsvc-tasks-house")
         for n in range(self.config.TASK_WORKERS):
             self._spawn(self._work, f"socketsvc-task-{n + 1}")
@@ -124,6 +132,7 @@ class TaskRunner:
         self.begin_drain()
         self._hard_stop.set()
         self._house.set()
+        self._renewed.set()
         deadline = time.monotonic() + timeout
         self.scheduler.stop(timeout)
         for thread in self._threads:
@@ -160,28 +169,42 @@ class TaskRunner:
                     return
             while not self._stopping:
                 wakes = self._wakes
-                record, more = self._claim()
+                if not self.lease.hold():
+                    self._renewed.clear()
+                    self._renewed.wait(self.config.TASK_HEARTBEAT)
+                    continue
+                record = None
+                try:
+                    record, more = self._claim()
+                    if record is not None:
+                        if more:
+                            self.wake()  # another idle worker takes the next one
+                        self._run(record)
+                finally:
+                    self.lease.release()
                 if record is None:
                     self._sleep(wakes)
-                    continue
-                if more:
-                    self.wake()  # another idle worker takes the next one
-                running = Running(record.id)
-                self.running[record.id] = running
-                try:
-                    self.executor.run(record, running)
-                except Exception:
-                    log.exception("task_run_failed", task_id=record.id)
-                finally:
-                    self.running.pop(record.id, None)
         finally:
             close_thread_connections()
+
+    def _run(self, record: Any) -> None:
+        running = Running(record.id, (record.claimed_by, record.claims))
+        self.running[record.id] = running
+        try:
+            self.executor.run(record, running)
+        except Exception:
+            log.exception("task_run_failed", task_id=record.id)
+        finally:
+            self.running.pop(record.id, None)
 
     def _claim(self) -> tuple[Any, bool]:
         served = self.served
         try:
             with request_scope(self.config.DB_CHECK_AFTER_IDLE):
                 return store.claim(self.worker.id, served.aliases, served.queues, served.database)
+        except store.DeclaredLost:
+            self._lost(holding=1)
+            return None, False
         except Exception as exc:
             log.warning(
                 "task_claim_failed", error=str(exc), unreachable=backends.is_connection_error(exc)
@@ -205,30 +228,123 @@ class TaskRunner:
             due = None
         if due is not None:
             timeout = min(timeout, max(0.0, (due - timezone.now()).total_seconds()))
-        deadline = time.monotonic() + timeout
-        while True:
-            expiry = close_expired_connections()
-            left = deadline - time.monotonic()
+
+        def woken() -> bool:
+            return self._wakes != wakes or self._stopping
+
+        def wait(seconds: float) -> None:
             with self._cond:
-                if self._wakes != wakes or self._stopping or left <= 0:
+                if woken():  # under the lock: a wake between the checks is not missed
                     return
                 self._idle += 1
                 try:
-                    self._cond.wait(left if expiry is None else min(left, expiry))
+                    self._cond.wait(seconds)
                 finally:
                     self._idle -= 1
+
+        idle_wait(wait, timeout, woken)
+
+    # -- the lease -----------------------------------------------------------------
+
+    def _hold_lease(self) -> None:
+        """Register, then renew the lease every TASK_HEARTBEAT (every second while failing)."""
+        try:
+            self._register()
+            while not self._hard_stop.is_set():
+                pace = self.config.TASK_HEARTBEAT
+                if self._declared_lost.is_set():
+                    self._register()
+                    continue
+                sent = time.monotonic()
+                try:
+                    with request_scope(self.config.DB_CHECK_AFTER_IDLE):
+                        held = store.renew(self.worker.id, self.lease.seconds, self.served.database)
+                except Exception as exc:
+                    log.warning("task_lease_renewal_failed", error=str(exc))
+                    pace = min(pace, 1.0)
+                else:
+                    if held:
+                        self.lease.renewed(sent)
+                        self._renewed.set()
+                    else:
+                        self._lost(holding=0)
+                        continue
+                idle_wait(self._hard_stop.wait, pace, self._hard_stop.is_set)
+        finally:
+            if self._registered.is_set():
+                self._safely(lambda: store.stop_worker(self.worker.id, self.served.database))
+            close_thread_connections()
+
+    def _register(self) -> None:
+        """Record this daemon (a fresh id), retrying while the database is unreachable."""
+        delay = 0.5
+        while not self._hard_stop.is_set():
+            worker = this_daemon()
+            worker.started_at = worker.heartbeat_at = timezone.now()
+            sent = time.monotonic()
+            try:
+                with request_scope(self.config.DB_CHECK_AFTER_IDLE):
+                    store.register_worker(worker, self.lease.seconds, self.served.database)
+            except Exception as exc:
+                log.warning("task_runner_waits_for_database", error=str(exc), retry_in=delay)
+                self._hard_stop.wait(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            again = self._declared_lost.is_set()
+            self.worker = worker
+            self.lease.renewed(sent)
+            self._declared_lost.clear()
+            log.info(
+                "task_runner_registered_again" if again else "task_runner_started",
+                worker_id=worker.id,
+                workers=self.config.TASK_WORKERS,
+                lease_s=self.lease.seconds,
+            )
+            if not self._registered.is_set():
+                self._registered.set()
+                self._house.set()  # recover what gone daemons left, at once
+                self.scheduler.start()
+            self._renewed.set()
+            self.wake()
+            return
+
+    def _lost(self, holding: int) -> None:
+        """This daemon's row was marked stopped: its runs may be running elsewhere already.
+
+        With nothing in flight (beyond the *holding* claim that learned it) it
+        registers again under a new id; a run in flight cannot be stopped in its
+        thread, so the process ends at once (the master, or the service manager,
+        starts a fresh one) rather than let it overlap the run that replaced it.
+        """
+        in_flight = self.lease.revoke() - holding
+        if self._declared_lost.is_set() and in_flight <= 0:
+            return
+        log.error(
+            "task_daemon_declared_lost",
+            worker_id=self.worker.id,
+            runs_in_flight=in_flight,
+            hint="another daemon found this one's lease expired (a pause longer than "
+            "TASK_LEASE?)"
+            + ("; stopping this process, whose runs may be running elsewhere" if in_flight else ""),
+        )
+        if in_flight > 0:
+            os.kill(os.getpid(), signal.SIGKILL)
+        self._declared_lost.set()
+        self._renewed.clear()
 
     # -- housekeeping --------------------------------------------------------------
 
     def _keep_house(self) -> None:
         try:
-            self._register()
-            next_beat = next_prune = 0.0
+            while not self._registered.wait(1.0):
+                if self._hard_stop.is_set():
+                    return
+            next_recovery = next_prune = 0.0
             while not self._hard_stop.is_set():
                 now = time.monotonic()
-                if now >= next_beat:
-                    next_beat = now + self.config.TASK_HEARTBEAT
-                    self._safely(self._beat)
+                if now >= next_recovery:
+                    next_recovery = now + self.config.TASK_HEARTBEAT
+                    self._safely(self._recover)
                 if self.config.TASK_RETENTION is not None and now >= next_prune:
                     next_prune = now + 3600.0
                     self._safely(self._prune)
@@ -237,15 +353,12 @@ class TaskRunner:
                     self._safely(self._count)
                 for running in list(self.running.values()):
                     self._flush(running)
-                wait = min(next_beat - time.monotonic(), 30.0)
-                expiry = close_expired_connections()
-                self._house.wait(max(0.05, wait if expiry is None else min(wait, expiry)))
+                wait = max(0.05, min(next_recovery - time.monotonic(), 30.0))
+                idle_wait(self._house.wait, wait, self._house.is_set)
                 self._house.clear()
                 if self.running:
                     self._hard_stop.wait(PROGRESS_INTERVAL)  # at most two writes a second
         finally:
-            if self._registered.is_set():
-                self._safely(lambda: store.stop_worker(self.worker.id, self.served.database))
             close_thread_connections()
 
     def _safely(self, action: Any) -> None:
@@ -257,37 +370,9 @@ class TaskRunner:
                 "task_housekeeping_failed", action=getattr(action, "__name__", "?"), error=str(exc)
             )
 
-    def _register(self) -> None:
-        """Record this daemon, retrying while the database is unreachable; then recover."""
-        delay = 0.5
-        while not self._hard_stop.is_set():
-            now = timezone.now()
-            self.worker.started_at = self.worker.heartbeat_at = now
-            try:
-                with request_scope(self.config.DB_CHECK_AFTER_IDLE):
-                    store.register_worker(self.worker, self.served.database)
-            except Exception as exc:
-                log.warning("task_runner_waits_for_database", error=str(exc), retry_in=delay)
-                self._hard_stop.wait(delay)
-                delay = min(delay * 2, 10.0)
-                continue
-            log.info(
-                "task_runner_started", worker_id=self.worker.id, workers=self.config.TASK_WORKERS
-            )
-            self._safely(self._recover)
-            self._registered.set()
-            self.scheduler.start()
-            self.wake()
-            return
-
-    def _beat(self) -> None:
-        store.heartbeat(self.worker.id, self.served.database)
-        self._recover()
-
     def _recover(self) -> None:
         """Requeue (or fail) what gone daemons left RUNNING."""
-        lease = timedelta(seconds=self.config.TASK_LEASE)
-        requeued, failed, names = recover_lost(self.worker, lease, self.served.database)
+        requeued, failed, names = recover_lost(self.worker, self.served.database)
         if requeued or failed:
             log.warning("tasks_of_lost_daemons", daemons=names, requeued=requeued, failed=failed)
             self.wake()
@@ -305,17 +390,18 @@ class TaskRunner:
 
     def _flush(self, running: Running) -> None:
         """Write a running task's latest progress; learn there whether it was cancelled."""
-        pending = running.take()
-        if pending is None:
-            return
-        done, total, note = pending
-        try:
-            with request_scope(self.config.DB_CHECK_AFTER_IDLE):
-                still_wanted = store.write_progress(
-                    running.record_id, done, total, note, self.served.database
-                )
-        except Exception as exc:
-            log.warning("task_progress_not_written", task_id=running.record_id, error=str(exc))
-            return
+        with running.writing:
+            pending = running.take()
+            if pending is None:
+                return
+            done, total, note = pending
+            try:
+                with request_scope(self.config.DB_CHECK_AFTER_IDLE):
+                    still_wanted = store.write_progress(
+                        running.record_id, running.fence, done, total, note, self.served.database
+                    )
+            except Exception as exc:
+                log.warning("task_progress_not_written", task_id=running.record_id, error=str(exc))
+                return
         if not still_wanted:
             running.cancelled.set()

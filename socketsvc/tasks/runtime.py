@@ -32,10 +32,14 @@ class Running:
     """A task this process is running: its cancellation flag and its latest progress."""
 
     record_id: str
+    # The claim it runs under (claimed_by, claims): its progress is written only under it.
+    fence: tuple[str, int]
     cancelled: threading.Event = field(default_factory=threading.Event)
     pending: tuple[int, int | None, str] | None = None
-    written_at: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Held while a value taken is written: two writers (the run's own last flush and the
+    # housekeeping thread) never write out of order.
+    writing: threading.Lock = field(default_factory=threading.Lock)
 
     def report(self, done: int, total: int | None, note: str) -> None:
         """Keep the latest progress for the writer."""

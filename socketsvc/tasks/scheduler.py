@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,7 +24,7 @@ import structlog
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from ..lifecycle import close_expired_connections, close_thread_connections, request_scope
+from ..lifecycle import close_thread_connections, idle_wait, request_scope
 from ..models import ScheduleRecord, TaskRecord, TaskStatus
 from . import store
 from .backend import SocketServiceBackend, to_result
@@ -174,13 +173,7 @@ class Scheduler:
         """Sleep until the next slot (a minute at most), closing the connection on its expiry."""
         soonest = min((slot for slot in self.next_slots.values() if slot), default=None)
         wait = MAX_SLEEP if soonest is None else (soonest - timezone.now()).total_seconds()
-        deadline = time.monotonic() + min(MAX_SLEEP, max(0.0, wait))
-        while not self._poke.is_set():
-            expiry = close_expired_connections()
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            self._poke.wait(left if expiry is None else min(left, expiry))
+        idle_wait(self._poke.wait, min(MAX_SLEEP, max(0.0, wait)), self._poke.is_set)
         self._poke.clear()
 
     def _safely(self, action: Callable[[], None]) -> None:

@@ -20,8 +20,9 @@ from typing import Any
 
 from django.db import connections
 from django.db.models import QuerySet
+from django.db.models.functions import Now
 
-from ..models import TaskRecord, TaskStatus
+from ..models import TaskRecord, TaskStatus, WorkerRecord
 
 # A time no caller ever passes: the claim's SQL is compiled with it, then its
 # place among the parameters is where each run puts the current time.
@@ -99,3 +100,58 @@ def update_row(using: str, values: Mapping[str, Any], where: Mapping[str, Any]) 
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return int(cursor.rowcount)
+
+
+_WORKER = WorkerRecord._meta.db_table
+
+
+class DatabaseNow(Now):
+    """The database server's time now, in UTC: one clock for every host's leases.
+
+    Django's ``Now()`` is ``CURRENT_TIMESTAMP`` on MySQL, which is in the
+    session's time zone and jumps at its daylight saving changes.
+    """
+
+    def as_mysql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        return self.as_sql(compiler, connection, template="UTC_TIMESTAMP(6)", **extra)
+
+
+def share_registration(using: str, worker_id: str) -> bool:
+    """Share-lock *worker_id*'s row, if it is not marked stopped; return whether it is not.
+
+    Inside a claim's transaction: a daemon marking this one stopped must wait
+    for the claim to commit (and skips the row meanwhile), and a claim after
+    the mark reads it (a locking read sees the latest committed row).
+    """
+    connection = connections[using]
+    quote = connection.ops.quote_name
+    share = "FOR SHARE" if connection.vendor == "postgresql" else "LOCK IN SHARE MODE"
+    sql = (
+        f"SELECT 1 FROM {quote(_WORKER)} WHERE {quote('id')} = %s "  # noqa: S608
+        f"AND {quote('stopped_at')} IS NULL {share}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [worker_id])
+        return cursor.fetchone() is not None
+
+
+def take_if_registered(using: str, record_id: str, worker_id: str) -> bool:
+    """Mark a READY task RUNNING for *worker_id* if that daemon is not marked stopped (one
+    statement: where there is no SKIP LOCKED, the database runs it alone)."""
+    connection = connections[using]
+    quote = connection.ops.quote_name
+    task, worker = quote(TaskRecord._meta.db_table), quote(_WORKER)
+    sql = (
+        f"UPDATE {task} SET {quote('status')} = %s, {quote('claimed_by')} = %s "  # noqa: S608
+        f"WHERE {quote('id')} = %s AND {quote('status')} = %s AND EXISTS ("
+        f"SELECT 1 FROM {worker} WHERE {worker}.{quote('id')} = %s "
+        f"AND {worker}.{quote('stopped_at')} IS NULL)"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [TaskStatus.RUNNING, worker_id, record_id, TaskStatus.READY, worker_id])
+        return bool(cursor.rowcount)
+
+
+def registered(using: str, worker_id: str) -> bool:
+    """Return True if *worker_id*'s row exists and is not marked stopped."""
+    return WorkerRecord.objects.using(using).filter(id=worker_id, stopped_at__isnull=True).exists()

@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from ..models import TaskRecord, TaskStatus, WorkerRecord
 from . import statements
+from .statements import DatabaseNow
 
 READY, RUNNING = TaskStatus.READY, TaskStatus.RUNNING
 FINISHED = (TaskStatus.SUCCESSFUL, TaskStatus.FAILED)
@@ -88,6 +89,10 @@ def insert(
     )
 
 
+class DeclaredLost(Exception):
+    """This daemon's row was marked stopped: another daemon took (or may take) its runs."""
+
+
 def claim(
     worker_id: str, backends: Collection[str], queues: Collection[str] | None, using: str
 ) -> tuple[TaskRecord | None, bool]:
@@ -95,10 +100,15 @@ def claim(
 
     Returns the task (None if none was due) and whether another due task was
     seen, so the caller rouses a second worker only when there is work for it.
+    The claim holds only while *worker_id* is not marked stopped, decided in
+    the claim's own transaction (a share lock on its row, which a daemon
+    marking it stopped must wait for): raises DeclaredLost otherwise.
     """
     now = timezone.now()
     if connections[using].features.has_select_for_update_skip_locked:
         with transaction.atomic(using=using):
+            if not statements.share_registration(using, worker_id):
+                raise DeclaredLost(worker_id)
             found = statements.lock_due(backends, queues, using, now, limit=2)
             if not found:
                 return None, False
@@ -107,19 +117,20 @@ def claim(
     due = statements.due_in_order(backends, queues, using, now)
     candidates = list(due.values_list("id", flat=True)[:8])
     for n, candidate in enumerate(candidates):
-        taken = statements.update_row(
-            using, {"status": RUNNING, "claimed_by": worker_id}, {"id": candidate, "status": READY}
-        )
-        if taken:
+        # One statement, which the database runs alone (SQLite: one writer at a time).
+        if statements.take_if_registered(using, candidate, worker_id):
             record = TaskRecord.objects.using(using).get(id=candidate)
             _mark_running(record, worker_id, now, using)
             return record, n + 1 < len(candidates)
+    if candidates and not statements.registered(using, worker_id):
+        raise DeclaredLost(worker_id)
     return None, False
 
 
 def _mark_running(record: TaskRecord, worker_id: str, now: datetime, using: str) -> None:
     record.status = RUNNING
     record.claimed_by = worker_id
+    record.claims += 1
     record.started_at = record.last_attempted_at = now
     record.worker_ids = [*record.worker_ids, worker_id]
     statements.update_row(
@@ -127,12 +138,18 @@ def _mark_running(record: TaskRecord, worker_id: str, now: datetime, using: str)
         {
             "status": RUNNING,
             "claimed_by": worker_id,
+            "claims": record.claims,
             "started_at": now,
             "last_attempted_at": now,
             "worker_ids": record.worker_ids,
         },
         {"id": record.id},
     )
+
+
+def _fence(record: TaskRecord, worker_id: str) -> dict[str, Any]:
+    """Return the conditions of a write about *record*'s run: still RUNNING under our claim."""
+    return {"id": record.id, "status": RUNNING, "claimed_by": worker_id, "claims": record.claims}
 
 
 def next_due(
@@ -158,7 +175,7 @@ def finish(
     A success is one conditional UPDATE; a failure appends to the row's errors,
     which takes the row's lock first.
     """
-    ours = {"id": record.id, "status": RUNNING, "claimed_by": worker_id}
+    ours = _fence(record, worker_id)
     if error is None and retry_at is None:
         now = timezone.now()
         done = statements.update_row(
@@ -210,7 +227,7 @@ def put_back(
     A task cancelled meanwhile ends FAILED instead: it never starts.
     """
     with transaction.atomic(using=using):
-        ours = {"id": record.id, "status": RUNNING, "claimed_by": worker_id}
+        ours = _fence(record, worker_id)
         locked = TaskRecord.objects.using(using).select_for_update().filter(**ours).first()
         if locked is None:
             return None
@@ -253,11 +270,26 @@ def request_cancel(record_id: str, reason: dict[str, str], using: str) -> TaskRe
         return record
 
 
-def write_progress(record_id: str, done: int, total: int | None, note: str, using: str) -> bool:
-    """Store a running task's progress; False if it was cancelled (or is gone)."""
+def write_progress(  # noqa: PLR0917
+    record_id: str,
+    fence: tuple[str, int],
+    done: int,
+    total: int | None,
+    note: str,
+    using: str,
+) -> bool:
+    """Store a running task's progress under its claim (*fence*: claimed_by, claims); False if
+    it was cancelled, or the claim is no longer this run's."""
+    claimed_by, claims = fence
     return bool(
         TaskRecord.objects.using(using)
-        .filter(id=record_id, cancel_requested_at__isnull=True)
+        .filter(
+            id=record_id,
+            status=RUNNING,
+            claimed_by=claimed_by,
+            claims=claims,
+            cancel_requested_at__isnull=True,
+        )
         .update(
             progress_done=done,
             progress_total=total,
@@ -325,14 +357,22 @@ def counts(using: str) -> dict[str, int]:
 # -- the daemons that run tasks -------------------------------------------------
 
 
-def register_worker(record: WorkerRecord, using: str) -> None:
-    """Record a daemon that starts running tasks."""
+def register_worker(record: WorkerRecord, lease: float, using: str) -> None:
+    """Record a daemon that starts running tasks, its lease running from now (the database's)."""
     record.save(using=using, force_insert=True)
+    renew(record.id, lease, using)
 
 
-def heartbeat(worker_id: str, using: str) -> None:
-    """Tell the others this daemon is alive."""
-    WorkerRecord.objects.using(using).filter(id=worker_id).update(heartbeat_at=timezone.now())
+def renew(worker_id: str, lease: float, using: str) -> bool:
+    """Renew a daemon's lease by the database's clock; False if it was marked stopped."""
+    return bool(
+        WorkerRecord.objects.using(using)
+        .filter(id=worker_id, stopped_at__isnull=True)
+        .update(
+            heartbeat_at=DatabaseNow(),
+            lease_expires_at=DatabaseNow() + timedelta(seconds=lease),
+        )
+    )
 
 
 def stop_worker(worker_id: str, using: str) -> None:
@@ -340,11 +380,27 @@ def stop_worker(worker_id: str, using: str) -> None:
     WorkerRecord.objects.using(using).filter(id=worker_id).update(stopped_at=timezone.now())
 
 
-def workers_gone(own_id: str, lease: timedelta, using: str) -> list[WorkerRecord]:
-    """Return the daemons that stopped or whose heartbeat is older than *lease*."""
-    cutoff = timezone.now() - lease
-    query = Q(stopped_at__isnull=False) | Q(heartbeat_at__lt=cutoff)
+def workers_gone(own_id: str, using: str) -> list[WorkerRecord]:
+    """Return the daemons that stopped or whose lease expired (by the database's clock)."""
+    query = Q(stopped_at__isnull=False) | Q(lease_expires_at__lt=DatabaseNow())
     return list(WorkerRecord.objects.using(using).exclude(id=own_id).filter(query))
+
+
+def mark_stopped(worker_ids: Collection[str], using: str) -> set[str]:
+    """Mark gone daemons stopped; return those now marked (a row a claim holds is skipped).
+
+    A claim takes a share lock on its daemon's row, so a row locked now is a
+    claim in flight: it is left for the next round, and a claim that comes
+    after the mark sees it and is refused. Rows marked earlier count as marked.
+    """
+    rows = WorkerRecord.objects.using(using).filter(id__in=list(worker_ids))
+    if not connections[using].features.has_select_for_update_skip_locked:
+        rows.filter(stopped_at__isnull=True).update(stopped_at=timezone.now())
+        return set(rows.values_list("id", flat=True))
+    with transaction.atomic(using=using):
+        free = set(rows.select_for_update(skip_locked=True).values_list("id", flat=True))
+        rows.filter(id__in=free, stopped_at__isnull=True).update(stopped_at=timezone.now())
+    return free
 
 
 def workers_running(own_id: str, using: str) -> list[WorkerRecord]:
@@ -368,12 +424,9 @@ def orphan_claims(using: str) -> set[str]:
     return claimed - known
 
 
-def forget_workers(worker_ids: Collection[str], older_than: timedelta, using: str) -> None:
-    """Mark gone workers stopped, and delete rows of workers stopped long ago."""
+def forget_workers(older_than: timedelta, using: str) -> None:
+    """Delete the rows of workers stopped long ago (and no longer named by a RUNNING task)."""
     now = timezone.now()
-    WorkerRecord.objects.using(using).filter(id__in=worker_ids, stopped_at__isnull=True).update(
-        stopped_at=now
-    )
     busy = TaskRecord.objects.using(using).filter(status=RUNNING).values("claimed_by")
     WorkerRecord.objects.using(using).filter(stopped_at__lt=now - older_than).exclude(
         id__in=busy
