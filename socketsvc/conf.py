@@ -71,6 +71,9 @@ class Config:
     TASK_HEARTBEAT: float = 10.0
     TASK_LEASE: float = 60.0
     TASK_RETENTION: float | None = None
+    # MySQL/MariaDB (no NOTIFY): how often a process with an idle task worker looks
+    # for a task committed where its wake-up could not reach (0: never).
+    TASK_WAKE_POLL: float = 0.025
     # The periodic schedules this daemon decides (None: every one declared).
     SCHEDULES: tuple[str, ...] | None = None
     # Worker processes (see socketsvc.supervisor): how many ("auto": one per
@@ -121,6 +124,7 @@ _SECONDS = (
     "TASK_SWEEP_INTERVAL",
     "TASK_HEARTBEAT",
     "TASK_LEASE",
+    "TASK_WAKE_POLL",
     "WORKER_START_TIMEOUT",
 )
 _POSITIVE_SECONDS = (

@@ -47,6 +47,10 @@ log = structlog.get_logger("socketsvc.processes")
 ENVIRONMENT = "SOCKETSVC_WORKER"
 # The notify field a worker reports its unreachable database aliases in.
 DB_DOWN = "SOCKETSVC_DB_DOWN"
+# The notify field a worker asks its siblings to be woken with (a task is ready); the
+# master passes it on as SIGUSR1.
+WAKE = "SOCKETSVC_WAKE"
+WAKE_SIGNAL = signal.SIGUSR1
 _PR_SET_PDEATHSIG = 1
 _REPORT_EVERY = 1.0
 # A request to be recycled is repeated this often until the master acts on it.
@@ -163,6 +167,11 @@ class WorkerRole:
             self.recycle_reason = reason
             self._next_recycle_request = now + RECYCLE_REPEAT
             notify(f"SOCKETSVC_RECYCLE={reason}")
+
+    def forward_wake(self) -> None:
+        """Ask the master to wake this daemon's other worker processes (``SOCKETSVC_WAKE=1``):
+        a task is ready and every task worker here is busy."""
+        notify(f"{WAKE}=1")
 
     def report_databases(self) -> None:
         """Tell the master which database aliases this process finds down, when that changed

@@ -26,7 +26,7 @@ from .health import Health
 from .listener import Listener, ListenerError
 from .logconfig import reopen_log_files, set_process_slot
 from .loop import Loop
-from .processes import WorkerInfo, WorkerRole, die_with_master
+from .processes import WAKE_SIGNAL, WorkerInfo, WorkerRole, die_with_master
 from .registry import autodiscover
 from .rlimits import raise_open_files
 from .signals import SignalWatch
@@ -169,6 +169,10 @@ class Control:
     def on_signal(self, signum: int) -> None:
         """SIGTERM/SIGINT: drain, then stop at once on a second one; SIGHUP: reload."""
         name = signal.Signals(signum).name
+        if signum == WAKE_SIGNAL:
+            if self.loop.tasks is not None:  # from the master: a sibling has a task ready
+                self.loop.tasks.wake(None, forward=False)
+            return
         if signum == signal.SIGHUP:
             self.reload()
         elif self.loop.state.value != "serving":
@@ -290,7 +294,12 @@ def _serve(  # noqa: PLR0917
     dispatcher = Dispatcher(registry, config.DB_CHECK_AFTER_IDLE)
     loop = Loop(listener, config, dispatcher, Health(role=role), tasks)
     control = Control(loop, reload_config)
-    signals = SignalWatch((signal.SIGTERM, signal.SIGINT, signal.SIGHUP), control.on_signal)
+    watched = [signal.SIGTERM, signal.SIGINT, signal.SIGHUP]
+    if role is not None:
+        watched.append(WAKE_SIGNAL)
+        if tasks is not None:
+            tasks.forward = role.forward_wake
+    signals = SignalWatch(watched, control.on_signal)
     loop.watch(signals, signals.deliver)
     log.info(
         "listening",

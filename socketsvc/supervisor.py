@@ -47,7 +47,15 @@ import structlog
 from .conf import Config, reloaded
 from .listener import Listener
 from .logconfig import reopen_log_files
-from .processes import DB_DOWN, MASTER_REPORT, WorkerInfo, rss_kib, write_report
+from .processes import (
+    DB_DOWN,
+    MASTER_REPORT,
+    WAKE,
+    WAKE_SIGNAL,
+    WorkerInfo,
+    rss_kib,
+    write_report,
+)
 from .signals import SignalWatch
 from .spawn import Inbox, Worker, exit_reason, settings_module, start_process, worker_environment
 from .systemd import Notifier
@@ -186,9 +194,18 @@ class Supervisor:
                 self._promote(worker)
         if DB_DOWN in values:
             worker.databases_down = tuple(filter(None, values[DB_DOWN].split(",")))
+        if values.get(WAKE) == "1":
+            self._wake_others(worker)
         reason = values.get("SOCKETSVC_RECYCLE")
         if reason:
             self._recycle(worker, reason)
+
+    def _wake_others(self, sender: Worker) -> None:
+        """A worker had a task ready and no idle task worker: wake its ready siblings."""
+        for worker in self.workers.values():
+            if worker is not sender and worker.ready and not worker.retiring:
+                with contextlib.suppress(ProcessLookupError):
+                    worker.process.send_signal(WAKE_SIGNAL)
 
     def _recycle(self, worker: Worker, reason: str) -> None:
         """A worker asks to be replaced: start its successor (once; only a serving worker)."""

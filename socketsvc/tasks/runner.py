@@ -21,6 +21,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -34,6 +35,7 @@ from ..lifecycle import close_thread_connections, idle_wait, request_scope
 from . import store
 from .execute import Executor
 from .lease import Lease
+from .listen import DatabaseWakes
 from .lost import recover_lost, this_daemon
 from .periodic import Schedule
 from .runtime import Running, register_writer
@@ -73,6 +75,9 @@ class TaskRunner:
             lambda: not self._hard_stop.is_set(),
             self._flush,
         )
+        self.wakes = DatabaseWakes(self, served.database, served.aliases, served.queues, config)
+        # Passes a wake this process cannot serve to its siblings (set under a master).
+        self.forward: Callable[[], None] | None = None
         self.running: dict[str, Running] = {}
         self.counts: dict[str, int] = {}
         self.counts_at = 0.0
@@ -95,19 +100,27 @@ class TaskRunner:
         """Start the housekeeping thread and the workers."""
         serve_in_process(self)
         register_writer(self._house.set)
+        self.wakes.start()
         self._spawn(self._hold_lease, "socketsvc-tasks-lease")
         self._spawn(self._keep_house, "socketsvc-tasks-house")
         for n in range(self.config.TASK_WORKERS):
             self._spawn(self._work, f"socketsvc-task-{n + 1}")
 
-    def wake(self, queue: str | None = None) -> None:
-        """A task may be ready (any thread): rouse one idle worker."""
+    def wake(self, queue: str | None = None, forward: bool = True) -> None:
+        """A task may be ready (any thread): rouse one idle worker.
+
+        With none idle here, the wake goes on to this daemon's other worker
+        processes (through the master) unless it came from there.
+        """
         queues = self.served.queues
         if queue is not None and queues is not None and queue not in queues:
             return
         with self._cond:
             self._wakes += 1
             self._cond.notify()
+            idle = self._idle
+        if forward and not idle and self.forward is not None:
+            self.forward()
 
     def cancel_hint(self, record_id: str) -> None:
         """A running task was asked to stop: its next progress() raises Cancelled."""
@@ -123,6 +136,11 @@ class TaskRunner:
             self._cond.notify_all()
 
     @property
+    def idle_workers(self) -> int:
+        """Return how many task workers wait for work."""
+        return self._idle
+
+    @property
     def busy(self) -> int:
         """Return how many tasks are running."""
         return len(self.running)
@@ -135,6 +153,7 @@ class TaskRunner:
         self._renewed.set()
         deadline = time.monotonic() + timeout
         self.scheduler.stop(timeout)
+        self.wakes.stop()
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         serve_in_process(None)
@@ -152,6 +171,7 @@ class TaskRunner:
             "queues": sorted(self.served.queues) if self.served.queues is not None else "all",
             "counts": dict(self.counts),
             "counts_age": round(time.monotonic() - self.counts_at, 3) if self.counts_at else None,
+            "wakes": self.wakes.status(),
             **self.scheduler.status(),
         }
 
