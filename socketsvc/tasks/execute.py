@@ -45,10 +45,12 @@ log = structlog.get_logger("socketsvc.tasks")
 _WRITE_RETRY_FIRST, _WRITE_RETRY_MAX = 0.2, 5.0
 # A task that could not start (its database down) is tried again this much later.
 _UNSTARTED_RETRY = 1.0
-# A write that loses its connection this many times in a row while the database
-# accepts new connections is refused, not interrupted (MySQL closes the
-# connection on a statement over max_allowed_packet).
-_REFUSED_AFTER = 3
+# A write that loses its connection this many times in a row, over this many seconds,
+# while the database accepts new connections is refused, not interrupted (as MySQL
+# closes the connection on a statement over max_allowed_packet, which is checked
+# before sending; this catches what that check cannot know). Sessions killed under
+# it one after another by an operator or a failing proxy must not look like this.
+_REFUSED_AFTER, _REFUSED_WITHIN = 8, 20.0
 # Room left in a statement beside the return value (the other columns, the SQL).
 _STATEMENT_OVERHEAD = 64 * 1024
 
@@ -213,10 +215,12 @@ class Executor:
             hint="the task ends FAILED with socketsvc.tasks.ResultNotStored",
         )
         try:
-            return self._write(lambda: self._write_ending(record, refused)), refused
+            # Small and plain: only an outage (waited out) or a bug can stop this one.
+            written = self._write(lambda: self._write_ending(record, refused), lost_means=None)
         except RefusedWrite as exc:
             log.error("task_failure_not_recorded", task_id=record.id, error=str(exc))
             return None, refused
+        return written, refused
 
     def _check_size(self, ending: Ending) -> None:
         """Refuse, before sending it, a return value larger than the database takes at once."""
@@ -252,15 +256,21 @@ class Executor:
             retry_at=retry_at,
         )
 
-    def _write(self, write: Callable[[], TaskRecord | None]) -> TaskRecord | None:
+    def _write(
+        self,
+        write: Callable[[], TaskRecord | None],
+        lost_means: tuple[int, float] | None = (_REFUSED_AFTER, _REFUSED_WITHIN),
+    ) -> TaskRecord | None:
         """Run a bookkeeping write in the lifecycle, retrying while the database is unreachable.
 
         Raises RefusedWrite when the database refuses it: an error that is not
-        about reaching the server, or the connection lost again and again
-        while new connections succeed.
+        about reaching the server, or (*lost_means*: that many times in a row,
+        over at least that many seconds) the connection lost at that statement
+        while new connections to the server succeed.
         """
         delay = _WRITE_RETRY_FIRST
         lost_while_up = 0
+        first_lost = 0.0
         while True:
             try:
                 with request_scope(self._check_idle_after()):
@@ -270,9 +280,13 @@ class Executor:
                     if backends.is_database_error(exc):
                         raise RefusedWrite(_describe(exc)) from exc
                     raise
-                if not backends.is_connect_failure(exc):
+                if backends.is_connect_failure(exc):
+                    lost_while_up = 0  # an outage: waited out
+                elif lost_means is not None:
                     lost_while_up += 1
-                    if lost_while_up >= _REFUSED_AFTER:
+                    first_lost = first_lost if lost_while_up > 1 else time.monotonic()
+                    times, within = lost_means
+                    if lost_while_up >= times and time.monotonic() - first_lost >= within:
                         raise RefusedWrite(
                             f"the database closed the connection each time it was sent "
                             f"({_describe(exc)}), though it accepts new connections"

@@ -326,7 +326,8 @@ def lost(worker_ids: Collection[str], reason: dict[str, str], using: str) -> tup
             record.errors = [*record.errors, reason]
             record.claimed_by = ""
             if record.attempts < record.max_attempts and record.cancel_requested_at is None:
-                record.status, record.available_at = READY, now
+                # It keeps its place (its available_at): the first in line for a worker.
+                record.status = READY
                 requeued += 1
             else:
                 record.status, record.finished_at = TaskStatus.FAILED, now
