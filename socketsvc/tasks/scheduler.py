@@ -120,6 +120,10 @@ class Scheduler:
         self._wake = wake
         self.next_slots: dict[str, datetime | None] = {}
         self.watching_since = timezone.now()
+        # Slots this scheduler decided, and looks that found another daemon had decided them.
+        self.decided = 0
+        self.decided_elsewhere = 0
+        self._seen: dict[str, datetime | None] = {}
         self._stop = threading.Event()
         self._poke = threading.Event()
         self._thread: threading.Thread | None = None
@@ -151,6 +155,8 @@ class Scheduler:
         soonest = min(upcoming, default=None)
         return {
             "schedules": len(self.schedules),
+            "decided": self.decided,
+            "decided_elsewhere": self.decided_elsewhere,
             "next": None
             if soonest is None
             else {"schedule": soonest[1], "slot": soonest[0].isoformat()},
@@ -231,6 +237,10 @@ class Scheduler:
             decision = decide(schedule, row.last_slot, now, self.watching_since)
             following = schedule.next_after(max(now, decision.last_slot or now))
             self.next_slots[schedule.name] = following
+            seen = self._seen.get(schedule.name, row.last_slot)
+            if row.last_slot is not None and seen is not None and row.last_slot > seen:
+                self.decided_elsewhere += 1  # its lock held us until another daemon decided
+            self._seen[schedule.name] = row.last_slot
             if decision.last_slot == row.last_slot:
                 return
             taken = (
@@ -240,6 +250,8 @@ class Scheduler:
             )
             if not taken:
                 return  # another daemon decided these slots
+            self._seen[schedule.name] = decision.last_slot
+            self.decided += 1
             self._run_slots(schedule, row.enabled, decision)
 
     def _run_slots(self, schedule: Schedule, enabled: bool, decision: Decision) -> None:

@@ -1,3 +1,4 @@
+import os
 from typing import Any
 
 from django.apps import AppConfig
@@ -30,3 +31,8 @@ class TestAppConfig(AppConfig):
 
         task_started.connect(seen("task_started"), weak=False)
         task_finished.connect(seen("task_finished"), weak=False)
+
+        if os.environ.get("CAMPAIGN_BREAK"):  # a campaign's deliberately broken build
+            from tests.campaign import breakage
+
+            breakage.apply()

@@ -10,7 +10,6 @@ import structlog
 from django.db import DatabaseError, connection, transaction
 
 from socketsvc import handler
-from socketsvc.lifecycle import refresh_connections
 
 from .gates import wait_at
 from .models import Note
@@ -211,15 +210,6 @@ def leave_atomic_open_on_dead_connection(text: str) -> str:
 
 
 @handler
-def pause_refresh_then_query(seconds: float) -> int:
-    """Query, compute for a while, refresh connections, then query again."""
-    Note.objects.count()
-    time.sleep(seconds)
-    refresh_connections()
-    return Note.objects.count()
-
-
-@handler
 def log_steps(tag: str, steps: int = 3, pause: float = 0.01) -> str:
     """Log a few lines of its own, pausing between them, then return the tag."""
     for step in range(steps):
@@ -256,3 +246,12 @@ def fork_and_query() -> dict[str, int]:
         "child_exit": os.waitstatus_to_exitcode(status),
         "after": connection_id(),
     }
+
+
+@handler
+def campaign_call(token: str) -> str:
+    """Record that this call ran (a fault campaign counts them per token), return the token."""
+    from .models import CampaignCall
+
+    CampaignCall.objects.create(token=token, pid=os.getpid())
+    return token

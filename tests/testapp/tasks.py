@@ -11,6 +11,9 @@ from django.db import connection
 
 from socketsvc.tasks import periodic, progress, retry
 
+# The fault campaign's tasks (and its schedule, when CAMPAIGN_PERIODIC is set) are
+# found through this module.
+from . import campaign  # noqa: F401
 from .gates import wait_at
 from .models import Marker, Note
 

@@ -100,3 +100,13 @@ class Command(BaseCommand):
 
     def do_enqueued_signals(self) -> list[str]:
         return list(_enqueued)
+
+    def do_begin(self) -> str:
+        """Open a transaction that stays open across requests until ``commit``."""
+        self._held = transaction.atomic()
+        self._held.__enter__()
+        return "begun"
+
+    def do_commit(self) -> str:
+        self._held.__exit__(None, None, None)
+        return "committed"

@@ -1,0 +1,68 @@
+"""Builds broken on purpose, to see the campaign's checker catch them (``--break NAME``).
+
+The daemons read ``CAMPAIGN_BREAK`` through the test settings and patch themselves at
+start; the product's code is never changed. Each break undoes one guarantee:
+
+* ``lease``: the leases without their guards (as before they had them): a process frozen
+  past its lease is not killed by the kernel, claims whether or not its lease is safely
+  held, a claim ignores that its daemon was declared lost, and a renewal revives a daemon
+  marked stopped, so a resumed daemon runs on as if nothing had happened;
+* ``cancel``: a cancel only flags a task, so one cancelled before it started still runs.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+BREAKS = ("lease", "cancel")
+
+
+def apply() -> None:
+    """Patch this process as ``CAMPAIGN_BREAK`` says (nothing if it is unset)."""
+    name = os.environ.get("CAMPAIGN_BREAK", "")
+    if not name:
+        return
+    if name not in BREAKS:
+        raise ValueError(f"CAMPAIGN_BREAK={name!r}: one of {', '.join(BREAKS)}")
+    if name == "lease":
+        from socketsvc.models import WorkerRecord
+        from socketsvc.tasks import lease, statements, store
+
+        lease.KillSwitch.arm = lambda self, seconds: None  # type: ignore[method-assign]
+        lease.Lease.may_claim = lambda self: True  # type: ignore[method-assign]
+
+        def renew(worker_id: str, seconds: float, using: str) -> bool:
+            WorkerRecord.objects.using(using).filter(id=worker_id).update(stopped_at=None)
+            return original_renew(worker_id, seconds, using)
+
+        original_renew = store.renew
+        store.renew = renew
+        statements.share_registration = lambda using, worker_id: True
+        statements.take_if_registered = _take_unfenced(statements)
+    else:
+        from django.utils import timezone
+
+        from socketsvc.models import TaskRecord
+        from socketsvc.tasks import store
+
+        def request_cancel(record_id: str, reason: dict[str, str], using: str) -> Any:
+            TaskRecord.objects.using(using).filter(id=record_id).update(
+                cancel_requested_at=timezone.now()
+            )
+            return TaskRecord.objects.using(using).get(id=record_id)
+
+        store.request_cancel = request_cancel
+
+
+def _take_unfenced(statements: Any) -> Any:
+    def take(using: str, record_id: str, worker_id: str) -> bool:
+        return bool(
+            statements.update_row(
+                using,
+                {"status": "RUNNING", "claimed_by": worker_id},
+                {"id": record_id, "status": "READY"},
+            )
+        )
+
+    return take

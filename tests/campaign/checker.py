@@ -1,0 +1,203 @@
+"""The invariants, checked against the history once the system has settled.
+
+The history is what was written down outside the system under test: each run's own
+record (its start, its end, the value it returned), when each process died (its pidfd),
+what the clients did and were answered, and the effects each call left; plus the rows the
+system ended with. Each invariant's violations are listed with the ids involved, so a
+failure says where to look.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from tests.campaign.workload import Call
+
+FINAL = ("SUCCESSFUL", "FAILED")
+
+
+@dataclass
+class Run:
+    task_id: str
+    attempt: int
+    kind: str
+    pid: int
+    claimed_at: float
+    started: float
+    ended: float | None
+    outcome: str
+    value: str
+
+
+@dataclass
+class Task:
+    id: str
+    status: str
+    max_attempts: int
+    return_value: Any
+    cancel_requested_at: float | None
+    schedule: str
+    slot: float | None
+
+
+@dataclass
+class History:
+    tasks: dict[str, Task]
+    runs: list[Run]
+    deaths: dict[int, float]
+    calls: list[Call]
+    effects: Counter[str]
+    # The schedule's slots' rows (task id by slot), and when it was paused for the settling.
+    slots: dict[float, list[str]]
+    paused_at: float
+    every: float = 1.0
+
+
+@dataclass
+class Verdict:
+    name: str
+    description: str
+    violations: list[str] = field(default_factory=list)
+
+
+def end_of(run: Run, deaths: dict[int, float]) -> float:
+    """When a run ended: its own record, or its process's death; unknown is infinitely late."""
+    if run.ended is not None:
+        return run.ended
+    return deaths.get(run.pid, math.inf)
+
+
+def check(history: History) -> list[Verdict]:
+    """Return one verdict per invariant."""
+    runs_of: dict[str, list[Run]] = defaultdict(list)
+    for run in history.runs:
+        runs_of[run.task_id].append(run)
+    for runs in runs_of.values():
+        runs.sort(key=lambda run: run.started)
+    return [
+        _final(history),
+        _no_overlap(history, runs_of),
+        _attempts(history, runs_of),
+        _cancel(history, runs_of),
+        _result(history, runs_of),
+        _periodic_once(history, runs_of),
+        _periodic_every_slot(history),
+        _calls(history),
+    ]
+
+
+def _final(history: History) -> Verdict:
+    verdict = Verdict("final", "every task reaches a final state; none stays READY or RUNNING")
+    for task in history.tasks.values():
+        if task.status not in FINAL:
+            verdict.violations.append(f"{task.id} is {task.status}")
+    return verdict
+
+
+def _no_overlap(history: History, runs_of: dict[str, list[Run]]) -> Verdict:
+    verdict = Verdict("no_overlap", "no two runs of one task overlap in time")
+    for task_id, runs in runs_of.items():
+        for first, then in itertools.pairwise(runs):
+            ended = end_of(first, history.deaths)
+            if ended > then.started:
+                how = "its process's death unknown" if math.isinf(ended) else f"{ended:.3f}"
+                verdict.violations.append(
+                    f"{task_id}: attempt {first.attempt} (pid {first.pid}, ended {how}) "
+                    f"overlaps attempt {then.attempt} (pid {then.pid}, started "
+                    f"{then.started:.3f})"
+                )
+    return verdict
+
+
+def _attempts(history: History, runs_of: dict[str, list[Run]]) -> Verdict:
+    verdict = Verdict("attempts", "runs started <= attempts allowed (a lost run is one)")
+    for task_id, runs in runs_of.items():
+        task = history.tasks.get(task_id)
+        if task is None:
+            verdict.violations.append(f"{task_id} ran but has no row")
+        elif len(runs) > task.max_attempts:
+            verdict.violations.append(f"{task_id}: {len(runs)} runs, {task.max_attempts} allowed")
+    return verdict
+
+
+def _cancel(history: History, runs_of: dict[str, list[Run]]) -> Verdict:
+    verdict = Verdict("cancel", "no run is claimed after its task's cancel")
+    for task in history.tasks.values():
+        if task.cancel_requested_at is None:
+            continue
+        for run in runs_of.get(task.id, []):
+            if run.claimed_at > task.cancel_requested_at:
+                verdict.violations.append(
+                    f"{task.id}: attempt {run.attempt} claimed {run.claimed_at:.6f}, "
+                    f"after the cancel at {task.cancel_requested_at:.6f}"
+                )
+    return verdict
+
+
+def _result(history: History, runs_of: dict[str, list[Run]]) -> Verdict:
+    verdict = Verdict("result", "a SUCCESSFUL task's result is the value of a run that ended")
+    for task in history.tasks.values():
+        if task.status != "SUCCESSFUL":
+            continue
+        finished = {
+            run.value for run in runs_of.get(task.id, []) if run.ended and run.outcome == "ok"
+        }
+        if task.return_value not in finished:
+            verdict.violations.append(
+                f"{task.id}: result {task.return_value!r}, finished runs {sorted(finished)}"
+            )
+    return verdict
+
+
+def _periodic_once(history: History, runs_of: dict[str, list[Run]]) -> Verdict:
+    verdict = Verdict("periodic_once", "each periodic slot has one task, run at most once")
+    for slot, task_ids in history.slots.items():
+        runs = sum(len(runs_of.get(task_id, [])) for task_id in task_ids)
+        if len(task_ids) > 1 or runs > 1:
+            verdict.violations.append(f"slot {slot:.0f}: {len(task_ids)} tasks, {runs} runs")
+    return verdict
+
+
+def _periodic_every_slot(history: History) -> Verdict:
+    verdict = Verdict(
+        "periodic_all",
+        'every slot up to the settling has its run (catch_up="all")',
+    )
+    if not history.slots:
+        verdict.violations.append("no slot ran at all")
+        return verdict
+    slots = sorted(history.slots)
+    step = timedelta(seconds=history.every).total_seconds()
+    expected = slots[0]
+    while expected <= slots[-1]:
+        if expected not in history.slots:
+            verdict.violations.append(f"slot {expected:.0f} has no run")
+        expected += step
+    # The schedulers kept deciding until the settling began (a few seconds' grace).
+    if slots[-1] < history.paused_at - 5 * step:
+        verdict.violations.append(
+            f"the last slot run is {history.paused_at - slots[-1]:.1f} s before the settling"
+        )
+    return verdict
+
+
+def _calls(history: History) -> Verdict:
+    verdict = Verdict(
+        "calls", "every call was answered once; a call answered ok ran once, others at most once"
+    )
+    for call in history.calls:
+        ran = history.effects.get(call.token, 0)
+        if call.outcome == "ok" and (ran != 1 or call.answer != call.token):
+            verdict.violations.append(
+                f"{call.token} to {call.daemon}: answered {call.answer!r}, ran {ran} times"
+            )
+        elif ran > 1:
+            verdict.violations.append(
+                f"{call.token} to {call.daemon}: {call.outcome}, ran {ran} times"
+            )
+    return verdict

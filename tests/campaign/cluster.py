@@ -1,0 +1,125 @@
+"""The system under test: a throwaway database server and two daemons with worker processes.
+
+Each daemon is ``runsocketservice --processes 2`` (a master and two worker processes,
+four task workers each) in a process group of its own, so one signal reaches all three at
+once. The settings shorten what the faults must outlast: a 6 s lease renewed every
+second, recycles every few hundred requests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from tests import mariadb, postgres
+from tests.campaign.deaths import Deaths, children
+from tests.daemon import Daemon, socketsvc_settings
+
+LEASE = 6.0
+SETTINGS: dict[str, Any] = {
+    "PROCESSES": 2,
+    "TASK_WORKERS": 4,
+    "TASK_LEASE": LEASE,
+    "TASK_HEARTBEAT": 1.0,
+    "TASK_SWEEP_INTERVAL": 10.0,
+    "DB_UNAVAILABLE_WAIT": 3.0,
+    "DRAIN_TIMEOUT": 5.0,
+    "MAX_REQUESTS": 300,
+    "MAX_REQUESTS_JITTER": 200,
+}
+SCHEDULE = "campaign.tick"
+
+
+class Cluster:
+    """Start, fault and heal the database server and the daemons."""
+
+    def __init__(self, base: Path, vendor: str) -> None:
+        self.base = base
+        self.vendor = vendor
+        server_base = base / "db"
+        if vendor == "postgresql":
+            # postgres runs as its own user, who must be able to enter the directory.
+            server_base = Path(f"/tmp/socketsvc-campaign-pg-{os.getpid()}")
+            self.server: Any = postgres.PostgreSQL(server_base)
+        else:
+            self.server = mariadb.MariaDB(server_base)
+        self.daemons: dict[str, Daemon] = {}
+        self.stopped: set[str] = set()
+        self.deaths = Deaths()
+
+    # -- the database --------------------------------------------------------------
+
+    def start_database(self) -> str:
+        """Create, start and migrate the server; return its DATABASE_URL."""
+        self.server.install()
+        self.server.start()
+        module = postgres if self.vendor == "postgresql" else mariadb
+        module.migrate(self.server)
+        return str(self.server.url())
+
+    def query(self, sql: str, args: Any = None) -> list[tuple[Any, ...]]:
+        return list(self.server.query(sql, args, db="socketsvc_test"))
+
+    # -- the daemons ---------------------------------------------------------------
+
+    def env(self) -> dict[str, str]:
+        return {
+            "DATABASE_URL": self.server.url(),
+            "TEST_CONN_MAX_AGE": "60",
+            "TEST_CONN_HEALTH_CHECKS": "1",
+            "TEST_SCHEDULES": SCHEDULE,
+            "CAMPAIGN_PERIODIC": "1",
+        }
+
+    def start_daemon(self, name: str) -> Daemon:
+        """Start daemon *name* (again) and wait until it answers."""
+        settings = socketsvc_settings(self.base / f"{name}.json", **SETTINGS)
+        daemon = Daemon(str(self.base / f"{name}.sock"), {**self.env(), **settings}, own_group=True)
+        daemon.log_path = self.base / f"{name}.{int(time.time() * 1000)}.log"
+        daemon.start()
+        self.deaths.watch_master(daemon.pid)
+        self.daemons[name] = daemon
+        return daemon
+
+    def alive(self, name: str) -> bool:
+        daemon = self.daemons.get(name)
+        return daemon is not None and daemon.process is not None and daemon.process.poll() is None
+
+    def workers(self, name: str) -> list[int]:
+        return children(self.daemons[name].pid) if self.alive(name) else []
+
+    def signal_group(self, name: str, signum: int) -> None:
+        os.killpg(self.daemons[name].pid, signum)
+
+    def kill_daemon(self, name: str) -> None:
+        self.signal_group(name, signal.SIGKILL)
+        assert self.daemons[name].process is not None
+        self.daemons[name].process.wait(30)
+
+    def stop_daemons(self) -> None:
+        """SIGTERM every daemon and wait for it (SIGKILL after a while)."""
+        for name in list(self.daemons):
+            if self.alive(name):
+                self.daemons[name].stop(timeout=60)
+
+    def logs(self) -> list[dict[str, Any]]:
+        """Every JSON line every daemon wrote (its masters and workers)."""
+        events = []
+        for path in sorted(self.base.glob("*.log")):
+            for line in path.read_text(errors="replace").splitlines():
+                try:
+                    events.append(json.loads(line))
+                except ValueError:
+                    continue
+        return events
+
+    def close(self) -> None:
+        for name in list(self.daemons):
+            if self.alive(name):
+                self.daemons[name].kill()
+        self.deaths.stop()
+        self.server.stop()

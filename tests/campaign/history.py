@@ -1,0 +1,81 @@
+"""Read the history back once the system has settled (on a side connection of the test's)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+from tests.campaign.checker import History, Run, Task
+from tests.campaign.cluster import SCHEDULE, Cluster
+from tests.campaign.workload import Record
+
+
+def _epoch(moment: datetime | None) -> float | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)  # MySQL's DATETIME holds UTC for Django
+    return moment.timestamp()
+
+
+def _json(text: str | bytes | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def read_history(cluster: Cluster, record: Record, paused_at: float) -> History:
+    """Return the rows the system ended with, the runs' own records, and the clients'."""
+    tasks = {}
+    slots: dict[float, list[str]] = defaultdict(list)
+    as_text = cluster.server.as_text("return_value")  # the JSON's text, on either server
+    for row in cluster.query(
+        f"SELECT id, status, max_attempts, {as_text}, cancel_requested_at, schedule, slot "
+        "FROM socketsvc_task"
+    ):
+        task = Task(
+            id=row[0],
+            status=row[1],
+            max_attempts=int(row[2]),
+            return_value=_json(row[3]),
+            cancel_requested_at=_epoch(row[4]),
+            schedule=row[5],
+            slot=_epoch(row[6]),
+        )
+        tasks[task.id] = task
+        if task.schedule == SCHEDULE and task.slot is not None:
+            slots[task.slot].append(task.id)
+    runs = [
+        Run(
+            task_id=row[0],
+            attempt=int(row[1]),
+            kind=row[2],
+            pid=int(row[3]),
+            claimed_at=float(row[4]),
+            started=float(row[5]),
+            ended=None if row[6] is None else float(row[6]),
+            outcome=row[7],
+            value=row[8],
+        )
+        for row in cluster.query(
+            "SELECT task_id, attempt, kind, pid, claimed_at, started, ended, outcome, value "
+            "FROM testapp_campaignrun"
+        )
+    ]
+    effects = Counter(
+        {
+            str(token): int(count)
+            for token, count in cluster.query(
+                "SELECT token, COUNT(*) FROM testapp_campaigncall GROUP BY token"
+            )
+        }
+    )
+    return History(
+        tasks=tasks,
+        runs=runs,
+        deaths=dict(cluster.deaths.died),
+        calls=list(record.calls),
+        effects=effects,
+        slots=dict(slots),
+        paused_at=paused_at,
+    )

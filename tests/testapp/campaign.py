@@ -1,0 +1,144 @@
+"""The fault campaign's tasks (tests/campaign): every run records its own start and end.
+
+A run writes to ``testapp_campaignrun`` on a connection of its own, in autocommit, outside
+the task's transaction and the daemon's bookkeeping: the history survives a rollback, a
+failed result write or the run's process being killed (then the run has no end, and the
+campaign knows when its process died). Each run returns a value naming itself, so the
+checker can tell which run a stored result came from.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from django.db import connections
+
+from socketsvc.tasks import periodic, progress, retry
+
+try:
+    from django.tasks import TaskContext, task
+except ImportError:  # Django 5.2
+    from django_tasks import TaskContext, task
+
+_local = threading.local()
+# How long a run keeps trying to record its end through a database restart.
+_RECORD_FOR = 30.0
+
+
+def _recorder() -> Any:
+    """Return this thread's private connection (never the one the task or the daemon uses)."""
+    conn = getattr(_local, "conn", None)
+    if conn is None:
+        conn = _local.conn = connections.create_connection("default")
+    return conn
+
+
+def _execute(sql: str, params: list[Any], patient: bool) -> None:
+    deadline = time.monotonic() + (_RECORD_FOR if patient else 0.0)
+    while True:
+        conn = _recorder()
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute(sql, params)
+            return
+        except Exception:
+            try:
+                conn.close()
+            except Exception:  # the connection is broken anyway
+                conn.connection = None
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _recorded(context: TaskContext, kind: str, work: Callable[[int], None]) -> str:
+    """Record the run's start, do *work(attempt)*, record its end (in every case); return
+    the run's own value."""
+    result = context.task_result
+    attempt = context.attempt
+    pid = os.getpid()
+    value = f"{result.id}:{attempt}:{pid}"
+    claimed = result.last_attempted_at.timestamp()
+    # The start is recorded before any work: a run with no start record did nothing.
+    _execute(
+        "INSERT INTO testapp_campaignrun "
+        "(task_id, attempt, kind, pid, claimed_at, started, ended, outcome, value) "
+        "VALUES (%s, %s, %s, %s, %s, %s, NULL, '', '')",
+        [result.id, attempt, kind, pid, claimed, time.time()],
+        patient=False,
+    )
+    outcome = "error"
+    try:
+        work(attempt)
+        outcome = "ok"
+        return value
+    except BaseException as exc:
+        outcome = type(exc).__name__
+        raise
+    finally:
+        ended = time.time()
+        _execute(
+            "UPDATE testapp_campaignrun SET ended = %s, outcome = %s, value = %s "
+            "WHERE task_id = %s AND attempt = %s AND pid = %s",
+            [ended, outcome, value if outcome == "ok" else "", result.id, attempt, pid],
+            patient=True,
+        )
+
+
+def _steps(seconds: float) -> None:
+    """Work for *seconds* in steps, reporting progress (where a cancel is obeyed)."""
+    steps = max(1, int(seconds / 0.05))
+    for step in range(1, steps + 1):
+        time.sleep(seconds / steps)
+        progress(step, steps)
+
+
+@task(takes_context=True)
+def quick(context: TaskContext) -> str:
+    """Record the run, nothing else."""
+    return _recorded(context, "quick", lambda attempt: None)
+
+
+@task(takes_context=True)
+@retry(attempts=2, backoff=0.0)
+def slow(context: TaskContext, seconds: float) -> str:
+    """Work for *seconds* with progress; run again once if its run is lost."""
+    return _recorded(context, "slow", lambda attempt: _steps(seconds))
+
+
+def _fail(message: str) -> None:
+    raise ValueError(message)
+
+
+@task(takes_context=True)
+def failing(context: TaskContext, seconds: float) -> str:
+    """Work a little, then fail (no retries)."""
+    return _recorded(context, "failing", lambda attempt: (_steps(seconds), _fail("on purpose")))
+
+
+@task(takes_context=True)
+@retry(attempts=3, backoff=0.2, factor=1.0, jitter=0.0)
+def retried(context: TaskContext, fail_first: int) -> str:
+    """Fail the first *fail_first* attempts, then succeed."""
+
+    def work(attempt: int) -> None:
+        _steps(0.05)
+        if attempt <= fail_first:
+            _fail(f"attempt {attempt} fails on purpose")
+
+    return _recorded(context, "retried", work)
+
+
+@task(takes_context=True)
+def tick(context: TaskContext) -> str:
+    """The campaign's periodic task (every second, every slot caught up, runs may overlap)."""
+    return _recorded(context, "periodic", lambda attempt: None)
+
+
+if os.environ.get("CAMPAIGN_PERIODIC"):
+    periodic(every=timedelta(seconds=1), catch_up="all", overlap=True, name="campaign.tick")(tick)
