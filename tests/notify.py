@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from typing import Any
 
 
 class NotifySocket:
@@ -19,7 +20,7 @@ class NotifySocket:
         self.sock.settimeout(timeout)
         try:
             data = self.sock.recv(4096)
-        except TimeoutError:
+        except (TimeoutError, BlockingIOError):  # BlockingIOError: a timeout of 0
             return None
         return data.decode().split("\n")
 
@@ -36,13 +37,18 @@ class NotifySocket:
                 return seen
         raise AssertionError(f"no {field} within {timeout} s; got {seen}")
 
-    def wait_for_prefix(self, prefix: str, timeout: float = 30.0) -> list[str]:
-        """Return the first datagram with a field starting with *prefix*."""
+    def wait_for_prefix(self, prefix: str, timeout: float = 30.0, collect: bool = False) -> Any:
+        """Return the first datagram with a field starting with *prefix* (with *collect*,
+        every datagram up to and including it)."""
+        seen = []
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
             fields = self.receive(left)
-            if fields and any(field.startswith(prefix) for field in fields):
-                return fields
+            if fields is None:
+                continue
+            seen.append(fields)
+            if any(field.startswith(prefix) for field in fields):
+                return seen if collect else fields
         raise AssertionError(f"no {prefix}... within {timeout} s")
 
     def close(self) -> None:

@@ -74,6 +74,7 @@ class Report:
     duplicated: int = 0
     mismatched: int = 0
     faults: list[str] = field(default_factory=list)
+    sessions_killed: int = 0
     # (monotonic time sent, seconds to the last reply) of each pipelined batch.
     batches: list[tuple[float, float]] = field(default_factory=list)
     # When the database restart began and ended (monotonic), if there was one.
@@ -222,6 +223,7 @@ def run_load(
             stop.wait(pause)
         if fault == "kill DB sessions":
             killed = server.kill_sessions()
+            report.sessions_killed = len(killed)
             report.faults.append(
                 f"t={time.monotonic() - started:.1f}s: KILL {len(killed)} sessions"
             )

@@ -11,17 +11,21 @@ import pytest
 from socketsvc import AccessDenied, call, protocol
 from socketsvc.conf import build_config
 from tests.daemon import Daemon, RawClient, socketsvc_settings
+from tests.waiting import poll
 
 NOBODY = 65534
 
 pytestmark = [
-    # Dropping to another uid needs root; CI runs as root and must not skip these.
-    pytest.mark.skipif(
-        os.getuid() != 0 and not os.environ.get("CI"), reason="needs root to drop to uid 65534"
-    ),
     # The forked child makes a few system calls and _exits; it takes no lock.
     pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning"),
 ]
+
+
+@pytest.fixture
+def root() -> None:
+    """Connecting as another user needs root: fail (never skip) without it."""
+    if os.getuid() != 0:
+        pytest.fail("this test connects as other users: run the suite as root (make test)")
 
 
 def as_nobody(path: str) -> dict:
@@ -77,6 +81,8 @@ def reachable_dir(short_tmp):
 
 
 def start(reachable_dir, sqlite_url, daemons, mode: str, **settings) -> Daemon:
+    """Start a daemon; wait until it answers (or, when it would refuse this very user, until
+    its log says it is ready)."""
     daemon = Daemon(
         str(reachable_dir / "a.sock"),
         {
@@ -87,17 +93,22 @@ def start(reachable_dir, sqlite_url, daemons, mode: str, **settings) -> Daemon:
         mode,
     )
     daemons.append(daemon)
+    refuses_me = os.getuid() not in settings.get("ALLOWED_UIDS", [os.getuid()])
+    if refuses_me:
+        daemon.start(wait=False)
+        poll(lambda: any(e.get("event") == "ready" for e in daemon.log_events()), why=daemon.log)
+        return daemon
     return daemon.start()
 
 
-def test_socket_mode_keeps_other_users_out(reachable_dir, sqlite_url, daemons):
+def test_socket_mode_keeps_other_users_out(root, reachable_dir, sqlite_url, daemons):
     """With mode 0660 owned by root, uid 65534 cannot even connect (EACCES)."""
     daemon = start(reachable_dir, sqlite_url, daemons, "660")
     assert as_nobody(daemon.socket) == {"connect": "EACCES"}
     assert daemon.call("rpc.ping") == "pong"
 
 
-def test_peer_credentials_refuse_a_user_not_allowed(reachable_dir, sqlite_url, daemons):
+def test_peer_credentials_refuse_a_user_not_allowed(root, reachable_dir, sqlite_url, daemons):
     """Past an open socket mode, uid 65534 gets -32005, is disconnected, and the refusal is logged."""
     daemon = start(reachable_dir, sqlite_url, daemons, "666")
     seen = as_nobody(daemon.socket)
@@ -113,14 +124,14 @@ def test_peer_credentials_refuse_a_user_not_allowed(reachable_dir, sqlite_url, d
     assert daemon.call("rpc.ping") == "pong"  # root (the daemon's own uid) is served
 
 
-def test_an_allowed_uid_is_served(reachable_dir, sqlite_url, daemons):
+def test_an_allowed_uid_is_served(root, reachable_dir, sqlite_url, daemons):
     """A uid listed in ALLOWED_UIDS is served."""
     daemon = start(reachable_dir, sqlite_url, daemons, "666", ALLOWED_UIDS=[0, NOBODY])
     seen = as_nobody(daemon.socket)
     assert seen["reply"] == {"jsonrpc": "2.0", "id": 1, "result": "pong"}
 
 
-def test_a_uid_above_2_to_the_31_is_read_unsigned(reachable_dir, sqlite_url, daemons):
+def test_a_uid_above_2_to_the_31_is_read_unsigned(root, reachable_dir, sqlite_url, daemons):
     """uid_t is unsigned: a peer with uid 3,000,000,000 is that uid, and allowed when listed."""
     big = 3_000_000_000
     daemon = start(reachable_dir, sqlite_url, daemons, "666", ALLOWED_UIDS=[0, big])
@@ -129,7 +140,7 @@ def test_a_uid_above_2_to_the_31_is_read_unsigned(reachable_dir, sqlite_url, dae
     assert daemon.call("testapp.add", 1, 1) == 2
 
 
-def test_an_allowed_group_is_served(reachable_dir, sqlite_url, daemons):
+def test_an_allowed_group_is_served(root, reachable_dir, sqlite_url, daemons):
     """A peer whose group is listed in ALLOWED_GIDS is served."""
     daemon = start(reachable_dir, sqlite_url, daemons, "666", ALLOWED_GIDS=[NOBODY])
     seen = as_nobody(daemon.socket)
@@ -139,7 +150,7 @@ def test_an_allowed_group_is_served(reachable_dir, sqlite_url, daemons):
 
 
 def test_a_supplementary_group_the_group_database_does_not_list_is_served(
-    reachable_dir, sqlite_url, daemons
+    root, reachable_dir, sqlite_url, daemons
 ):
     """A peer given a group only in its process (systemd's SupplementaryGroups=, setgroups()),
     which /etc/group does not list for its user, is served when that group is allowed: the
@@ -151,6 +162,31 @@ def test_a_supplementary_group_the_group_database_does_not_list_is_served(
     assert seen["reply"] == {"jsonrpc": "2.0", "id": 1, "result": "pong"}
     refused = as_user(daemon.socket, NOBODY, NOBODY, groups=(extra + 1,))
     assert refused["reply"]["error"]["code"] == protocol.ACCESS_DENIED
+
+
+def test_a_uid_not_allowed_is_refused_whoever_runs_the_suite(reachable_dir, sqlite_url, daemons):
+    """ALLOWED_UIDS without this uid and no ALLOWED_GIDS: this very user gets -32005 and is
+    disconnected (runs unprivileged: no other user needed)."""
+    daemon = start(
+        reachable_dir, sqlite_url, daemons, "600", ALLOWED_UIDS=[NOBODY], ALLOWED_GIDS=[]
+    )
+    with RawClient(daemon.socket) as client:
+        client.request({"jsonrpc": "2.0", "method": "rpc.ping", "id": 1})
+        reply = client.reply()
+        assert reply["error"]["code"] == protocol.ACCESS_DENIED
+        assert client.closed_by_server()
+    refusals = [e for e in daemon.log_events() if e["event"] == "connection_refused"]
+    assert refusals[0]["peer_uid"] == os.getuid()
+
+
+def test_a_users_own_group_lets_it_in_whoever_runs_the_suite(reachable_dir, sqlite_url, daemons):
+    """ALLOWED_UIDS without this uid, ALLOWED_GIDS with its primary group: it is served."""
+    daemon = start(
+        reachable_dir, sqlite_url, daemons, "600", ALLOWED_UIDS=[NOBODY], ALLOWED_GIDS=[os.getgid()]
+    )
+    with RawClient(daemon.socket) as client:
+        client.request({"jsonrpc": "2.0", "method": "rpc.ping", "id": 1})
+        assert client.reply() == {"jsonrpc": "2.0", "id": 1, "result": "pong"}
 
 
 def test_abstract_socket_names_are_rejected_in_configuration():
@@ -165,7 +201,7 @@ def test_nobody_exists_here():
     assert pwd.getpwuid(NOBODY).pw_name
 
 
-def test_client_raises_access_denied_for_a_refused_user(reachable_dir, sqlite_url, daemons):
+def test_client_raises_access_denied_for_a_refused_user(root, reachable_dir, sqlite_url, daemons):
     """call() from a refused user raises AccessDenied (the refusal arrives with id null)."""
     daemon = start(reachable_dir, sqlite_url, daemons, "666")
     read_end, write_end = os.pipe()

@@ -6,12 +6,15 @@ and ``private_database`` are parametrized by vendor).
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 
 import pytest
 
 from socketsvc import DatabaseUnavailable
 from socketsvc.protocol import DATABASE_UNAVAILABLE
+from tests.daemon import REPO, manage_env
 from tests.waiting import poll
 
 
@@ -142,11 +145,28 @@ def test_kill_query_fails_the_request_but_keeps_the_session(database, start_daem
     assert daemon.call("testapp.connection_id") == session
 
 
-def test_refresh_connections_lets_a_long_handler_query_again(database, start_daemon):
-    """A handler that pauses past wait_timeout and calls refresh_connections() queries fine."""
+def test_refresh_connections_lets_a_loop_outside_any_scope_query_again(database):
+    """A loop of the user's own, outside request_scope (where nothing else replaces a dead
+    connection): after a pause past the server's idle timeout its next query fails, unless it
+    calls refresh_connections() first."""
     database.set_wait_timeout(1)
-    daemon = start_daemon(database.url(), "--workers", "1", conn_max_age="none")
-    assert daemon.call("testapp.pause_refresh_then_query", seconds=2.5) >= 0
+
+    def after_pause(mode: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "tests.outside_scope", "2.5", mode],
+            cwd=REPO,
+            env=manage_env({"DATABASE_URL": database.url(), "TEST_CONN_MAX_AGE": "none"}),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    outcome, _, code = after_pause("plain").partition(" ")
+    assert outcome == "error"
+    assert code in {str(c) for c in database.idle_dropped_codes}
+    assert after_pause("refresh") == "ok"
 
 
 @pytest.mark.parametrize("health_checks", [False, True], ids=["plain", "health-checks"])

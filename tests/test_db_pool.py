@@ -83,7 +83,7 @@ def test_a_full_pool_is_waited_for_up_to_its_own_timeout(postgresql, start_daemo
     past DB_UNAVAILABLE_WAIT (1 s), another request waits for it (a full pool is not an
     unreachable server) and is answered once it is given back."""
     settings = socketsvc_settings(short_tmp / "wait.json", DB_UNAVAILABLE_WAIT=1)
-    daemon = start_daemon(postgresql.url(), "--workers", "2", TEST_DB_POOL="1,1", **settings)
+    daemon = start_daemon(postgresql.url(), "--workers", "3", TEST_DB_POOL="1,1", **settings)
     held: list[object] = []
     holder = threading.Thread(
         target=lambda: held.append(daemon.call("testapp.query_then_hold", gate=gate.path))
@@ -95,7 +95,10 @@ def test_a_full_pool_is_waited_for_up_to_its_own_timeout(postgresql, start_daemo
         target=lambda: answered.append(daemon.call("testapp.count_notes", timeout=60))
     )
     waiter.start()
-    waiter.join(3.0)  # three times DB_UNAVAILABLE_WAIT passes while the pool stays full
+    poll(lambda: daemon.call("rpc.status")["busy_workers"] == 2)
+    # A later request, on the third worker and needing no database, lasts three times
+    # DB_UNAVAILABLE_WAIT: once it is answered, the waiter must still be waiting.
+    assert daemon.call("testapp.sleep", seconds=3.0) == 3.0
     assert waiter.is_alive(), answered
     gate.open()
     waiter.join(30)

@@ -26,18 +26,32 @@ def logged_request(daemon, request_id: int) -> dict:
     )
 
 
-def test_sql_error_reaches_the_client_without_sql_and_the_log_with_it(mariadb, start_daemon):
-    """A failing query: the client gets the type, MySQL code and request id; the log the SQL."""
-    daemon = start_daemon(mariadb.url())
+# The code each server gives the query of a table that does not exist.
+MISSING_TABLE = {"mysql": 1146, "postgresql": "42P01"}
+
+
+def test_sql_error_reaches_the_client_without_sql_and_the_log_with_it(database, start_daemon):
+    """A failing query: the client gets the type, the driver's code and the request id, never
+    the SQL (PostgreSQL's message quotes it: LINE 1: SELECT ...); the log has it all."""
+    daemon = start_daemon(database.url())
     with pytest.raises(HandlerError) as caught:
         daemon.call("testapp.bad_sql")
     error = caught.value
     shown = json.dumps({"message": error.message, "data": error.data})
-    for secret in ("socketsvc_missing_table", "hunter2", "SELECT", "socketsvc_test", "root"):
+    for secret in (
+        "socketsvc_missing_table",
+        "hunter2",
+        "SELECT",
+        "LINE 1",
+        "socketsvc_test",
+        "root",
+        "postgres",
+    ):
         assert secret not in shown
     assert error.error_type == "django.db.utils.ProgrammingError"
-    assert error.data["db_code"] == 1146
-    assert "MySQL error 1146" in error.message
+    code = MISSING_TABLE[database.vendor]
+    assert error.data["db_code"] == code
+    assert f"{database.code_label} {code}" in error.message
     line = logged_request(daemon, error.data["request_id"])
     assert "socketsvc_missing_table" in line["error"]
     assert line["exception"][0]["exc_type"] == "ProgrammingError"

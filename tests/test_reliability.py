@@ -13,6 +13,12 @@ def test_every_request_is_answered_once_through_db_kill_restart_and_crashes(
     daemon = start_daemon(private_mariadb.url(), conn_max_age="60")
     report = run_load(daemon, private_mariadb, duration=8.0)
 
+    # Both faults were injected, and the daemon met them.
+    assert report.sessions_killed >= 1, report.faults
+    assert report.restart is not None, report.faults
+    events = {e.get("event") for e in daemon.log_events()}
+    assert {"database_unavailable", "database_available_again"} <= events
+    assert daemon.call("rpc.status")["dead_connections_replaced"] >= 1
     assert report.sent > 500
     assert report.lost == 0
     assert report.duplicated == 0

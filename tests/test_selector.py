@@ -7,7 +7,6 @@ import select
 import socket
 import subprocess
 import sys
-import time
 
 from tests.daemon import REPO
 from tests.waiting import poll
@@ -29,9 +28,21 @@ while time.monotonic() < deadline:
 """
 
 
-def _in_epoll_wait(pid: int) -> bool:
+def _wchan(pid: int) -> str:
     with open(f"/proc/{pid}/wchan") as wchan:
-        return "ep" in wchan.read()  # do_epoll_wait / ep_poll
+        return wchan.read()
+
+
+def _in_epoll_wait(pid: int) -> bool:
+    wchan = _wchan(pid)
+    return wchan.startswith("ep_") or "epoll" in wchan  # ep_poll, do_epoll_wait
+
+
+def _asleep_elsewhere(children: list[subprocess.Popen[bytes]]) -> int:
+    """Return how many children sleep outside epoll_wait (a woken one, in its time.sleep)."""
+    return sum(
+        _wchan(child.pid) not in ("", "0") and not _in_epoll_wait(child.pid) for child in children
+    )
 
 
 def test_one_connection_wakes_one_of_four_waiting_processes(short_tmp):
@@ -57,7 +68,14 @@ def test_one_connection_wakes_one_of_four_waiting_processes(short_tmp):
         poller = select.poll()
         poller.register(report_r, select.POLLIN)
         assert poller.poll(2000), "no process woke for the connection"
-        time.sleep(0.5)  # would-be extra wake-ups arrive within this
+        # Any wake-up happened at the connect: a woken process is no longer asleep in
+        # epoll_wait (the kernel's wchan), so three of the four still are, to stay.
+        assert poll(
+            lambda: (
+                sum(_in_epoll_wait(child.pid) for child in children) == 3
+                and _asleep_elsewhere(children) == 1
+            )
+        )
         assert os.read(report_r, 16) == b"w"
         client.close()
     finally:

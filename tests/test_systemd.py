@@ -16,6 +16,7 @@ from socketsvc import call
 from socketsvc.client import SocketServiceError
 from tests.activation import Activator
 from tests.daemon import Daemon, RawClient, socketsvc_settings
+from tests.threads import Clients
 from tests.waiting import busy_workers_at_least, poll
 
 
@@ -42,6 +43,12 @@ def test_activated_daemon_serves_and_leaves_the_socket_on_sigterm(activator, sql
     assert successor.call("rpc.status")["pid"] == successor.pid
 
 
+def process_state(pid: int) -> str:
+    """Return the kernel's one-letter state of *pid* (R, S, T for stopped, ...)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0]
+
+
 def test_restart_with_the_socket_held_loses_no_request(activator, sqlite_url, daemons):
     """Restarting the daemon while 8 clients call continuously fails no request."""
     first = activator.spawn({"DATABASE_URL": sqlite_url})
@@ -62,9 +69,7 @@ def test_restart_with_the_socket_held_loses_no_request(activator, sqlite_url, da
                 results.append((k, ok))
             n += 1
 
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
-    for thread in threads:
-        thread.start()
+    clients = Clients(client, [(k,) for k in range(8)]).start()
     try:
         poll(lambda: len(results) >= 200)
         first.signal(signal.SIGTERM)  # as systemctl restart: stop, then start
@@ -75,8 +80,7 @@ def test_restart_with_the_socket_held_loses_no_request(activator, sqlite_url, da
         poll(lambda: len(results) >= served_by_first + 200)
     finally:
         stop.set()
-        for thread in threads:
-            thread.join(60)
+        clients.join()
     failed = [result for result in results if not result[1]]
     assert failed == []
     assert second.call("rpc.status")["requests"] >= 200
@@ -144,10 +148,12 @@ def test_notify_ready_status_watchdog_and_stopping(notify_socket, sock_path, sql
 
     daemon.signal(signal.SIGSTOP)
     try:
-        # Drain what was sent before the stop took effect, then expect silence.
-        while notify_socket.receive(0.3) is not None:
+        # Once the kernel says it is stopped, nothing it sent can still be on its way:
+        # drain what came before, then nothing may come until it is continued.
+        poll(lambda: process_state(daemon.pid) == "T")
+        while notify_socket.receive(0) is not None:
             pass
-        assert notify_socket.receive(1.0) is None
+        assert notify_socket.receive(0) is None
     finally:
         daemon.signal(signal.SIGCONT)
     assert "WATCHDOG=1" in notify_socket.wait_for("WATCHDOG=1", timeout=5)[-1]

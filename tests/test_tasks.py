@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from datetime import UTC, datetime
 
 import pytest
 
@@ -109,6 +110,27 @@ def test_a_task_enqueued_in_a_rolled_back_transaction_never_exists(daemon, clien
     assert missing.value.kind.endswith("TaskResultDoesNotExist")
     committed = client.enqueue("mark", "committed", atomic="commit")
     assert client.finished(committed["id"])["status"] == "SUCCESSFUL"
+
+
+def test_a_task_enqueued_in_a_transaction_held_open_starts_only_after_the_commit(
+    tasks_db, daemon, client, taskclient
+):
+    """enqueue() inside a transaction that stays open while the daemon is woken and busy with
+    other work: the task is not started until the transaction commits, then it runs."""
+    assert client.ask("begin") == "begun"
+    held = client.enqueue("mark", "held-open")
+    other = taskclient(tasks_db.url(), daemon.socket)
+    daemon.call("rpc.tasks.wake")
+    # A later task, committed at once, is claimed and run: the daemon looked meanwhile.
+    other.finished(other.enqueue("add", 1, 1)["id"])
+    assert tasks_db.query(
+        "SELECT COUNT(*) FROM socketsvc_task WHERE id = %s", [held["id"]], db="socketsvc_test"
+    ) == [(0,)]
+    committing = datetime.now(UTC)
+    assert client.ask("commit") == "committed"
+    done = client.finished(held["id"])
+    assert done["status"] == "SUCCESSFUL"
+    assert datetime.fromisoformat(done["started_at"]) > committing
 
 
 def test_priority_queue_and_run_after_are_kept(daemon, client):
@@ -273,8 +295,12 @@ def test_a_cancelled_queued_task_never_runs(tasks_db, start_tasks_daemon, taskcl
     cancelled = client.ask("cancel", id=queued["id"])
     assert cancelled["status"] == "FAILED"
     assert [e["exception_class_path"] for e in cancelled["errors"]] == ["socketsvc.tasks.Cancelled"]
+    later = client.enqueue("add", 1, 1)
     gate.open()
     client.finished(blocker["id"])
+    # One worker, in enqueue order: once the later task has run, the cancelled one would
+    # have been claimed before it, had it been left READY.
+    client.finished(later["id"])
     after = client.result(queued["id"])
     assert after["started_at"] is None
     assert after["attempts"] == 0
@@ -438,7 +464,10 @@ def test_two_daemons_on_one_database_run_each_task_exactly_once(
         "SELECT COUNT(DISTINCT worker_ids) FROM socketsvc_task", db="socketsvc_test"
     )
     assert ran_on[0][0] == 2  # both daemons took a share
-    assert len(ids) == 500
+    stored = {
+        row[0] for row in tasks_db.query("SELECT id FROM socketsvc_task", db="socketsvc_test")
+    }
+    assert stored == set(ids)
 
 
 def backdate_finished(db, result_ids: list[str], days: int) -> None:
