@@ -306,7 +306,8 @@ def _ms(value: float | None) -> str:
 def _markdown(runs: list[tuple[str, Report]], restart_ok: bool, command: str) -> str:
     duration = runs[0][1].duration
     lines = [
-        "# Reliability: faults under load",
+        BEGIN,
+        "## Faults under load",
         "",
         f"{CLIENTS} clients, each pipelining {PIPELINE} requests at a time, called the daemon",
         f"for {duration:.0f} s on a throwaway MariaDB (CONN_MAX_AGE=60, 4 workers).",
@@ -317,7 +318,7 @@ def _markdown(runs: list[tuple[str, Report]], restart_ok: bool, command: str) ->
         "",
     ]
     for title, report in runs:
-        lines += [f"## {title}", "", *_table(report)]
+        lines += [f"### {title}", "", *_table(report)]
     lines += [
         f"SIGKILL of the daemon, then a restart on the same path: stale socket removed "
         f"and clients served: {'yes' if restart_ok else 'NO'}.",
@@ -327,9 +328,22 @@ def _markdown(runs: list[tuple[str, Report]], restart_ok: bool, command: str) ->
         f"`{command}`.",
         "The same scenario runs for a few seconds in the test suite (`tests/test_reliability.py`,",
         "`tests/test_dbwait.py`).",
-        "",
+        END,
     ]
     return "\n".join(lines)
+
+
+BEGIN, END = "<!-- reliability:load -->", "<!-- /reliability:load -->"
+
+
+def write_section(text: str, page: Path) -> None:
+    """Put the section into *page* between its markers (replacing the old one)."""
+    old = page.read_text() if page.exists() else "# Reliability\n"
+    if BEGIN in old and END in old:
+        head, _, rest = old.partition(BEGIN)
+        page.write_text(head + text + rest.partition(END)[2])
+    else:
+        page.write_text(f"{old.rstrip()}\n\n{text}\n")
 
 
 RSS_BOUND_KIB = 16 * 1024
@@ -393,7 +407,7 @@ def main() -> int:
         print(text)
         print(json.dumps({title: dict(run.errors) for title, run in runs}), file=sys.stderr)
         if args.write:
-            args.write.write_text(text)
+            write_section(text, args.write)
         clean = all(run.lost == 0 and run.unexpected_errors == 0 for _, run in runs)
         return 0 if clean else 1
     finally:
