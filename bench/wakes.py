@@ -132,14 +132,13 @@ def _servers(base: Path) -> dict[str, Any]:
 
 
 def _daemon(base: Path, name: str, url: str, *args: str, **settings: Any) -> Any:
-    from tests.daemon import Daemon, socketsvc_settings
+    from tests.daemon import Daemon
 
-    env = {
-        "DATABASE_URL": url,
-        "TEST_CONN_MAX_AGE": "60",
-        **socketsvc_settings(base / f"{name}.json", **{"TASK_WORKERS": 1, **settings}),
-    }
-    return Daemon(str(base / f"{name}.sock"), env, *args).start(ready=True)
+    env = {"DATABASE_URL": url, "TEST_CONN_MAX_AGE": "60"}
+    daemon = Daemon(
+        str(base / f"{name}.sock"), env, *args, settings={"TASK_WORKERS": 1, **settings}
+    )
+    return daemon.start(ready=True)
 
 
 def _producer(url: str, socket_path: str, count: int) -> list[float]:

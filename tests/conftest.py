@@ -217,8 +217,10 @@ def start_daemon(daemons: list[Daemon], short_tmp: Path) -> Callable[..., Daemon
     """Start a daemon on *database_url* and wait until it is ready (its database probed).
 
     ``start_daemon(url, *args, conn_max_age="0", health_checks=False, ready=True,
-    socket_path=None, **env)``;
-    ``ready=False`` waits only for a ping (for a database that is down).
+    socket_path=None, env=None, **settings)``: *args* are command-line options, *settings*
+    SOCKETSVC values (the one way to give them: a file the daemon reads, again on
+    SIGHUP), *env* anything else the process needs; ``ready=False`` waits only for a ping
+    (for a database that is down). The daemon is killed at teardown.
     """
 
     def start(
@@ -228,7 +230,8 @@ def start_daemon(daemons: list[Daemon], short_tmp: Path) -> Callable[..., Daemon
         health_checks: bool = False,
         ready: bool = True,
         socket_path: str | None = None,
-        **env: str,
+        env: dict[str, str] | None = None,
+        **settings: object,
     ) -> Daemon:
         daemon = Daemon(
             socket_path or str(short_tmp / f"d{len(daemons)}.sock"),
@@ -236,9 +239,10 @@ def start_daemon(daemons: list[Daemon], short_tmp: Path) -> Callable[..., Daemon
                 "DATABASE_URL": database_url,
                 "TEST_CONN_MAX_AGE": conn_max_age,
                 "TEST_CONN_HEALTH_CHECKS": "1" if health_checks else "0",
-                **env,
+                **(env or {}),
             },
             *args,
+            settings=settings,
         )
         daemons.append(daemon)
         return daemon.start(ready=ready)
@@ -290,11 +294,14 @@ def taskclient() -> Iterator[Callable[..., TaskClient]]:
 
 
 @pytest.fixture
-def notify_socket(short_tmp: Path) -> Iterator[NotifySocket]:
-    """A datagram socket standing in for systemd's NOTIFY_SOCKET."""
+def notify_socket(short_tmp: Path, daemons: list[Daemon]) -> Iterator[NotifySocket]:
+    """A datagram socket standing in for systemd's NOTIFY_SOCKET; at the end, every message
+    it received came from a daemon's main process (NotifyAccess=main), never a worker's."""
     listener = NotifySocket(str(short_tmp / "notify"))
     yield listener
     listener.close()
+    mains = {daemon.pid for daemon in daemons if daemon.process is not None}
+    assert listener.senders <= mains, f"NOTIFY_SOCKET heard {listener.senders}, not {mains}"
 
 
 @pytest.fixture

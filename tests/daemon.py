@@ -4,7 +4,8 @@
 an :class:`~tests.activation.Activator` passes as fd 3, or on a terminal), waits
 until it answers, runs it to its exit for start-up failures, and reads its log.
 :func:`manage` runs any other command to completion. :func:`socketsvc_settings`
-is the one way to give a daemon SOCKETSVC values (re-read on SIGHUP).
+is the one way to give a daemon SOCKETSVC values (re-read on SIGHUP): ``Daemon(settings=...)``
+and the fixtures call it.
 """
 
 from __future__ import annotations
@@ -28,12 +29,18 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def socketsvc_settings(path: Path, **values: Any) -> dict[str, str]:
-    """Write SOCKETSVC overrides to *path*; return the env that makes tests.settings read them.
+    """Write SOCKETSVC values to *path*; return the env that makes tests.settings read them.
 
-    The daemon reads the file again on SIGHUP, so rewriting it tests a reload.
+    The one way a test gives a daemon SOCKETSVC values (``Daemon(settings=...)`` and the
+    fixtures call it); the daemon reads the file again on SIGHUP, so rewriting it
+    (:meth:`Daemon.reconfigure`) tests a reload.
     """
     path.write_text(json.dumps(values))
-    return {"TEST_SOCKETSVC_FILE": str(path)}
+    return {SETTINGS_FILE: str(path)}
+
+
+# The variable tests/settings.py reads the SOCKETSVC values file from.
+SETTINGS_FILE = "TEST_SOCKETSVC_FILE"
 
 
 def manage_env(env: dict[str, str] | None = None, unset: tuple[str, ...] = ()) -> dict[str, str]:
@@ -100,10 +107,17 @@ class Daemon:
         socket_option: bool = True,
         unset: tuple[str, ...] = (),
         own_group: bool = False,
+        settings: dict[str, Any] | None = None,
     ) -> None:
         self.socket = socket_path
         self.args = list(args)
         self.env = manage_env(env, unset)
+        # Where its SOCKETSVC values are (with *settings*: beside its socket).
+        self.settings_path: Path | None = None
+        if settings is not None:
+            where = next(parent for parent in Path(socket_path).parents if parent.is_dir())
+            self.settings_path = where / f"{Path(socket_path).stem}.settings.json"
+            self.env.update(socketsvc_settings(self.settings_path, **settings))
         self.activation = activation
         self.socket_option = socket_option and activation is None
         # In a process group of its own: a signal to the group reaches the master and
@@ -152,6 +166,11 @@ class Daemon:
         if ready:
             poll(lambda: self.call("rpc.status")["ready"], why=self.log)
         return self
+
+    def reconfigure(self, **settings: Any) -> None:
+        """Replace its SOCKETSVC values (read again at its next SIGHUP)."""
+        assert self.settings_path is not None, "started without settings="
+        socketsvc_settings(self.settings_path, **settings)
 
     def run_to_exit(self, timeout: float = 60.0) -> tuple[int, str]:
         """Run until the process exits on its own (a start-up failure, a detaching parent)."""

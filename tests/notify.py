@@ -3,25 +3,39 @@
 from __future__ import annotations
 
 import socket
+import struct
 import time
 from typing import Any
 
+# struct ucred: pid, uid, gid.
+_CREDENTIALS = struct.Struct("3i")
+
 
 class NotifySocket:
-    """What systemd listens on: a datagram socket collecting KEY=VALUE messages."""
+    """What systemd listens on: a datagram socket collecting KEY=VALUE messages.
+
+    Like systemd, it learns each sender's pid from the kernel (``SCM_CREDENTIALS``):
+    :attr:`senders` lists them, so a test can hold the daemon to ``NotifyAccess=main``
+    (only the process systemd started may speak; the suite's fixture checks it).
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         self.sock.bind(path)
+        self.senders: set[int] = set()
 
     def receive(self, timeout: float) -> list[str] | None:
         """Return the fields of the next datagram, or None if none came within *timeout*."""
         self.sock.settimeout(timeout)
         try:
-            data = self.sock.recv(4096)
+            data, ancillary, _, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(_CREDENTIALS.size))
         except (TimeoutError, BlockingIOError):  # BlockingIOError: a timeout of 0
             return None
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                self.senders.add(_CREDENTIALS.unpack(payload[: _CREDENTIALS.size])[0])
         return data.decode().split("\n")
 
     def wait_for(self, field: str, timeout: float = 30.0) -> list[list[str]]:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from socketsvc.protocol import DATABASE_UNAVAILABLE, HANDLER_ERROR
-from tests.daemon import Daemon, RawClient, socketsvc_settings
+from tests.daemon import Daemon, RawClient
 from tests.mariadb import MariaDB, migrate
 
 CLIENTS = 8
@@ -357,12 +357,8 @@ def _run(  # noqa: PLR0917
     wait: float,
     pause: float,
 ) -> tuple[Daemon, Report]:
-    env = {
-        "DATABASE_URL": server.url(),
-        "TEST_CONN_MAX_AGE": "60",
-        **socketsvc_settings(base / f"wait-{wait:g}.json", DB_UNAVAILABLE_WAIT=wait),
-    }
-    daemon = Daemon(str(base / "s.sock"), env).start()
+    env = {"DATABASE_URL": server.url(), "TEST_CONN_MAX_AGE": "60"}
+    daemon = Daemon(str(base / "s.sock"), env, settings={"DB_UNAVAILABLE_WAIT": wait}).start()
     return daemon, run_load(daemon, server, duration, faults, pause)
 
 

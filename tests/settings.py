@@ -68,18 +68,17 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 SOCKETSVC = {
     "SOCKET": os.environ.get("SOCKETSVC_SOCKET", "/run/socketsvc-tests/unused.sock"),
-    "WORKERS": int(os.environ.get("TEST_WORKERS", "4")),
-    "MAX_QUEUED": int(os.environ.get("TEST_MAX_QUEUED", "256")),
-    "DRAIN_TIMEOUT": float(os.environ.get("TEST_DRAIN_TIMEOUT", "10")),
+    "WORKERS": 4,
     "MAX_MESSAGE_BYTES": 64 * 1024,
     "CALL_TIMEOUT": 20.0,
     # Tests of tasks ask for task workers; the others leave the database to the RPC workers.
-    "TASK_WORKERS": int(os.environ.get("TEST_TASK_WORKERS", "0")),
+    "TASK_WORKERS": 0,
     # The periodic tests choose their schedules; the rest run none (not the demo's either).
-    "SCHEDULES": tuple(filter(None, os.environ.get("TEST_SCHEDULES", "").split(","))),
+    "SCHEDULES": (),
 }
 
-# Overrides re-read on SIGHUP (the settings module is executed again).
+# A test's SOCKETSVC values (tests/daemon.py writes them), read again on SIGHUP (the
+# settings module is executed again).
 if os.environ.get("TEST_SOCKETSVC_FILE"):
     import json
     from pathlib import Path

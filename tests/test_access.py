@@ -10,7 +10,7 @@ import pytest
 
 from socketsvc import AccessDenied, call, protocol
 from socketsvc.conf import build_config
-from tests.daemon import Daemon, RawClient, socketsvc_settings
+from tests.daemon import Daemon, RawClient
 from tests.waiting import poll
 
 NOBODY = 65534
@@ -85,12 +85,10 @@ def start(reachable_dir, sqlite_url, daemons, mode: str, **settings) -> Daemon:
     its log says it is ready)."""
     daemon = Daemon(
         str(reachable_dir / "a.sock"),
-        {
-            "DATABASE_URL": sqlite_url,
-            **socketsvc_settings(reachable_dir / "access.json", **settings),
-        },
+        {"DATABASE_URL": sqlite_url},
         "--socket-mode",
         mode,
+        settings=settings,
     )
     daemons.append(daemon)
     refuses_me = os.getuid() not in settings.get("ALLOWED_UIDS", [os.getuid()])

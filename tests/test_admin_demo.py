@@ -34,7 +34,7 @@ class DaemonDatabase:
 @pytest.fixture
 def shop(sqlite_url, start_daemon, short_tmp, settings):
     """A daemon on a migrated copy of the demo data; the in-process admin calls it."""
-    daemon = start_daemon(sqlite_url, SOCKETSVC_VAR_DIR=str(short_tmp))
+    daemon = start_daemon(sqlite_url, env={"SOCKETSVC_VAR_DIR": str(short_tmp)})
     settings.SOCKETSVC = {"SOCKET": daemon.socket, "CALL_TIMEOUT": 20.0}
     return DaemonDatabase(sqlite_url)
 

@@ -77,9 +77,12 @@ def shop(sqlite_url, start_daemon, short_tmp):
     """A migrated shop database with an admin login, its daemon, and runserver in front."""
     create_superuser(sqlite_url)
     # The suite's schedule, declared alike in the daemon and the web server (same code).
-    periodic = {"TEST_PERIODIC": json.dumps({"every": 2}), "TEST_SCHEDULES": "test.tick"}
+    periodic = {"TEST_PERIODIC": json.dumps({"every": 2})}
     daemon = start_daemon(
-        sqlite_url, SOCKETSVC_VAR_DIR=str(short_tmp), TEST_TASK_WORKERS="2", **periodic
+        sqlite_url,
+        env={"SOCKETSVC_VAR_DIR": str(short_tmp), **periodic},
+        TASK_WORKERS=2,
+        SCHEDULES=["test.tick"],
     )
     server = DevServer(
         {"DATABASE_URL": sqlite_url, "SOCKETSVC_SOCKET": daemon.socket, **periodic},

@@ -60,3 +60,4 @@ def test_a_minute_of_random_faults_breaks_no_invariant(vendor, short_tmp):
     assert done.returncode == 0, table
     assert found["tasks"] >= 600, table
     assert set(found["faults"]) == set(KINDS), table
+    assert found["faults_failed"] == 0, table

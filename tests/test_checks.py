@@ -127,6 +127,6 @@ def _not_shared_tmp() -> str:
 
 def test_daemon_logs_check_warnings_as_json(start_daemon, sqlite_url):
     """The daemon reports a check warning as a log line in its own format."""
-    daemon = start_daemon(sqlite_url, SOCKETSVC_SOCKET="/tmp/socketsvc-check-test.sock")
+    daemon = start_daemon(sqlite_url, SOCKET="/tmp/socketsvc-check-test.sock")
     events = [e for e in daemon.log_events() if e["event"] == "system_check"]
     assert [e["id"] for e in events] == ["socketsvc.W001"]

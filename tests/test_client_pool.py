@@ -13,7 +13,7 @@ import pytest
 
 from socketsvc import AccessDenied, ProtocolError, ServiceUnavailable, call, notify
 from socketsvc.client import close_connections
-from tests.daemon import Daemon, socketsvc_settings
+from tests.daemon import Daemon
 from tests.waiting import poll
 
 
@@ -41,8 +41,9 @@ def test_calls_from_one_thread_share_one_connection(sqlite_daemon):
 
 def test_kept_connection_closed_by_the_service_is_replaced(short_tmp, sqlite_url, daemons):
     """After the service closes an idle kept connection, the next call reconnects and succeeds."""
-    settings = socketsvc_settings(short_tmp / "idle.json", IDLE_TIMEOUT=0.3)
-    daemon = Daemon(str(short_tmp / "c.sock"), {"DATABASE_URL": sqlite_url, **settings})
+    daemon = Daemon(
+        str(short_tmp / "c.sock"), {"DATABASE_URL": sqlite_url}, settings={"IDLE_TIMEOUT": 0.3}
+    )
     daemons.append(daemon)
     daemon.start()
     assert call("testapp.add", 1, 2, socket=daemon.socket) == 3

@@ -54,7 +54,7 @@ def test_same_connection_ping_overtakes_its_own_slow_request(sqlite_daemon, gate
 
 def test_full_queue_applies_backpressure_and_refuses_nothing(start_daemon, sqlite_url, gate):
     """With the worker queue full the daemon stops reading; every request is answered once room frees."""
-    daemon = start_daemon(sqlite_url, "--workers", "1", TEST_MAX_QUEUED="2")
+    daemon = start_daemon(sqlite_url, "--workers", "1", MAX_QUEUED=2)
     with RawClient(daemon.socket) as client:
         hold(client, gate, "slow")
         gate.wait_for(1)

@@ -190,10 +190,3 @@ def test_transaction_idle_past_wait_timeout_fails_saying_why(database, start_dae
         daemon.call("testapp.pause_in_atomic_then_query", seconds=2.5)
     assert "transaction cannot continue on a new connection" in caught.value.message
     assert daemon.call("testapp.count_notes") >= 0
-
-
-def test_database_url_with_unix_socket_option(mariadb, start_daemon):
-    """DATABASE_URL's ?unix_socket= form reaches MariaDB as well as the %2F-encoded host form."""
-    url = f"mysql://root@localhost/socketsvc_test?unix_socket={mariadb.socket}"
-    daemon = start_daemon(url)
-    assert daemon.call("testapp.connection_id") > 0

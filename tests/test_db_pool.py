@@ -15,10 +15,9 @@ import pytest
 
 from socketsvc.client import RemoteError
 from socketsvc.protocol import DATABASE_UNAVAILABLE
-from tests.daemon import socketsvc_settings
 from tests.waiting import poll
 
-POOL = {"TEST_DB_POOL": "2,4"}
+POOL = {"env": {"TEST_DB_POOL": "2,4"}}
 
 
 def test_pooled_sessions_dropped_by_idle_session_timeout_never_reach_a_handler(
@@ -62,8 +61,7 @@ def test_with_the_server_down_a_pooled_request_waits_db_unavailable_wait_not_the
 ):
     """psycopg_pool's own timeout is 30 s: a request while the server is down gets -32001 after
     about DB_UNAVAILABLE_WAIT (2 s) all the same, and the daemon serves again once it is back."""
-    settings = socketsvc_settings(short_tmp / "wait.json", DB_UNAVAILABLE_WAIT=2)
-    daemon = start_daemon(private_postgresql.url(), "--workers", "2", **POOL, **settings)
+    daemon = start_daemon(private_postgresql.url(), "--workers", "2", **POOL, DB_UNAVAILABLE_WAIT=2)
     assert daemon.call("testapp.count_notes") == 0
     private_postgresql.stop()
     try:
@@ -82,8 +80,9 @@ def test_a_full_pool_is_waited_for_up_to_its_own_timeout(postgresql, start_daemo
     """One pooled connection, two workers, the server up: while a handler holds the connection
     past DB_UNAVAILABLE_WAIT (1 s), another request waits for it (a full pool is not an
     unreachable server) and is answered once it is given back."""
-    settings = socketsvc_settings(short_tmp / "wait.json", DB_UNAVAILABLE_WAIT=1)
-    daemon = start_daemon(postgresql.url(), "--workers", "3", TEST_DB_POOL="1,1", **settings)
+    daemon = start_daemon(
+        postgresql.url(), "--workers", "3", env={"TEST_DB_POOL": "1,1"}, DB_UNAVAILABLE_WAIT=1
+    )
     held: list[object] = []
     holder = threading.Thread(
         target=lambda: held.append(daemon.call("testapp.query_then_hold", gate=gate.path))

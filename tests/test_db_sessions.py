@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 import time
 
-from tests.daemon import socketsvc_settings
 from tests.waiting import poll
 
 
@@ -88,8 +87,8 @@ def test_an_idle_task_daemon_connects_only_for_its_heartbeat_and_lets_sessions_g
     daemon = start_daemon(
         database.url(),
         conn_max_age="1",
-        TEST_TASK_WORKERS="2",
-        **socketsvc_settings(short_tmp / "idle.json", TASK_HEARTBEAT=2.5),
+        TASK_WORKERS=2,
+        TASK_HEARTBEAT=2.5,
     )
 
     def heartbeat() -> object:

@@ -15,7 +15,6 @@ import pytest
 
 from socketsvc.client import RemoteError, call_with, close_connections
 from socketsvc.protocol import DATABASE_UNAVAILABLE
-from tests.daemon import socketsvc_settings
 from tests.waiting import poll
 
 
@@ -67,8 +66,7 @@ def test_a_request_waits_for_a_restarting_database_and_succeeds(private_database
 
 def test_without_the_wait_a_request_fails_at_once(private_database, start_daemon, short_tmp):
     """DB_UNAVAILABLE_WAIT=0: with the server down a request gets -32001 without waiting."""
-    settings = socketsvc_settings(short_tmp / "nowait.json", DB_UNAVAILABLE_WAIT=0)
-    daemon = start_daemon(private_database.url(), conn_max_age="60", **settings)
+    daemon = start_daemon(private_database.url(), conn_max_age="60", DB_UNAVAILABLE_WAIT=0)
     private_database.stop()
     try:
         code, seconds = _count_notes(daemon.socket)
@@ -121,9 +119,8 @@ def test_an_outage_longer_than_the_wait_costs_one_connect_per_backoff_step(
     """Eight requests at once to a database that refuses every connection: each gets -32001
     after about DB_UNAVAILABLE_WAIT (2 s), the daemon stays up, and the server sees a connect
     attempt per backoff step, not one per request per step."""
-    settings = socketsvc_settings(short_tmp / "wait.json", DB_UNAVAILABLE_WAIT=2)
     url = f"mysql://root@127.0.0.1:{refuser.port}/socketsvc_test"
-    daemon = start_daemon(url, ready=False, **settings)
+    daemon = start_daemon(url, ready=False, DB_UNAVAILABLE_WAIT=2)
     poll(
         lambda: daemon.call("rpc.status")["databases"].get("default", {}).get("available") is False
     )
@@ -169,14 +166,13 @@ def test_with_worker_processes_the_masters_status_says_the_database_is_down(
 ):
     """--processes 2: a worker that finds the database unreachable tells the master, whose
     STATUS= (what systemctl status shows) names the alias until the database is back."""
-    settings = socketsvc_settings(short_tmp / "wait.json", DB_UNAVAILABLE_WAIT=0.5)
     daemon = start_daemon(
         private_mariadb.url(),
         "--processes",
         "2",
         conn_max_age="60",
-        NOTIFY_SOCKET=notify_socket.path,
-        **settings,
+        env={"NOTIFY_SOCKET": notify_socket.path},
+        DB_UNAVAILABLE_WAIT=0.5,
     )
     notify_socket.wait_for("READY=1")
     private_mariadb.stop()
@@ -196,8 +192,7 @@ def test_with_no_traffic_the_status_says_when_the_database_is_back(
     """A request finds the server down (DB_UNAVAILABLE_WAIT=0: -32001 at once) and no other
     comes: rpc.status says the alias is unavailable, then available once the server is back,
     with the outage's end logged, and nothing held open on the server afterwards."""
-    settings = socketsvc_settings(short_tmp / "nowait.json", DB_UNAVAILABLE_WAIT=0)
-    daemon = start_daemon(private_database.url(), **settings)
+    daemon = start_daemon(private_database.url(), DB_UNAVAILABLE_WAIT=0)
     private_database.stop()
     try:
         assert _count_notes(daemon.socket)[0] == DATABASE_UNAVAILABLE
@@ -217,10 +212,9 @@ def test_started_with_the_database_down_status_log_and_client_name_one_code(
     """A daemon started while the server is down: rpc.status, the outage's log line and the
     client's error all name the refused connect (MySQL 2002, SQLSTATE 08001), none a lost
     connection."""
-    settings = socketsvc_settings(short_tmp / "nowait.json", DB_UNAVAILABLE_WAIT=0)
     private_database.stop()
     try:
-        daemon = start_daemon(private_database.url(), ready=False, **settings)
+        daemon = start_daemon(private_database.url(), ready=False, DB_UNAVAILABLE_WAIT=0)
         refused = f"{private_database.code_label} {private_database.refused_code}"
         databases = poll(lambda: daemon.call("rpc.status")["databases"])
         assert databases["default"]["error"] == refused
@@ -249,8 +243,7 @@ def test_a_login_refused_during_an_outage_wedges_nothing(private_database, start
     is allowed again the daemon serves, with no restart (the outage's turn was given back)."""
     server = private_database
     server.add_login("app", "secret")
-    settings = socketsvc_settings(short_tmp / "wait.json", DB_UNAVAILABLE_WAIT=2)
-    daemon = start_daemon(server.url(user="app", password="secret"), **settings)
+    daemon = start_daemon(server.url(user="app", password="secret"), DB_UNAVAILABLE_WAIT=2)
     assert _call_code(daemon.socket) == (0, "")
     server.allow_login("app", False)
     server.stop()

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from tests.daemon import REPO, manage_env, socketsvc_settings
+from tests.daemon import REPO, manage_env
 from tests.waiting import poll
 
 VENDORS = ("mariadb", "postgresql")
@@ -28,8 +28,8 @@ def start_leased(clean_tasks, start_daemon, short_tmp):
         return start_daemon(
             clean_tasks.url(),
             socket_path=str(short_tmp / f"{name}.sock"),
-            TEST_TASK_WORKERS=str(workers),
-            **socketsvc_settings(short_tmp / f"{name}.json", **LEASE),
+            TASK_WORKERS=workers,
+            **LEASE,
         )
 
     return start

@@ -12,7 +12,7 @@ import pytest
 
 from socketsvc import call, protocol
 from socketsvc.client import close_connections
-from tests.daemon import Daemon, RawClient, socketsvc_settings
+from tests.daemon import Daemon, RawClient
 from tests.waiting import poll
 
 # The two timeouts are long here, so that no other test's client is closed for idling on a
@@ -35,8 +35,11 @@ def limited(short_tmp, sqlite_url, daemons):
     """A daemon with small limits (see LIMITS), the per-uid cap above the connection cap."""
 
     def start(**overrides) -> Daemon:
-        settings = socketsvc_settings(short_tmp / "limits.json", **{**LIMITS, **overrides})
-        daemon = Daemon(str(short_tmp / "l.sock"), {"DATABASE_URL": sqlite_url, **settings})
+        daemon = Daemon(
+            str(short_tmp / "l.sock"),
+            {"DATABASE_URL": sqlite_url},
+            settings={**LIMITS, **overrides},
+        )
         daemons.append(daemon)
         daemon.start()
         close_connections()  # the readiness ping's kept connection would count

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import signal
 import threading
 from collections import defaultdict
 
@@ -125,7 +126,7 @@ def test_the_projects_logging_handlers_see_a_failing_handlers_exception(
     """LOGGING's own handlers stay and get the daemon's records, traceback included; its
     console handler is replaced by the daemon's, so no line is written twice."""
     captured = short_tmp / "captured.jsonl"
-    daemon = start_daemon(sqlite_url, TEST_LOG_CAPTURE=str(captured))
+    daemon = start_daemon(sqlite_url, env={"TEST_LOG_CAPTURE": str(captured)})
     with pytest.raises(HandlerError) as caught:
         daemon.call("testapp.fail", "kaput")
     request_id = caught.value.data["request_id"]
@@ -157,3 +158,19 @@ def test_a_log_that_cannot_be_written_costs_no_request(start_daemon, sqlite_url)
     with pytest.raises(HandlerError):
         daemon.call("testapp.fail", "kaput")
     assert daemon.call("testapp.add", 2, 2) == 4
+
+
+def test_sighup_reopens_the_log_file(short_tmp, sqlite_url, daemons):
+    """After the log file is moved away, SIGHUP makes the daemon write to a new one at the path."""
+    log_file = short_tmp / "daemon.log"
+    daemon = Daemon(
+        str(short_tmp / "d.sock"), {"DATABASE_URL": sqlite_url}, "--log-file", str(log_file)
+    )
+    daemons.append(daemon)
+    daemon.start()
+    poll(lambda: log_file.exists() and "listening" in log_file.read_text())
+    log_file.rename(short_tmp / "daemon.log.1")
+    daemon.signal(signal.SIGHUP)
+    poll(lambda: log_file.exists() and "reloaded" in log_file.read_text())
+    daemon.call("testapp.add", 1, 1)
+    poll(lambda: '"method": "testapp.add"' in log_file.read_text())

@@ -1,7 +1,7 @@
 """Periodic tasks run by real daemons on a real MariaDB: once per slot, across restarts and hosts.
 
 The suite's schedule "test.tick" is declared through TEST_PERIODIC (see
-tests/testapp/tasks.py) and chosen with TEST_SCHEDULES; its runs are task
+tests/testapp/tasks.py) and chosen with SOCKETSVC's SCHEDULES; its runs are task
 rows naming the schedule and the slot.
 """
 
@@ -27,13 +27,13 @@ VENDORS = ("mariadb", "postgresql")
 def start_ticking(clean_tasks, start_daemon):
     """start_ticking(spec, socket_path=None): a daemon with task workers deciding "test.tick"."""
 
-    def start(spec: dict, **env: str):
+    def start(spec: dict, socket_path: str | None = None):
         return start_daemon(
             clean_tasks.url(),
-            TEST_TASK_WORKERS="2",
-            TEST_PERIODIC=json.dumps(spec),
-            TEST_SCHEDULES="test.tick",
-            **env,
+            socket_path=socket_path,
+            env={"TEST_PERIODIC": json.dumps(spec)},
+            TASK_WORKERS=2,
+            SCHEDULES=["test.tick"],
         )
 
     return start
@@ -246,12 +246,8 @@ def test_an_invalid_schedule_stops_the_daemon_at_startup_naming_it(clean_tasks, 
 
     daemon = Daemon(
         str(short_tmp / "bad.sock"),
-        {
-            "DATABASE_URL": clean_tasks.url(),
-            "TEST_TASK_WORKERS": "1",
-            "TEST_PERIODIC": json.dumps({"cron": "61 * * * *"}),
-            "TEST_SCHEDULES": "test.tick",
-        },
+        {"DATABASE_URL": clean_tasks.url(), "TEST_PERIODIC": json.dumps({"cron": "61 * * * *"})},
+        settings={"TASK_WORKERS": 1, "SCHEDULES": ["test.tick"]},
     )
     code, output = daemon.run_to_exit()
     assert code != 0

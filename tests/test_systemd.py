@@ -1,9 +1,7 @@
-"""systemd integration, emulated without systemd: socket activation, sd_notify, watchdog, reload."""
+"""systemd integration, emulated without systemd: socket activation, sd_notify, the watchdog."""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import signal
 import socket
@@ -15,9 +13,9 @@ import pytest
 from socketsvc import call
 from socketsvc.client import SocketServiceError
 from tests.activation import Activator
-from tests.daemon import Daemon, RawClient, socketsvc_settings
+from tests.daemon import Daemon, RawClient
 from tests.threads import Clients
-from tests.waiting import busy_workers_at_least, poll
+from tests.waiting import poll
 
 
 @pytest.fixture
@@ -168,17 +166,16 @@ def test_watchdog_stops_while_every_worker_is_stuck_and_resumes_after(
 ):
     """A call waiting STALL_TIMEOUT with every worker stuck: STATUS=Stalled and no WATCHDOG=1,
     though the loop still turns; once a worker frees up, the pings come back."""
-    settings = socketsvc_settings(short_tmp / "stall.json", STALL_TIMEOUT=0.5)
     daemon = Daemon(
         str(short_tmp / "d.sock"),
         {
             "DATABASE_URL": sqlite_url,
             "NOTIFY_SOCKET": notify_socket.path,
             "WATCHDOG_USEC": "200000",
-            **settings,
         },
         "--workers",
         "1",
+        settings={"STALL_TIMEOUT": 0.5},
     )
     daemons.append(daemon)
     daemon.start()
@@ -239,101 +236,3 @@ def test_ready_comes_while_the_database_is_down_and_status_says_so(
     private_mariadb.start()
     poll(lambda: daemon.call("rpc.status")["ready"], why=daemon.log)
     assert daemon.call("rpc.status")["databases"]["default"] == {"available": True}
-
-
-def test_sighup_rereads_settings_without_dropping_requests(
-    notify_socket, short_tmp, sqlite_url, daemons
-):
-    """SIGHUP applies new SOCKETSVC values (RELOADING=1 then READY=1); a request in flight completes."""
-    overrides = short_tmp / "socketsvc.json"
-    daemon = Daemon(
-        str(short_tmp / "d.sock"),
-        {
-            "DATABASE_URL": sqlite_url,
-            "NOTIFY_SOCKET": notify_socket.path,
-            **socketsvc_settings(overrides, IDLE_TIMEOUT=50, WORKERS=2),
-        },
-    )
-    daemons.append(daemon)
-    daemon.start()
-    notify_socket.wait_for("READY=1")
-    assert daemon.call("rpc.status")["config"]["IDLE_TIMEOUT"] == 50
-    with RawClient(daemon.socket) as client:
-        client.request({"jsonrpc": "2.0", "method": "testapp.sleep", "params": [1], "id": 1})
-        busy_workers_at_least(daemon, 1)
-        socketsvc_settings(overrides, IDLE_TIMEOUT=70, WORKERS=3, SOCKET_MODE=0o600)
-        daemon.signal(signal.SIGHUP)
-        seen = notify_socket.wait_for("READY=1")
-        assert any("RELOADING=1" in fields for fields in seen)
-        status = daemon.call("rpc.status")
-        assert status["reloads"] == 1
-        assert status["config"]["IDLE_TIMEOUT"] == 70
-        assert status["workers"] == 3
-        assert status["config"]["SOCKET_MODE"] == 0o660  # needs a restart: kept, and logged
-        assert client.reply() == {"jsonrpc": "2.0", "id": 1, "result": 1}
-    assert "reload_needs_restart" in daemon.log()
-
-
-def test_sighup_with_a_broken_setting_keeps_the_old_ones(short_tmp, sqlite_url, daemons):
-    """A reload that fails validation is logged and changes nothing."""
-    overrides = short_tmp / "socketsvc.json"
-    daemon = Daemon(
-        str(short_tmp / "d.sock"),
-        {"DATABASE_URL": sqlite_url, **socketsvc_settings(overrides, IDLE_TIMEOUT=50)},
-    )
-    daemons.append(daemon)
-    daemon.start()
-    socketsvc_settings(overrides, IDLE_TIMEOUT=-1)
-    daemon.signal(signal.SIGHUP)
-    poll(lambda: "reload_failed" in daemon.log())
-    status = daemon.call("rpc.status")
-    assert status["config"]["IDLE_TIMEOUT"] == 50
-    assert status["reloads"] == 0
-
-
-def test_sighup_lowering_the_message_limit_keeps_an_open_connection_working(
-    short_tmp, sqlite_url, daemons
-):
-    """A partial line longer than the new MAX_MESSAGE_BYTES completes and is answered."""
-    overrides = short_tmp / "socketsvc.json"
-    daemon = Daemon(
-        str(short_tmp / "d.sock"),
-        {"DATABASE_URL": sqlite_url, **socketsvc_settings(overrides, MAX_MESSAGE_BYTES=65536)},
-    )
-    daemons.append(daemon)
-    daemon.start()
-    text = "x" * 10_000
-    line = json.dumps({"jsonrpc": "2.0", "method": "testapp.echo", "params": [text], "id": 1})
-    ping = json.dumps({"jsonrpc": "2.0", "method": "rpc.ping", "id": 0})
-    with RawClient(daemon.socket) as client:
-        # One write: the ping's reply proves the daemon has read the partial line too.
-        client.send(ping.encode() + b"\n" + line[:8000].encode())
-        assert client.reply()["result"] == "pong"
-        socketsvc_settings(overrides, MAX_MESSAGE_BYTES=1024)
-        daemon.signal(signal.SIGHUP)
-        poll(lambda: "reloaded" in daemon.log())
-        client.send(line[8000:].encode() + b"\n")
-        assert client.reply() == {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "result": {"args": [text], "kwargs": {}},
-        }
-        with contextlib.suppress(BrokenPipeError):  # refused and closed while still sending
-            client.request({"jsonrpc": "2.0", "method": "testapp.echo", "params": [text], "id": 2})
-        assert client.reply()["error"]["code"] == -32003  # the next line has the new limit
-
-
-def test_sighup_reopens_the_log_file(short_tmp, sqlite_url, daemons):
-    """After the log file is moved away, SIGHUP makes the daemon write to a new one at the path."""
-    log_file = short_tmp / "daemon.log"
-    daemon = Daemon(
-        str(short_tmp / "d.sock"), {"DATABASE_URL": sqlite_url}, "--log-file", str(log_file)
-    )
-    daemons.append(daemon)
-    daemon.start()
-    poll(lambda: log_file.exists() and "listening" in log_file.read_text())
-    log_file.rename(short_tmp / "daemon.log.1")
-    daemon.signal(signal.SIGHUP)
-    poll(lambda: log_file.exists() and "reloaded" in log_file.read_text())
-    daemon.call("testapp.add", 1, 1)
-    poll(lambda: '"method": "testapp.add"' in log_file.read_text())

@@ -11,10 +11,11 @@ import json
 import os
 import signal
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
-from tests.daemon import manage, socketsvc_settings
+from tests.daemon import manage
 from tests.taskclient import TaskClientError, seconds_between
 from tests.waiting import poll
 
@@ -34,10 +35,10 @@ def tasks_db(clean_tasks):
 
 @pytest.fixture
 def start_tasks_daemon(start_daemon):
-    """start_daemon with task workers (two unless TEST_TASK_WORKERS says otherwise)."""
+    """start_daemon with task workers (two unless TASK_WORKERS says otherwise)."""
 
-    def start(url: str, *args: str, **env: str):
-        return start_daemon(url, *args, **{"TEST_TASK_WORKERS": "2", **env})
+    def start(url: str, *args: str, **options: Any):
+        return start_daemon(url, *args, **{"TASK_WORKERS": 2, **options})
 
     return start
 
@@ -149,7 +150,7 @@ def test_priority_queue_and_run_after_are_kept(daemon, client):
 
 def test_higher_priority_runs_first(tasks_db, start_tasks_daemon, taskclient, gate):
     """With the only task worker busy, the higher-priority task waiting runs before the lower."""
-    daemon = start_tasks_daemon(tasks_db.url(), TEST_TASK_WORKERS="1")
+    daemon = start_tasks_daemon(tasks_db.url(), TASK_WORKERS=1)
     client = taskclient(tasks_db.url(), daemon.socket)
     blocker = client.enqueue("hold", gate.path)
     gate.wait_for(1)
@@ -210,7 +211,7 @@ def test_a_failed_tasks_log_record_carries_its_exception(
     """The framework's task_finished receiver logs a failure with its exception (exc_info), as
     a project's logging handler (mail_admins, Sentry) needs it; a success without one."""
     captured = short_tmp / "records.jsonl"
-    daemon = start_tasks_daemon(tasks_db.url(), TEST_LOG_CAPTURE=str(captured))
+    daemon = start_tasks_daemon(tasks_db.url(), env={"TEST_LOG_CAPTURE": str(captured)})
     client = taskclient(tasks_db.url(), daemon.socket)
     failed = client.finished(client.enqueue("fail", "no stock")["id"])
     ok = client.finished(client.enqueue("add", 1, 2)["id"])
@@ -287,7 +288,7 @@ def test_progress_is_readable_while_the_task_runs(daemon, client, gate):
 
 def test_a_cancelled_queued_task_never_runs(tasks_db, start_tasks_daemon, taskclient, gate):
     """cancel() on a READY task: FAILED with Cancelled at once, never started."""
-    daemon = start_tasks_daemon(tasks_db.url(), TEST_TASK_WORKERS="1")
+    daemon = start_tasks_daemon(tasks_db.url(), TASK_WORKERS=1)
     client = taskclient(tasks_db.url(), daemon.socket)
     blocker = client.enqueue("hold", gate.path)
     gate.wait_for(1)
@@ -327,7 +328,7 @@ def test_a_task_cancelled_while_running_is_never_retried(
 ):
     """Cancelled while running, then raising an error its @retry would retry: FAILED after one
     attempt, its last error the cancel, and never started again."""
-    daemon = start_tasks_daemon(tasks_db.url(), TEST_TASK_WORKERS="1")
+    daemon = start_tasks_daemon(tasks_db.url(), TASK_WORKERS=1)
     client = taskclient(tasks_db.url(), daemon.socket)
     queued = client.enqueue("hold_then_fail_retried", gate.path)
     gate.wait_for(1)
@@ -352,7 +353,7 @@ def test_due_tasks_of_equal_priority_run_in_run_after_order(
 ):
     """Two due tasks of one priority: the one whose run_after is earlier runs first, even if
     it was enqueued later (the order is priority, then run_after, then enqueue time)."""
-    daemon = start_tasks_daemon(tasks_db.url(), TEST_TASK_WORKERS="1")
+    daemon = start_tasks_daemon(tasks_db.url(), TASK_WORKERS=1)
     client = taskclient(tasks_db.url(), daemon.socket)
     blocker = client.enqueue("hold", gate.path)
     gate.wait_for(1)
@@ -368,7 +369,7 @@ def test_sigterm_lets_a_running_task_finish_and_leaves_the_rest_queued(
     tasks_db, start_tasks_daemon, taskclient, gate
 ):
     """SIGTERM: the running task completes within the drain; tasks not started stay READY."""
-    daemon = start_tasks_daemon(tasks_db.url(), TEST_TASK_WORKERS="1")
+    daemon = start_tasks_daemon(tasks_db.url(), TASK_WORKERS=1)
     client = taskclient(tasks_db.url(), daemon.socket)
     running = client.enqueue("hold", gate.path)
     gate.wait_for(1)
@@ -511,9 +512,7 @@ def test_task_retention_prunes_by_itself(tasks_db, start_tasks_daemon, taskclien
     recent = client.finished(client.enqueue("add", 2, 2)["id"])["id"]
     backdate_finished(tasks_db, [old], 2)
     assert first.stop() == 0
-    start_tasks_daemon(
-        tasks_db.url(), **socketsvc_settings(short_tmp / "keep.json", TASK_RETENTION=86400)
-    )
+    start_tasks_daemon(tasks_db.url(), TASK_RETENTION=86400)
     poll(lambda: remaining(tasks_db) == {recent})
 
 

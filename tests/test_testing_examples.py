@@ -67,8 +67,7 @@ class SaleTests(InProcessMixin, TestCase):
 
 
 class LiveStockCountTests(LiveServiceMixin, TransactionTestCase):
-    socketsvc_args = ("--workers", "2")
-    socketsvc_env = {"TEST_TASK_WORKERS": "1"}  # this project's settings read it
+    socketsvc_args = ("--workers", "2", "--task-workers", "1")
 
     def test_the_service_runs_a_stock_count(self):
         Product.objects.create(sku="CUP-99", name="Cup", stock=5)

@@ -43,7 +43,7 @@ def test_a_wake_that_reaches_a_busy_worker_process_starts_the_task_on_its_siblin
     """--processes 2, one task worker each, on SQLite (no wake-ups through the database): the
     only wake-up for a task goes to the process whose worker is busy; it passes the wake to
     its sibling through the master, which starts the task at once."""
-    daemon = start_daemon(sqlite_url, "--processes", "2", TEST_TASK_WORKERS="1")
+    daemon = start_daemon(sqlite_url, "--processes", "2", TASK_WORKERS=1)
     client = taskclient(sqlite_url, daemon.socket)
     held = client.enqueue("hold", gate.path)
     gate.wait_for(1)
@@ -75,11 +75,11 @@ def test_a_task_enqueued_where_the_daemon_is_busy_starts_on_another_daemon(
     process wakes is busy; the other hears of the task through the database (PostgreSQL's
     NOTIFY, MySQL's look for due tasks) and starts it at once."""
     url = clean_tasks.url()
-    busy = start_daemon(url, socket_path=str(short_tmp / "a.sock"), TEST_TASK_WORKERS="1")
+    busy = start_daemon(url, socket_path=str(short_tmp / "a.sock"), TASK_WORKERS=1)
     client = taskclient(url, busy.socket)
     held = client.enqueue("hold", gate.path)
     gate.wait_for(1)
-    start_daemon(url, socket_path=str(short_tmp / "b.sock"), TEST_TASK_WORKERS="1")
+    start_daemon(url, socket_path=str(short_tmp / "b.sock"), TASK_WORKERS=1)
     poll(
         lambda: len(clean_tasks.query("SELECT id FROM socketsvc_worker", db="socketsvc_test")) == 2
     )
@@ -96,7 +96,7 @@ def test_a_task_enqueued_by_a_host_with_no_daemon_starts_at_once(
     """A web host with no daemon (its wake-up reaches nothing): the daemon elsewhere hears of
     the task through the database and starts it at once."""
     url = clean_tasks.url()
-    start_daemon(url, socket_path=str(short_tmp / "a.sock"), TEST_TASK_WORKERS="1")
+    start_daemon(url, socket_path=str(short_tmp / "a.sock"), TASK_WORKERS=1)
     poll(lambda: clean_tasks.query("SELECT id FROM socketsvc_worker", db="socketsvc_test"))
     web = taskclient(url, str(short_tmp / "no-daemon-here.sock"))
     done = web.finished(web.enqueue("add", 3, 3)["id"], timeout=WOKEN_WITHIN * 2)

@@ -123,7 +123,7 @@ def tick(gate: str = "") -> str:
 
 
 # The periodic tests declare "test.tick" through TEST_PERIODIC, e.g.
-# {"every": 1, "catch_up": "all"} (and choose it with TEST_SCHEDULES).
+# {"every": 1, "catch_up": "all"} (and choose it with SOCKETSVC's SCHEDULES).
 if os.environ.get("TEST_PERIODIC"):
     _spec = json.loads(os.environ["TEST_PERIODIC"])
     _every = _spec.pop("every", None)

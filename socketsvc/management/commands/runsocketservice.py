@@ -63,6 +63,9 @@ class Command(BaseCommand):
         parser.add_argument("--socket", help="socket path (default: SOCKETSVC['SOCKET'])")
         parser.add_argument("--workers", type=int, help="handler threads (per process)")
         parser.add_argument(
+            "--task-workers", type=int, help="task threads (per process; 0: run no tasks)"
+        )
+        parser.add_argument(
             "--processes",
             type=_processes,
             help="worker processes under a supervising master; 'auto': one per core",
@@ -86,6 +89,7 @@ class Command(BaseCommand):
         overrides: dict[str, Any] = {
             "SOCKET": options["socket"],
             "WORKERS": options["workers"],
+            "TASK_WORKERS": options["task_workers"],
             "SOCKET_MODE": options["socket_mode"],
             "SOCKET_GROUP": options["socket_group"],
             "MAX_MESSAGE_BYTES": options["max_message_bytes"],
