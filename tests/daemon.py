@@ -106,7 +106,6 @@ class Daemon:
         activation: Activator | int | None = None,
         socket_option: bool = True,
         unset: tuple[str, ...] = (),
-        own_group: bool = False,
         settings: dict[str, Any] | None = None,
     ) -> None:
         self.socket = socket_path
@@ -120,9 +119,6 @@ class Daemon:
             self.env.update(socketsvc_settings(self.settings_path, **settings))
         self.activation = activation
         self.socket_option = socket_option and activation is None
-        # In a process group of its own: a signal to the group reaches the master and
-        # its workers at once (os.killpg).
-        self.own_group = own_group
         # Beside the socket, or in the nearest directory that exists (the daemon may create it).
         where = next(parent for parent in Path(socket_path).parents if parent.is_dir())
         self.log_path = where / f"{Path(socket_path).stem}.{id(self)}.log"
@@ -159,7 +155,6 @@ class Daemon:
                 stdout=log if output is None else output,
                 stderr=subprocess.STDOUT if output is None else output,
                 pass_fds=pass_fds,
-                start_new_session=self.own_group,
             )
         if wait:
             self.wait_ready()

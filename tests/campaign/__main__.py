@@ -36,7 +36,7 @@ from tests.campaign.workload import Workload
 SETTLE_WITHIN = 240.0
 
 
-def run(vendor: str, duration: float, seed: int, base: Path) -> report.Outcome:
+def run(vendor: str, duration: float, seed: int, base: Path, keep: bool) -> report.Outcome:
     """Run one campaign in *base*; return what it found."""
     cluster = Cluster(base, vendor)
     try:
@@ -81,10 +81,13 @@ def run(vendor: str, duration: float, seed: int, base: Path) -> report.Outcome:
             history=history,
             record=workload.record,
             faults=nemesis.faults,
+            faults_failed=nemesis.failed,
             events=cluster.logs(),
         )
     finally:
         cluster.close()
+        if not keep:
+            cluster.remove()
 
 
 def _settle(cluster: Cluster) -> bool:
@@ -123,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"a build broken on purpose: {options.broken}", flush=True)
     base = Path(tempfile.mkdtemp(prefix="camp", dir="/tmp"))
     try:
-        outcome = run(options.db, options.duration, seed, base)
+        outcome = run(options.db, options.duration, seed, base, options.keep)
         text = report.text(outcome)
         print(text, flush=True)
         if options.write:

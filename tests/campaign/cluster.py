@@ -1,8 +1,9 @@
 """The system under test: a throwaway database server and two daemons with worker processes.
 
 Each daemon is ``runsocketservice --processes 2`` (a master and two worker processes,
-four task workers each) in a process group of its own, so one signal reaches all three at
-once. The settings shorten what the faults must outlast: a 6 s lease renewed every
+four task workers each); the master and its workers are frozen, thawed and killed together
+(each worker is in a process group of its own, so the master is stopped first, and no
+worker starts meanwhile). The settings shorten what the faults must outlast: a 6 s lease renewed every
 second, recycles every few hundred requests.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import Any
 
 from tests import mariadb, postgres
 from tests.campaign.deaths import Deaths, children
-from tests.daemon import Daemon, socketsvc_settings
+from tests.daemon import Daemon
 
 LEASE = 6.0
 SETTINGS: dict[str, Any] = {
@@ -71,14 +73,27 @@ class Cluster:
             "DATABASE_URL": self.server.url(),
             "TEST_CONN_MAX_AGE": "60",
             "TEST_CONN_HEALTH_CHECKS": "1",
-            "TEST_SCHEDULES": SCHEDULE,
             "CAMPAIGN_PERIODIC": "1",
         }
 
     def start_daemon(self, name: str) -> Daemon:
-        """Start daemon *name* (again) and wait until it answers."""
-        settings = socketsvc_settings(self.base / f"{name}.json", **SETTINGS)
-        daemon = Daemon(str(self.base / f"{name}.sock"), {**self.env(), **settings}, own_group=True)
+        """Start daemon *name* (again) and wait until it answers (retrying while the socket
+        is still held by what is left of the one before)."""
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                return self._start_daemon(name)
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+    def _start_daemon(self, name: str) -> Daemon:
+        daemon = Daemon(
+            str(self.base / f"{name}.sock"),
+            self.env(),
+            settings={**SETTINGS, "SCHEDULES": [SCHEDULE]},
+        )
         daemon.log_path = self.base / f"{name}.{int(time.time() * 1000)}.log"
         daemon.start()
         self.deaths.watch_master(daemon.pid)
@@ -92,13 +107,30 @@ class Cluster:
     def workers(self, name: str) -> list[int]:
         return children(self.daemons[name].pid) if self.alive(name) else []
 
-    def signal_group(self, name: str, signum: int) -> None:
-        os.killpg(self.daemons[name].pid, signum)
+    def freeze(self, name: str) -> None:
+        """SIGSTOP the master, then its workers (each in a process group of its own)."""
+        master = self.daemons[name].pid
+        os.kill(master, signal.SIGSTOP)  # first: it starts no worker meanwhile
+        for pid in children(master):
+            _signal(pid, signal.SIGSTOP)
+
+    def thaw(self, name: str) -> None:
+        """SIGCONT the workers, then the master."""
+        master = self.daemons[name].pid
+        for pid in children(master):
+            _signal(pid, signal.SIGCONT)
+        _signal(master, signal.SIGCONT)
 
     def kill_daemon(self, name: str) -> None:
-        self.signal_group(name, signal.SIGKILL)
-        assert self.daemons[name].process is not None
-        self.daemons[name].process.wait(30)
+        """SIGKILL the master and every worker at once (as a host losing power would)."""
+        daemon = self.daemons[name]
+        master = daemon.pid
+        os.kill(master, signal.SIGSTOP)
+        for pid in children(master):
+            _signal(pid, signal.SIGKILL)
+        os.kill(master, signal.SIGKILL)
+        assert daemon.process is not None
+        daemon.process.wait(30)
 
     def stop_daemons(self) -> None:
         """SIGTERM every daemon and wait for it (SIGKILL after a while)."""
@@ -120,6 +152,18 @@ class Cluster:
     def close(self) -> None:
         for name in list(self.daemons):
             if self.alive(name):
+                self.thaw(name)
                 self.daemons[name].kill()
         self.deaths.stop()
         self.server.stop()
+
+    def remove(self) -> None:
+        """Remove the database server's files (a PostgreSQL one lives outside the base)."""
+        shutil.rmtree(self.server.base, ignore_errors=True)
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass  # it died meanwhile

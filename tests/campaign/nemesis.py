@@ -45,6 +45,7 @@ class Nemesis:
         self.cluster = cluster
         self.rng = random.Random(seed)
         self.faults: list[Fault] = []
+        self.failed = 0  # faults that could not be injected (an error of the campaign's own)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="campaign-nemesis")
         self._round: list[str] = []
@@ -60,7 +61,7 @@ class Nemesis:
         cluster = self.cluster
         for name in list(cluster.daemons):
             if cluster.alive(name):
-                cluster.signal_group(name, signal.SIGCONT)
+                cluster.thaw(name)
             else:
                 cluster.start_daemon(name)
 
@@ -75,7 +76,11 @@ class Nemesis:
             kind = self._next_kind()
             name = self.rng.choice(sorted(self.cluster.daemons))
             fault = Fault(kind, name, time.time())
-            getattr(self, kind)(fault)
+            try:
+                getattr(self, kind)(fault)
+            except Exception as exc:  # the campaign goes on; the table shows it
+                fault.detail["error"] = repr(exc)
+                self.failed += 1
             fault.ended = time.time()
             self.faults.append(fault)
 
@@ -106,9 +111,11 @@ class Nemesis:
             return
         seconds = LEASE + self.rng.uniform(1.0, 3.0)
         fault.detail["seconds"] = round(seconds, 3)
-        cluster.signal_group(fault.target, signal.SIGSTOP)
-        self._pause(seconds)
-        cluster.signal_group(fault.target, signal.SIGCONT)
+        cluster.freeze(fault.target)
+        try:
+            self._pause(seconds)
+        finally:
+            cluster.thaw(fault.target)
 
     def stop_worker(self, fault: Fault) -> None:
         workers = self.cluster.workers(fault.target)

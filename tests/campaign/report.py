@@ -27,6 +27,7 @@ class Outcome:
     history: History
     record: Record
     faults: list[Fault]
+    faults_failed: int
     events: list[dict[str, Any]]
     verdicts: list[Verdict] = field(default_factory=list)
 
@@ -35,7 +36,10 @@ class Outcome:
 
     @property
     def clean(self) -> bool:
-        return self.settled and not any(v.violations for v in self.verdicts)
+        """No violation, everything settled, and every fault injected as drawn."""
+        return (
+            self.settled and not self.faults_failed and not any(v.violations for v in self.verdicts)
+        )
 
     def recycles(self) -> int:
         return sum(
@@ -81,6 +85,7 @@ def rows(outcome: Outcome) -> list[tuple[str, str]]:
         ("runs recorded", f"{len(history.runs)} ({killed} ended by their process's death)"),
         ("cancels, by status then", _counts(cancels)),
         ("faults by kind", _counts(faults, KINDS)),
+        ("faults not injected", str(outcome.faults_failed)),
         ("recycles (MAX_REQUESTS)", str(outcome.recycles())),
         ("lost daemons recovered", str(outcome.declared_lost())),
         ("calls by answer", _counts(calls, ("ok",))),
@@ -96,6 +101,7 @@ def summary(outcome: Outcome) -> dict[str, Any]:
         "runs": len(outcome.history.runs),
         "calls": len(outcome.history.calls),
         "faults": dict(Counter(fault.kind for fault in outcome.faults)),
+        "faults_failed": outcome.faults_failed,
         "violations": {v.name: len(v.violations) for v in outcome.verdicts},
     }
 

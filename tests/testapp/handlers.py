@@ -254,4 +254,5 @@ def campaign_call(token: str) -> str:
     from .models import CampaignCall
 
     CampaignCall.objects.create(token=token, pid=os.getpid())
+    log.info("campaign_call", token=token)  # with the request's id and connection
     return token
