@@ -39,6 +39,7 @@ from typing import Any
 
 from bench.model import percentile
 from bench.stack import cpu_seconds
+from tests.docpage import put_section
 
 BEGIN, END = "<!-- bench:wakes -->", "<!-- /bench:wakes -->"
 IDLE_SECONDS = 20.0
@@ -271,13 +272,7 @@ def section(found: list[Latency], costs: list[IdleCost], count: int) -> str:
 
 
 def write_section(text: str, docs: Path) -> None:
-    page = docs / "benchmarks.md"
-    old = page.read_text() if page.exists() else "# Benchmarks\n"
-    if BEGIN in old and END in old:
-        head, _, rest = old.partition(BEGIN)
-        page.write_text(head + text + rest.partition(END)[2])
-    else:
-        page.write_text(f"{old.rstrip()}\n\n{text}\n")
+    put_section(docs / "benchmarks.md", text, BEGIN, END, "Benchmarks")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -186,19 +186,11 @@ class Dispatcher:
             if code is not None:
                 data["db_code"] = code
             problem = backends.misconfiguration(exc)
-            if problem is not None:
-                summary = f"the service cannot use its database{about}: {problem}"
-                data["message"] = summary
-                return error_outcome(
-                    request,
-                    protocol.DATABASE_UNAVAILABLE,
-                    f"Database unavailable: {summary}; see the service log, request {request_id}",
-                    data,
-                    kind,
-                    logged=text,
-                )
-            if backends.is_connection_error(exc):
-                summary = f"the service could not reach its database{about}"
+            if problem is not None or backends.is_connection_error(exc):
+                if problem is not None:
+                    summary = f"the service cannot use its database{about}: {problem}"
+                else:
+                    summary = f"the service could not reach its database{about}"
                 data["message"] = summary
                 return error_outcome(
                     request,

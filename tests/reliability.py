@@ -26,6 +26,7 @@ from typing import Any
 
 from socketsvc.protocol import DATABASE_UNAVAILABLE, HANDLER_ERROR
 from tests.daemon import Daemon, RawClient
+from tests.docpage import put_section
 from tests.mariadb import MariaDB, migrate
 
 CLIENTS = 8
@@ -338,12 +339,7 @@ BEGIN, END = "<!-- reliability:load -->", "<!-- /reliability:load -->"
 
 def write_section(text: str, page: Path) -> None:
     """Put the section into *page* between its markers (replacing the old one)."""
-    old = page.read_text() if page.exists() else "# Reliability\n"
-    if BEGIN in old and END in old:
-        head, _, rest = old.partition(BEGIN)
-        page.write_text(head + text + rest.partition(END)[2])
-    else:
-        page.write_text(f"{old.rstrip()}\n\n{text}\n")
+    put_section(page, text, BEGIN, END, "Reliability")
 
 
 RSS_BOUND_KIB = 16 * 1024

@@ -11,6 +11,7 @@ from typing import Any
 from tests.campaign.checker import History, Verdict, check
 from tests.campaign.nemesis import KINDS, Fault
 from tests.campaign.workload import Record
+from tests.docpage import put_section
 
 BEGIN, END = "<!-- campaign:{db} -->", "<!-- /campaign:{db} -->"
 # Violations listed per invariant (the count is always whole).
@@ -151,10 +152,4 @@ def markdown(outcome: Outcome) -> str:
 def write(outcome: Outcome, page: Path) -> None:
     """Put the table into *page*, between this database's markers (replacing the old one)."""
     begin, end = BEGIN.format(db=outcome.vendor), END.format(db=outcome.vendor)
-    block = f"{begin}\n{markdown(outcome)}\n{end}"
-    old = page.read_text() if page.exists() else ""
-    if begin in old and end in old:
-        head, _, rest = old.partition(begin)
-        page.write_text(head + block + rest.partition(end)[2])
-    else:
-        page.write_text(f"{old.rstrip()}\n\n{block}\n")
+    put_section(page, f"{begin}\n{markdown(outcome)}\n{end}", begin, end, "Reliability")
