@@ -365,6 +365,32 @@ def test_due_tasks_of_equal_priority_run_in_run_after_order(
     assert client.result(earlier["id"])["started_at"] < client.result(plain["id"])["started_at"]
 
 
+def test_a_result_reached_while_the_database_is_down_is_recorded_once_it_is_back(
+    private_database, start_daemon, taskclient, gate
+):
+    """The task returns while its database is down: the result waits (the log says so) and is
+    written once the server is back, SUCCESSFUL with its value, on the first attempt."""
+    server = private_database
+    daemon = start_daemon(server.url(), TASK_WORKERS=1)
+    client = taskclient(server.url(), daemon.socket)
+    queued = client.enqueue("hold", gate.path)
+    gate.wait_for(1)
+    client.close()
+    server.stop()
+    try:
+        gate.open()  # it returns "released" now, with nowhere to write it
+        poll(
+            lambda: any(
+                e.get("event") == "task_bookkeeping_waits_for_database" for e in daemon.log_events()
+            ),
+            why=daemon.log,
+        )
+    finally:
+        server.start()
+    done = taskclient(server.url(), daemon.socket).finished(queued["id"])
+    assert (done["status"], done["return_value"], done["attempts"]) == ("SUCCESSFUL", "released", 1)
+
+
 def test_sigterm_lets_a_running_task_finish_and_leaves_the_rest_queued(
     tasks_db, start_tasks_daemon, taskclient, gate
 ):
