@@ -121,7 +121,8 @@ def test_two_daemons_on_one_database_run_each_slot_exactly_once(
     # then). The lock, not the unique key, kept each slot to one run: no insert ever met a
     # slot already taken.
     assert any(status["decided_elsewhere"] > 0 for status in competed), competed
-    assert 1 <= sum(status["decided"] for status in competed) <= len(slots), competed
+    # (A decision may run no slot: the first look of a daemon only records where it starts.)
+    assert sum(status["decided"] for status in competed) >= 1, competed
     taken = [
         event
         for daemon in (first, second)

@@ -149,8 +149,11 @@ class ScheduleRecordAdmin(_ModelAdmin):
                 messages.SUCCESS,
             )
 
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        """Keep the three actions; drop bulk delete (a schedule lives in code)."""
-        actions = super().get_actions(request)
+    def get_actions(self, request: HttpRequest, action_location: Any = None) -> dict[str, Any]:
+        """Keep the three actions; drop bulk delete (a schedule lives in code).
+
+        *action_location* is the parameter Django 6.1 added; older versions never pass it."""
+        where = {} if action_location is None else {"action_location": action_location}
+        actions = super().get_actions(request, **where)
         actions.pop("delete_selected", None)
         return actions
