@@ -10,11 +10,9 @@ from __future__ import annotations
 import os
 import socket
 
-from tests.daemon import Daemon
-
 
 class Activator:
-    """A parent that owns the listening socket and starts daemons on it."""
+    """A parent that owns the listening socket; a daemon given ``activation=`` it inherits it."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -25,10 +23,6 @@ class Activator:
 
     def fileno(self) -> int:
         return self.sock.fileno()
-
-    def spawn(self, env: dict[str, str], *args: str, wait: bool = True) -> Daemon:
-        """Start a daemon that inherits the socket (as systemd would)."""
-        return Daemon(self.path, env, *args, activation=self).start(wait=wait)
 
     def close(self) -> None:
         self.sock.close()

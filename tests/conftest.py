@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import itertools
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -213,7 +215,24 @@ def daemons() -> Iterator[list[Daemon]]:
 
 
 @pytest.fixture
-def start_daemon(daemons: list[Daemon], short_tmp: Path) -> Callable[..., Daemon]:
+def launch(daemons: list[Daemon]) -> Callable[..., Daemon]:
+    """Build a daemon, not yet started, that is killed at teardown if still running.
+
+    ``launch(socket_path, env, *args, kind=Daemon, **options)`` takes :class:`Daemon`'s
+    arguments (*kind* a subclass of it): the one way a test gets a daemon, whoever starts it
+    and however (``start()``, ``start(wait=False)``, ``run_to_exit()``).
+    """
+
+    def build(*args: Any, kind: type[Daemon] = Daemon, **options: Any) -> Daemon:
+        daemon = kind(*args, **options)
+        daemons.append(daemon)
+        return daemon
+
+    return build
+
+
+@pytest.fixture
+def start_daemon(launch: Callable[..., Daemon], short_tmp: Path) -> Callable[..., Daemon]:
     """Start a daemon on *database_url* and wait until it is ready (its database probed).
 
     ``start_daemon(url, *args, conn_max_age="0", health_checks=False, ready=True,
@@ -222,6 +241,7 @@ def start_daemon(daemons: list[Daemon], short_tmp: Path) -> Callable[..., Daemon
     SIGHUP), *env* anything else the process needs; ``ready=False`` waits only for a ping
     (for a database that is down). The daemon is killed at teardown.
     """
+    numbers = itertools.count()
 
     def start(
         database_url: str,
@@ -233,8 +253,8 @@ def start_daemon(daemons: list[Daemon], short_tmp: Path) -> Callable[..., Daemon
         env: dict[str, str] | None = None,
         **settings: object,
     ) -> Daemon:
-        daemon = Daemon(
-            socket_path or str(short_tmp / f"d{len(daemons)}.sock"),
+        daemon = launch(
+            socket_path or str(short_tmp / f"d{next(numbers)}.sock"),
             {
                 "DATABASE_URL": database_url,
                 "TEST_CONN_MAX_AGE": conn_max_age,
@@ -244,7 +264,6 @@ def start_daemon(daemons: list[Daemon], short_tmp: Path) -> Callable[..., Daemon
             *args,
             settings=settings,
         )
-        daemons.append(daemon)
         return daemon.start(ready=ready)
 
     return start

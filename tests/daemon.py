@@ -3,6 +3,7 @@
 :class:`Daemon` starts ``runsocketservice`` (bound to its own socket, on a socket
 an :class:`~tests.activation.Activator` passes as fd 3, or on a terminal), waits
 until it answers, runs it to its exit for start-up failures, and reads its log.
+Tests get one from the ``launch`` fixture (or ``start_daemon``), which kills it at teardown.
 :func:`manage` runs any other command to completion. :func:`socketsvc_settings`
 is the one way to give a daemon SOCKETSVC values (re-read on SIGHUP): ``Daemon(settings=...)``
 and the fixtures call it.
@@ -168,10 +169,15 @@ class Daemon:
         socketsvc_settings(self.settings_path, **settings)
 
     def run_to_exit(self, timeout: float = 60.0) -> tuple[int, str]:
-        """Run until the process exits on its own (a start-up failure, a detaching parent)."""
+        """Run until the process exits on its own (a start-up failure, a detaching parent);
+        one still running after *timeout* is killed and fails the test."""
         self.start(wait=False)
         assert self.process is not None
-        code = self.process.wait(timeout)
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"still running after {timeout:g} s:\n{self.log()}") from None
         return code, self.log()
 
     def wait_ready(self, timeout: float = 30.0) -> None:

@@ -80,17 +80,16 @@ def reachable_dir(short_tmp):
     return short_tmp
 
 
-def start(reachable_dir, sqlite_url, daemons, mode: str, **settings) -> Daemon:
+def start(reachable_dir, sqlite_url, launch, mode: str, **settings) -> Daemon:
     """Start a daemon; wait until it answers (or, when it would refuse this very user, until
     its log says it is ready)."""
-    daemon = Daemon(
+    daemon = launch(
         str(reachable_dir / "a.sock"),
         {"DATABASE_URL": sqlite_url},
         "--socket-mode",
         mode,
         settings=settings,
     )
-    daemons.append(daemon)
     refuses_me = os.getuid() not in settings.get("ALLOWED_UIDS", [os.getuid()])
     if refuses_me:
         daemon.start(wait=False)
@@ -99,16 +98,16 @@ def start(reachable_dir, sqlite_url, daemons, mode: str, **settings) -> Daemon:
     return daemon.start()
 
 
-def test_socket_mode_keeps_other_users_out(root, reachable_dir, sqlite_url, daemons):
+def test_socket_mode_keeps_other_users_out(root, reachable_dir, sqlite_url, launch):
     """With mode 0660 owned by root, uid 65534 cannot even connect (EACCES)."""
-    daemon = start(reachable_dir, sqlite_url, daemons, "660")
+    daemon = start(reachable_dir, sqlite_url, launch, "660")
     assert as_nobody(daemon.socket) == {"connect": "EACCES"}
     assert daemon.call("rpc.ping") == "pong"
 
 
-def test_peer_credentials_refuse_a_user_not_allowed(root, reachable_dir, sqlite_url, daemons):
+def test_peer_credentials_refuse_a_user_not_allowed(root, reachable_dir, sqlite_url, launch):
     """Past an open socket mode, uid 65534 gets -32005, is disconnected, and the refusal is logged."""
-    daemon = start(reachable_dir, sqlite_url, daemons, "666")
+    daemon = start(reachable_dir, sqlite_url, launch, "666")
     seen = as_nobody(daemon.socket)
     assert seen["connect"] == "ok"
     assert seen["reply"]["error"]["code"] == protocol.ACCESS_DENIED
@@ -122,25 +121,25 @@ def test_peer_credentials_refuse_a_user_not_allowed(root, reachable_dir, sqlite_
     assert daemon.call("rpc.ping") == "pong"  # root (the daemon's own uid) is served
 
 
-def test_an_allowed_uid_is_served(root, reachable_dir, sqlite_url, daemons):
+def test_an_allowed_uid_is_served(root, reachable_dir, sqlite_url, launch):
     """A uid listed in ALLOWED_UIDS is served."""
-    daemon = start(reachable_dir, sqlite_url, daemons, "666", ALLOWED_UIDS=[0, NOBODY])
+    daemon = start(reachable_dir, sqlite_url, launch, "666", ALLOWED_UIDS=[0, NOBODY])
     seen = as_nobody(daemon.socket)
     assert seen["reply"] == {"jsonrpc": "2.0", "id": 1, "result": "pong"}
 
 
-def test_a_uid_above_2_to_the_31_is_read_unsigned(root, reachable_dir, sqlite_url, daemons):
+def test_a_uid_above_2_to_the_31_is_read_unsigned(root, reachable_dir, sqlite_url, launch):
     """uid_t is unsigned: a peer with uid 3,000,000,000 is that uid, and allowed when listed."""
     big = 3_000_000_000
-    daemon = start(reachable_dir, sqlite_url, daemons, "666", ALLOWED_UIDS=[0, big])
+    daemon = start(reachable_dir, sqlite_url, launch, "666", ALLOWED_UIDS=[0, big])
     seen = as_user(daemon.socket, big, big)
     assert seen["reply"] == {"jsonrpc": "2.0", "id": 1, "result": "pong"}
     assert daemon.call("testapp.add", 1, 1) == 2
 
 
-def test_an_allowed_group_is_served(root, reachable_dir, sqlite_url, daemons):
+def test_an_allowed_group_is_served(root, reachable_dir, sqlite_url, launch):
     """A peer whose group is listed in ALLOWED_GIDS is served."""
-    daemon = start(reachable_dir, sqlite_url, daemons, "666", ALLOWED_GIDS=[NOBODY])
+    daemon = start(reachable_dir, sqlite_url, launch, "666", ALLOWED_GIDS=[NOBODY])
     seen = as_nobody(daemon.socket)
     assert seen["reply"]["result"] == "pong"
     [allowed] = daemon.call("rpc.status")["access"]["gids"]
@@ -148,26 +147,24 @@ def test_an_allowed_group_is_served(root, reachable_dir, sqlite_url, daemons):
 
 
 def test_a_supplementary_group_the_group_database_does_not_list_is_served(
-    root, reachable_dir, sqlite_url, daemons
+    root, reachable_dir, sqlite_url, launch
 ):
     """A peer given a group only in its process (systemd's SupplementaryGroups=, setgroups()),
     which /etc/group does not list for its user, is served when that group is allowed: the
     kernel's account of the peer's groups (SO_PEERGROUPS) decides, not the group database."""
     extra = 4242
     assert extra not in os.getgrouplist(pwd.getpwuid(NOBODY).pw_name, NOBODY)
-    daemon = start(reachable_dir, sqlite_url, daemons, "666", ALLOWED_GIDS=[extra])
+    daemon = start(reachable_dir, sqlite_url, launch, "666", ALLOWED_GIDS=[extra])
     seen = as_user(daemon.socket, NOBODY, NOBODY, groups=(extra,))
     assert seen["reply"] == {"jsonrpc": "2.0", "id": 1, "result": "pong"}
     refused = as_user(daemon.socket, NOBODY, NOBODY, groups=(extra + 1,))
     assert refused["reply"]["error"]["code"] == protocol.ACCESS_DENIED
 
 
-def test_a_uid_not_allowed_is_refused_whoever_runs_the_suite(reachable_dir, sqlite_url, daemons):
+def test_a_uid_not_allowed_is_refused_whoever_runs_the_suite(reachable_dir, sqlite_url, launch):
     """ALLOWED_UIDS without this uid and no ALLOWED_GIDS: this very user gets -32005 and is
     disconnected (runs unprivileged: no other user needed)."""
-    daemon = start(
-        reachable_dir, sqlite_url, daemons, "600", ALLOWED_UIDS=[NOBODY], ALLOWED_GIDS=[]
-    )
+    daemon = start(reachable_dir, sqlite_url, launch, "600", ALLOWED_UIDS=[NOBODY], ALLOWED_GIDS=[])
     with RawClient(daemon.socket) as client:
         client.request({"jsonrpc": "2.0", "method": "rpc.ping", "id": 1})
         reply = client.reply()
@@ -177,10 +174,10 @@ def test_a_uid_not_allowed_is_refused_whoever_runs_the_suite(reachable_dir, sqli
     assert refusals[0]["peer_uid"] == os.getuid()
 
 
-def test_a_users_own_group_lets_it_in_whoever_runs_the_suite(reachable_dir, sqlite_url, daemons):
+def test_a_users_own_group_lets_it_in_whoever_runs_the_suite(reachable_dir, sqlite_url, launch):
     """ALLOWED_UIDS without this uid, ALLOWED_GIDS with its primary group: it is served."""
     daemon = start(
-        reachable_dir, sqlite_url, daemons, "600", ALLOWED_UIDS=[NOBODY], ALLOWED_GIDS=[os.getgid()]
+        reachable_dir, sqlite_url, launch, "600", ALLOWED_UIDS=[NOBODY], ALLOWED_GIDS=[os.getgid()]
     )
     with RawClient(daemon.socket) as client:
         client.request({"jsonrpc": "2.0", "method": "rpc.ping", "id": 1})
@@ -199,9 +196,9 @@ def test_nobody_exists_here():
     assert pwd.getpwuid(NOBODY).pw_name
 
 
-def test_client_raises_access_denied_for_a_refused_user(root, reachable_dir, sqlite_url, daemons):
+def test_client_raises_access_denied_for_a_refused_user(root, reachable_dir, sqlite_url, launch):
     """call() from a refused user raises AccessDenied (the refusal arrives with id null)."""
-    daemon = start(reachable_dir, sqlite_url, daemons, "666")
+    daemon = start(reachable_dir, sqlite_url, launch, "666")
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:

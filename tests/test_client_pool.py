@@ -39,28 +39,25 @@ def test_calls_from_one_thread_share_one_connection(sqlite_daemon):
     assert accepted(sqlite_daemon) == before + 1
 
 
-def test_kept_connection_closed_by_the_service_is_replaced(short_tmp, sqlite_url, daemons):
+def test_kept_connection_closed_by_the_service_is_replaced(short_tmp, sqlite_url, launch):
     """After the service closes an idle kept connection, the next call reconnects and succeeds."""
-    daemon = Daemon(
+    daemon = launch(
         str(short_tmp / "c.sock"), {"DATABASE_URL": sqlite_url}, settings={"IDLE_TIMEOUT": 0.3}
     )
-    daemons.append(daemon)
     daemon.start()
     assert call("testapp.add", 1, 2, socket=daemon.socket) == 3
     poll(lambda: "idle_connection_closed" in daemon.log())
     assert call("testapp.add", 2, 2, socket=daemon.socket) == 4
 
 
-def test_kept_connection_survives_a_daemon_restart(short_tmp, sqlite_url, daemons):
+def test_kept_connection_survives_a_daemon_restart(short_tmp, sqlite_url, launch):
     """A call after the daemon was restarted on the same path succeeds on a new connection."""
     path = str(short_tmp / "r.sock")
-    first = Daemon(path, {"DATABASE_URL": sqlite_url})
-    daemons.append(first)
+    first = launch(path, {"DATABASE_URL": sqlite_url})
     first.start()
     assert call("testapp.add", 1, 1, socket=path) == 2
     assert first.stop() == 0
-    second = Daemon(path, {"DATABASE_URL": sqlite_url})
-    daemons.append(second)
+    second = launch(path, {"DATABASE_URL": sqlite_url})
     second.start()
     assert call("testapp.add", 3, 1, socket=path) == 4
 

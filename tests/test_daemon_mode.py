@@ -110,17 +110,13 @@ def test_live_pidfile_is_refused(short_tmp, sqlite_url):
     assert not (short_tmp / "d.sock").exists()
 
 
-def test_never_daemonizes_under_systemd(short_tmp, sqlite_url):
+def test_never_daemonizes_under_systemd(short_tmp, sqlite_url, launch):
     """Started by systemd (INVOCATION_ID set), --daemonize is ignored: the process stays in front."""
-    daemon = Daemon(
+    daemon = launch(
         str(short_tmp / "d.sock"),
         {"DATABASE_URL": sqlite_url, "INVOCATION_ID": "0123456789abcdef"},
         "--daemonize",
-    )
-    try:
-        daemon.start()
-        assert daemon.call("rpc.status")["pid"] == daemon.pid
-        assert daemon.process.poll() is None
-        assert daemon.stop() == 0
-    finally:
-        daemon.kill()
+    ).start()
+    assert daemon.call("rpc.status")["pid"] == daemon.pid
+    assert daemon.process.poll() is None
+    assert daemon.stop() == 0

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 
-from tests.daemon import REPO, Daemon, manage, manage_env
+from tests.daemon import REPO, manage, manage_env
 from tests.waiting import poll
 
 DEMO = {"DJANGO_SETTINGS_MODULE": "project.settings"}
@@ -90,17 +90,16 @@ def test_demo_runs_until_ctrl_c_and_stops_the_daemon(short_tmp):
             os.killpg(demo.pid, signal.SIGKILL)
 
 
-def test_a_fresh_clone_starts_the_daemon_with_the_readmes_command(short_tmp, daemons):
+def test_a_fresh_clone_starts_the_daemon_with_the_readmes_command(short_tmp, launch):
     """`manage.py runsocketservice` on the demo settings, with no project/var yet and no
     database: the daemon starts, answers, and says the migrations are missing."""
     var_dir = short_tmp / "var"  # absent, as in a fresh clone
-    daemon = Daemon(
+    daemon = launch(
         str(var_dir / "socketsvc.sock"),
         {**DEMO, "SOCKETSVC_VAR_DIR": str(var_dir)},
         socket_option=False,
         unset=NOT_FROM_THE_TESTS,
     )
-    daemons.append(daemon)
     daemon.start()
     assert daemon.call("rpc.ping") == "pong"
     poll(lambda: "unapplied_migrations" in daemon.log(), why=daemon.log)

@@ -31,16 +31,15 @@ LIMITS = {
 
 
 @pytest.fixture
-def limited(short_tmp, sqlite_url, daemons):
+def limited(short_tmp, sqlite_url, launch):
     """A daemon with small limits (see LIMITS), the per-uid cap above the connection cap."""
 
     def start(**overrides) -> Daemon:
-        daemon = Daemon(
+        daemon = launch(
             str(short_tmp / "l.sock"),
             {"DATABASE_URL": sqlite_url},
             settings={**LIMITS, **overrides},
         )
-        daemons.append(daemon)
         daemon.start()
         close_connections()  # the readiness ping's kept connection would count
         return daemon
@@ -323,12 +322,11 @@ class LimitedDaemon(Daemon):
 
 
 def test_the_daemon_raises_its_open_files_limit_and_warns_when_the_caps_exceed_it(
-    short_tmp, sqlite_url, daemons
+    short_tmp, sqlite_url, launch
 ):
     """Started with a soft limit of 256 under a hard 512, the daemon serves with 512 and
     warns that MAX_CONNECTIONS (1,024) needs more."""
-    daemon = LimitedDaemon(str(short_tmp / "r.sock"), {"DATABASE_URL": sqlite_url})
-    daemons.append(daemon)
+    daemon = launch(str(short_tmp / "r.sock"), {"DATABASE_URL": sqlite_url}, kind=LimitedDaemon)
     daemon.start()
     assert open_files_limit(daemon.pid) == (512, 512)
     warning = next(e for e in daemon.log_events() if e["event"] == "open_files_limit_below_caps")

@@ -12,7 +12,7 @@ from collections import defaultdict
 import pytest
 
 from socketsvc import HandlerError
-from tests.daemon import Daemon, RawClient
+from tests.daemon import RawClient
 from tests.waiting import poll
 
 
@@ -102,10 +102,10 @@ def test_django_and_stdlib_loggers_use_the_same_renderer(sqlite_daemon):
     assert "request_id" in line  # the request's context reaches stdlib lines too
 
 
-def test_console_format_on_a_tty(sock_path, sqlite_url):
+def test_console_format_on_a_tty(sock_path, sqlite_url, launch):
     """On a terminal the daemon logs human-readable console lines, not JSON."""
     primary, secondary = pty.openpty()
-    daemon = Daemon(sock_path, {"DATABASE_URL": sqlite_url}).start(wait=False, output=secondary)
+    daemon = launch(sock_path, {"DATABASE_URL": sqlite_url}).start(wait=False, output=secondary)
     os.close(secondary)
     output = b""
     try:
@@ -160,13 +160,12 @@ def test_a_log_that_cannot_be_written_costs_no_request(start_daemon, sqlite_url)
     assert daemon.call("testapp.add", 2, 2) == 4
 
 
-def test_sighup_reopens_the_log_file(short_tmp, sqlite_url, daemons):
+def test_sighup_reopens_the_log_file(short_tmp, sqlite_url, launch):
     """After the log file is moved away, SIGHUP makes the daemon write to a new one at the path."""
     log_file = short_tmp / "daemon.log"
-    daemon = Daemon(
+    daemon = launch(
         str(short_tmp / "d.sock"), {"DATABASE_URL": sqlite_url}, "--log-file", str(log_file)
     )
-    daemons.append(daemon)
     daemon.start()
     poll(lambda: log_file.exists() and "listening" in log_file.read_text())
     log_file.rename(short_tmp / "daemon.log.1")

@@ -104,35 +104,32 @@ def test_path_that_is_not_a_socket_is_refused_and_left_alone(sock_path, sqlite_u
     assert open(sock_path).read() == "precious"
 
 
-def test_stale_socket_is_replaced(sock_path, sqlite_url, daemons):
+def test_stale_socket_is_replaced(sock_path, sqlite_url, launch):
     """A socket file left by a dead process is removed and the daemon serves on the path."""
     dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     dead.bind(sock_path)
     dead.close()
     assert stat.S_ISSOCK(os.stat(sock_path).st_mode)
-    daemon = Daemon(sock_path, {"DATABASE_URL": sqlite_url})
-    daemons.append(daemon)
+    daemon = launch(sock_path, {"DATABASE_URL": sqlite_url})
     daemon.start()
     assert daemon.call("rpc.ping") == "pong"
 
 
-def test_stale_socket_after_sigkill_is_replaced(sqlite_daemon, sqlite_url, daemons):
+def test_stale_socket_after_sigkill_is_replaced(sqlite_daemon, sqlite_url, launch):
     """After SIGKILL the leftover socket does not block the next start on the same path."""
     sqlite_daemon.process.kill()
     sqlite_daemon.process.wait(10)
     assert os.path.exists(sqlite_daemon.socket)
-    successor = Daemon(sqlite_daemon.socket, {"DATABASE_URL": sqlite_url})
-    daemons.append(successor)
+    successor = launch(sqlite_daemon.socket, {"DATABASE_URL": sqlite_url})
     successor.start()
     assert successor.call("rpc.ping") == "pong"
 
 
 @pytest.mark.parametrize("umask", [0o000, 0o077], ids=["umask-000", "umask-077"])
 @pytest.mark.parametrize("mode", ["660", "600"])
-def test_socket_has_configured_mode_whatever_the_umask(sock_path, sqlite_url, daemons, umask, mode):
+def test_socket_has_configured_mode_whatever_the_umask(sock_path, sqlite_url, launch, umask, mode):
     """The socket's permission bits are exactly the configured mode under any umask."""
-    daemon = Daemon(sock_path, {"DATABASE_URL": sqlite_url}, "--socket-mode", mode)
-    daemons.append(daemon)
+    daemon = launch(sock_path, {"DATABASE_URL": sqlite_url}, "--socket-mode", mode)
     old = os.umask(umask)
     try:
         daemon.start()

@@ -128,15 +128,16 @@ class Load:
 
 
 @pytest.fixture
-def two_processes(daemons: list[Daemon], short_tmp: Path, sqlite_url: str) -> Callable[..., Daemon]:
+def two_processes(
+    launch: Callable[..., Daemon], short_tmp: Path, sqlite_url: str
+) -> Callable[..., Daemon]:
     def start(*args: str, env: dict[str, str] | None = None, **settings: Any) -> Daemon:
-        daemon = Daemon(
+        daemon = launch(
             str(short_tmp / "p.sock"),
             {"DATABASE_URL": sqlite_url, **(env or {})},
             *args,
             settings={"PROCESSES": 2, **settings},
         )
-        daemons.append(daemon)
         daemon.start()
         two_workers(daemon)
         return daemon

@@ -8,20 +8,19 @@ import contextlib
 import json
 import signal
 
-from tests.daemon import Daemon, RawClient
+from tests.daemon import RawClient
 from tests.waiting import busy_workers_at_least, poll
 
 
 def test_sighup_rereads_settings_without_dropping_requests(
-    notify_socket, short_tmp, sqlite_url, daemons
+    notify_socket, short_tmp, sqlite_url, launch
 ):
     """SIGHUP applies new SOCKETSVC values (RELOADING=1 then READY=1); a request in flight completes."""
-    daemon = Daemon(
+    daemon = launch(
         str(short_tmp / "d.sock"),
         {"DATABASE_URL": sqlite_url, "NOTIFY_SOCKET": notify_socket.path},
         settings={"IDLE_TIMEOUT": 50, "WORKERS": 2},
     )
-    daemons.append(daemon)
     daemon.start()
     notify_socket.wait_for("READY=1")
     assert daemon.call("rpc.status")["config"]["IDLE_TIMEOUT"] == 50
@@ -41,12 +40,11 @@ def test_sighup_rereads_settings_without_dropping_requests(
     assert "reload_needs_restart" in daemon.log()
 
 
-def test_sighup_with_a_broken_setting_keeps_the_old_ones(short_tmp, sqlite_url, daemons):
+def test_sighup_with_a_broken_setting_keeps_the_old_ones(short_tmp, sqlite_url, launch):
     """A reload that fails validation is logged and changes nothing."""
-    daemon = Daemon(
+    daemon = launch(
         str(short_tmp / "d.sock"), {"DATABASE_URL": sqlite_url}, settings={"IDLE_TIMEOUT": 50}
     )
-    daemons.append(daemon)
     daemon.start()
     daemon.reconfigure(IDLE_TIMEOUT=-1)
     daemon.signal(signal.SIGHUP)
@@ -57,15 +55,14 @@ def test_sighup_with_a_broken_setting_keeps_the_old_ones(short_tmp, sqlite_url, 
 
 
 def test_sighup_lowering_the_message_limit_keeps_an_open_connection_working(
-    short_tmp, sqlite_url, daemons
+    short_tmp, sqlite_url, launch
 ):
     """A partial line longer than the new MAX_MESSAGE_BYTES completes and is answered."""
-    daemon = Daemon(
+    daemon = launch(
         str(short_tmp / "d.sock"),
         {"DATABASE_URL": sqlite_url},
         settings={"MAX_MESSAGE_BYTES": 65536},
     )
-    daemons.append(daemon)
     daemon.start()
     text = "x" * 10_000
     line = json.dumps({"jsonrpc": "2.0", "method": "testapp.echo", "params": [text], "id": 1})

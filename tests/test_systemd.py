@@ -25,18 +25,16 @@ def activator(short_tmp):
     parent.close()
 
 
-def test_activated_daemon_serves_and_leaves_the_socket_on_sigterm(activator, sqlite_url, daemons):
+def test_activated_daemon_serves_and_leaves_the_socket_on_sigterm(activator, sqlite_url, launch):
     """A daemon given the socket as fd 3 serves on it, exits 0 on SIGTERM, and never removes it."""
-    daemon = activator.spawn({"DATABASE_URL": sqlite_url})
-    daemons.append(daemon)
+    daemon = launch(activator.path, {"DATABASE_URL": sqlite_url}, activation=activator).start()
     assert daemon.call("testapp.add", 2, 2) == 4
     listening = [e for e in daemon.log_events() if e["event"] == "listening"]
     assert [e["socket"] for e in listening] == [f"{activator.path} (from systemd)"]
     assert daemon.stop() == 0
     assert os.path.exists(activator.path)
     # The socket still works: a successor started on it serves.
-    successor = activator.spawn({"DATABASE_URL": sqlite_url})
-    daemons.append(successor)
+    successor = launch(activator.path, {"DATABASE_URL": sqlite_url}, activation=activator).start()
     assert successor.call("rpc.ping") == "pong"
     assert successor.call("rpc.status")["pid"] == successor.pid
 
@@ -47,10 +45,9 @@ def process_state(pid: int) -> str:
         return stat.read().rsplit(")", 1)[1].split()[0]
 
 
-def test_restart_with_the_socket_held_loses_no_request(activator, sqlite_url, daemons):
+def test_restart_with_the_socket_held_loses_no_request(activator, sqlite_url, launch):
     """Restarting the daemon while 8 clients call continuously fails no request."""
-    first = activator.spawn({"DATABASE_URL": sqlite_url})
-    daemons.append(first)
+    first = launch(activator.path, {"DATABASE_URL": sqlite_url}, activation=activator).start()
     stop = threading.Event()
     results: list[tuple[int, bool]] = []
     lock = threading.Lock()
@@ -73,8 +70,9 @@ def test_restart_with_the_socket_held_loses_no_request(activator, sqlite_url, da
         first.signal(signal.SIGTERM)  # as systemctl restart: stop, then start
         assert first.process.wait(30) == 0
         served_by_first = len(results)
-        second = activator.spawn({"DATABASE_URL": sqlite_url}, wait=False)
-        daemons.append(second)
+        second = launch(activator.path, {"DATABASE_URL": sqlite_url}, activation=activator).start(
+            wait=False
+        )
         poll(lambda: len(results) >= served_by_first + 200)
     finally:
         stop.set()
@@ -109,19 +107,18 @@ def test_activation_with_a_wrong_fd_fails_clearly(short_tmp, sqlite_url, make_fd
     assert "Traceback" not in output
 
 
-def test_listen_pid_of_another_process_means_no_activation(sock_path, sqlite_url, daemons):
+def test_listen_pid_of_another_process_means_no_activation(sock_path, sqlite_url, launch):
     """LISTEN_FDS meant for another pid is ignored: the daemon binds its own socket."""
-    daemon = Daemon(sock_path, {"DATABASE_URL": sqlite_url, "LISTEN_FDS": "1", "LISTEN_PID": "1"})
-    daemons.append(daemon)
+    daemon = launch(sock_path, {"DATABASE_URL": sqlite_url, "LISTEN_FDS": "1", "LISTEN_PID": "1"})
     daemon.start()
     assert daemon.call("rpc.ping") == "pong"
     assert daemon.stop() == 0
     assert not os.path.exists(sock_path)
 
 
-def test_notify_ready_status_watchdog_and_stopping(notify_socket, sock_path, sqlite_url, daemons):
+def test_notify_ready_status_watchdog_and_stopping(notify_socket, sock_path, sqlite_url, launch):
     """READY=1 comes once the socket listens; WATCHDOG=1 comes from the loop; STOPPING=1 on SIGTERM."""
-    daemon = Daemon(
+    daemon = launch(
         sock_path,
         {
             "DATABASE_URL": sqlite_url,
@@ -129,7 +126,6 @@ def test_notify_ready_status_watchdog_and_stopping(notify_socket, sock_path, sql
             "WATCHDOG_USEC": "400000",
         },
     )
-    daemons.append(daemon)
     daemon.start(wait=False)
     ready = notify_socket.wait_for("READY=1")[-1]
     RawClient(sock_path).close()  # already listening when READY=1 was sent
@@ -162,11 +158,11 @@ def test_notify_ready_status_watchdog_and_stopping(notify_socket, sock_path, sql
 
 
 def test_watchdog_stops_while_every_worker_is_stuck_and_resumes_after(
-    notify_socket, gate, short_tmp, sqlite_url, daemons
+    notify_socket, gate, short_tmp, sqlite_url, launch
 ):
     """A call waiting STALL_TIMEOUT with every worker stuck: STATUS=Stalled and no WATCHDOG=1,
     though the loop still turns; once a worker frees up, the pings come back."""
-    daemon = Daemon(
+    daemon = launch(
         str(short_tmp / "d.sock"),
         {
             "DATABASE_URL": sqlite_url,
@@ -177,7 +173,6 @@ def test_watchdog_stops_while_every_worker_is_stuck_and_resumes_after(
         "1",
         settings={"STALL_TIMEOUT": 0.5},
     )
-    daemons.append(daemon)
     daemon.start()
     notify_socket.wait_for("READY=1")
     with RawClient(daemon.socket) as stuck, RawClient(daemon.socket) as queued:
@@ -198,15 +193,14 @@ def test_watchdog_stops_while_every_worker_is_stuck_and_resumes_after(
     assert "workers_stalled" in daemon.log()
 
 
-def test_notify_to_an_abstract_socket(short_tmp, sock_path, sqlite_url, daemons):
+def test_notify_to_an_abstract_socket(short_tmp, sock_path, sqlite_url, launch):
     """NOTIFY_SOCKET=@name (abstract namespace) receives READY=1 too."""
     name = f"socketsvc-test-{os.getpid()}-{short_tmp.name}"
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     listener.bind("\0" + name)
     listener.settimeout(30)
     try:
-        daemon = Daemon(sock_path, {"DATABASE_URL": sqlite_url, "NOTIFY_SOCKET": "@" + name})
-        daemons.append(daemon)
+        daemon = launch(sock_path, {"DATABASE_URL": sqlite_url, "NOTIFY_SOCKET": "@" + name})
         daemon.start(wait=False)
         fields = set()
         while "READY=1" not in fields:
@@ -216,17 +210,16 @@ def test_notify_to_an_abstract_socket(short_tmp, sock_path, sqlite_url, daemons)
 
 
 def test_ready_comes_while_the_database_is_down_and_status_says_so(
-    notify_socket, private_mariadb, short_tmp, daemons
+    notify_socket, private_mariadb, short_tmp, launch
 ):
     """With MariaDB down the daemon is up and serves (calls wait for the database, then get
     -32001): READY=1 comes at once, STATUS= and rpc.status name the database as unavailable;
     once it is back, rpc.status says ready and available."""
     private_mariadb.stop()
-    daemon = Daemon(
+    daemon = launch(
         str(short_tmp / "d.sock"),
         {"DATABASE_URL": private_mariadb.url(), "NOTIFY_SOCKET": notify_socket.path},
     )
-    daemons.append(daemon)
     daemon.start()
     ready = notify_socket.wait_for("READY=1", timeout=30)[-1]
     assert any(f.startswith("STATUS=") and "database default unavailable" in f for f in ready)
