@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
+
+from tests.waiting import poll
 
 
 class ThrowawayServer:
@@ -37,17 +38,18 @@ class ThrowawayServer:
     def start(self, timeout: float = 60.0) -> None:
         """Start the server and wait until it answers a query."""
         self.process = self.launch()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+        process = self.process
+
+        def answers() -> bool:
+            if process.poll() is not None:
                 raise RuntimeError(f"{self.program} exited at start:\n{self.log_tail()}")
             try:
                 self.query("SELECT 1")
             except self.not_answering:
-                time.sleep(0.05)
-                continue
-            return
-        raise RuntimeError(f"{self.program} did not answer within {timeout} s:\n{self.log_tail()}")
+                return False
+            return True
+
+        poll(answers, timeout, interval=0.05, why=self.log_tail)
 
     def stop(self, timeout: float = 60.0) -> None:
         """Stop the server with its stop signal and wait for it to exit."""

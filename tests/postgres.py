@@ -15,7 +15,6 @@ import pwd
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -24,6 +23,7 @@ import psycopg
 
 from tests import dbserver
 from tests.dbserver import ThrowawayServer
+from tests.waiting import poll
 
 DB_NAME = "socketsvc_test"
 SUPERUSER = "postgres"
@@ -195,11 +195,12 @@ class PostgreSQL(ThrowawayServer):
         """
         if not self.query("SELECT pg_terminate_backend(%s)", [session_id])[0][0]:
             return False
-        deadline = time.monotonic() + 10
-        while self.query("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [session_id]):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"session {session_id} did not end")
-            time.sleep(0.01)
+        poll(
+            lambda: not self.query("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [session_id]),
+            10,
+            interval=0.01,
+            why=lambda: f"session {session_id} did not end",
+        )
         return True
 
     def kill_query(self, session_id: int) -> None:
@@ -222,11 +223,11 @@ class PostgreSQL(ThrowawayServer):
             self.query(f"ALTER SYSTEM SET {name} = '{value}'")
         self.query("SELECT pg_reload_conf()")
         want = "0" if seconds == 0 else value
-        deadline = time.monotonic() + 10
-        while self.query("SHOW idle_session_timeout")[0][0] != want:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"idle_session_timeout did not become {want}")
-            time.sleep(0.02)
+        poll(
+            lambda: self.query("SHOW idle_session_timeout")[0][0] == want,
+            10,
+            why=lambda: f"idle_session_timeout did not become {want}",
+        )
 
     @staticmethod
     def quote(name: str) -> str:
