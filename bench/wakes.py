@@ -68,6 +68,7 @@ class Latency:
 class IdleCost:
     vendor: str
     setting: str
+    processes: int
     cpu_percent: float
     statements_per_s: float
 
@@ -75,6 +76,7 @@ class IdleCost:
         return [
             self.vendor,
             self.setting,
+            str(self.processes),
             f"{self.cpu_percent:.2f}",
             f"{self.statements_per_s:.1f}",
         ]
@@ -218,11 +220,15 @@ def _statements(server: Any, vendor: str) -> int:
     return int(row[0][0])
 
 
-def idle_cost(base: Path, server: Any, vendor: str, poll: float | None) -> IdleCost:
-    """One daemon with two task workers, idle: its CPU and the statements the server counted."""
+def idle_cost(
+    base: Path, server: Any, vendor: str, poll: float | None, processes: int = 1
+) -> IdleCost:
+    """One daemon with two task workers (per process), idle: its CPU (all its processes) and
+    the statements the server counted."""
     _clear(server)
     settings: dict[str, Any] = {} if poll is None else {"TASK_WAKE_POLL": poll}
-    daemon = _daemon(base, f"{vendor}-idle", server.url(), TASK_WORKERS=2, **settings)
+    args = ("--processes", str(processes)) if processes > 1 else ()
+    daemon = _daemon(base, f"{vendor}-idle", server.url(), *args, TASK_WORKERS=2, **settings)
     try:
         time.sleep(2.0)  # the start-up's own statements are over
         cpu, statements, began = cpu_seconds(daemon.pid), _statements(server, vendor), time.time()
@@ -236,7 +242,7 @@ def idle_cost(base: Path, server: Any, vendor: str, poll: float | None) -> IdleC
         setting = "LISTEN"
     else:
         setting = f"TASK_WAKE_POLL={poll if poll is not None else 0.025:g}"
-    return IdleCost(vendor, setting, 100 * used / took, counted / took)
+    return IdleCost(vendor, setting, processes, 100 * used / took, counted / took)
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
@@ -259,11 +265,13 @@ def section(found: list[Latency], costs: list[IdleCost], count: int) -> str:
                 [row.row() for row in found],
             ),
             "",
-            f"An idle daemon (two task workers, nothing to do) over {IDLE_SECONDS:g} s: its "
-            "CPU, and the statements the server counted (the heartbeat's included):",
+            f"An idle daemon (two task workers per process, nothing to do) over "
+            f"{IDLE_SECONDS:g} s: the CPU of all its processes (of one core), and the "
+            "statements the server counted (the heartbeats' included). One process per "
+            "daemon watches the database, whatever `--processes`:",
             "",
             table(
-                ["database", "watch", "daemon CPU %", "statements/s"],
+                ["database", "watch", "processes", "daemon CPU %", "statements/s"],
                 [cost.row() for cost in costs],
             ),
             END,
@@ -300,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
             found += latencies(base, server, vendor, options.count)
             print(f"an idle daemon on {vendor}", flush=True)
             costs.append(idle_cost(base, server, vendor, None))
+            costs.append(idle_cost(base, server, vendor, None, processes=2))
             if vendor == "mariadb":
                 costs.append(idle_cost(base, server, vendor, 0))
         text = section(found, costs, options.count)

@@ -12,6 +12,7 @@ import sqlite3
 import pytest
 
 from tests.daemon import RawClient
+from tests.gate import Gate
 from tests.taskclient import seconds_between
 from tests.waiting import poll
 
@@ -101,3 +102,96 @@ def test_a_task_enqueued_by_a_host_with_no_daemon_starts_at_once(
     web = taskclient(url, str(short_tmp / "no-daemon-here.sock"))
     done = web.finished(web.enqueue("add", 3, 3)["id"], timeout=WOKEN_WITHIN * 2)
     assert started_after(done) < WOKEN_WITHIN
+
+
+def watchers(database, socket_path: str) -> dict[int, int]:
+    """Return {pid: session} of the worker processes of a daemon that watch the database,
+    once each process has either its watcher's session or said another process watches."""
+    pids = [
+        pid
+        for (pid,) in database.query(
+            "SELECT pid FROM socketsvc_worker WHERE stopped_at IS NULL", db="socketsvc_test"
+        )
+    ]
+    assert len(pids) == 2, pids
+
+    def wakes_of(pid: int) -> dict:
+        with connection_to(socket_path, pid) as client:
+            client.request({"jsonrpc": "2.0", "method": "rpc.status", "id": 1})
+            return client.reply()["result"]["tasks"]["wakes"]
+
+    def settled() -> dict[int, dict] | None:
+        seen = {pid: wakes_of(pid) for pid in pids}
+        if all(wakes.get("session") or "session" not in wakes for wakes in seen.values()):
+            return seen
+        return None
+
+    seen = poll(settled)
+    return {pid: wakes["session"] for pid, wakes in seen.items() if wakes.get("session")}
+
+
+def watching_pid(database, socket_path: str) -> int:
+    """Return the pid of the one worker process of a daemon that watches the database."""
+    found = watchers(database, socket_path)
+    assert len(found) == 1, found
+    return next(iter(found))
+
+
+@pytest.mark.parametrize("clean_tasks", VENDORS, indirect=True)
+def test_a_daemon_of_two_processes_watches_the_database_on_one_session(
+    clean_tasks, start_daemon, short_tmp
+):
+    """--processes 2, CONN_MAX_AGE=0, nothing to do: between heartbeats the daemon holds one
+    session, its one watcher's (each process used to hold a watcher of its own)."""
+    daemon = start_daemon(clean_tasks.url(), "--processes", "2", TASK_WORKERS=1)
+    poll(
+        lambda: len(clean_tasks.query("SELECT id FROM socketsvc_worker", db="socketsvc_test")) == 2
+    )
+    found = watchers(clean_tasks, daemon.socket)
+    assert len(found) == 1, found
+    [session] = found.values()
+    poll(lambda: [id for id, _ in clean_tasks.sessions("socketsvc_test")] == [session], timeout=20)
+
+
+@pytest.mark.parametrize("clean_tasks", VENDORS, indirect=True)
+def test_what_the_watcher_hears_while_its_workers_are_busy_starts_on_its_sibling(
+    clean_tasks, start_daemon, taskclient, gate, short_tmp
+):
+    """--processes 2, one task worker each; the process that watches the database is busy,
+    its sibling idle: a task from a host with no daemon (its wake-up reaches nothing) is
+    heard by the watcher, which passes it to its sibling through the master."""
+    url = clean_tasks.url()
+    daemon = start_daemon(url, "--processes", "2", TASK_WORKERS=1)
+    client = taskclient(url, daemon.socket)
+    poll(
+        lambda: len(clean_tasks.query("SELECT id FROM socketsvc_worker", db="socketsvc_test")) == 2
+    )
+    watcher = watching_pid(clean_tasks, daemon.socket)
+
+    def holder(task_id: str) -> int:
+        [(pid,)] = clean_tasks.query(
+            "SELECT w.pid FROM socketsvc_task t JOIN socketsvc_worker w ON w.id = t.claimed_by "
+            "WHERE t.id = %s",
+            [task_id],
+            db="socketsvc_test",
+        )
+        return int(pid)
+
+    first = client.enqueue("hold", gate.path)
+    gate.wait_for(1)
+    with Gate(short_tmp / "second.sock") as second_gate:
+        on_watcher = first
+        if holder(first["id"]) != watcher:
+            # The sibling holds the first: hold the watcher's worker too, then free the sibling.
+            on_watcher = client.enqueue("hold", second_gate.path)
+            second_gate.wait_for(1)
+            assert holder(on_watcher["id"]) == watcher
+            gate.open()
+            client.finished(first["id"])
+        web = taskclient(url, str(short_tmp / "no-daemon-here.sock"))
+        done = web.finished(web.enqueue("add", 4, 4)["id"], timeout=WOKEN_WITHIN * 2)
+        assert started_after(done) < WOKEN_WITHIN
+        # The watcher's one worker was held all along: its sibling ran the task.
+        assert client.result(on_watcher["id"])["status"] == "RUNNING"
+        second_gate.open()
+    gate.open()

@@ -3,16 +3,20 @@
 An enqueue wakes the daemon its process talks to (its socket), which passes
 the wake to its sibling processes when every task worker of its own is busy
 (:meth:`socketsvc.tasks.runner.TaskRunner.wake`). A daemon on another host,
-or a web host with no daemon at all, is reached only through the database:
+or a web host with no daemon at all, is reached only through the database,
+by one watcher per daemon (the process itself, or under ``--processes`` the
+worker process of the first slot, which passes what it hears to its siblings
+the same way):
 
 * PostgreSQL: a trigger (migration 0003) NOTIFYs ``socketsvc_task_ready``,
   with the queue as payload, when a row becomes READY (an enqueue, a retry, a
-  lost run requeued), on commit. Each task-running process LISTENs on a
-  connection of its own, idle in the server until a notification comes.
-* MySQL and MariaDB have no NOTIFY: while this process has an idle task
-  worker, it looks for a due READY task of its queues every
-  ``TASK_WAKE_POLL`` seconds (one lookup in the ``status, available_at``
-  index, on a connection of its own); with every worker busy, it does not.
+  lost run requeued), on commit. The watcher LISTENs on a connection of its
+  own, idle in the server until a notification comes.
+* MySQL and MariaDB have no NOTIFY: while a task worker may be idle, the
+  watcher looks for a due READY task of its queues every ``TASK_WAKE_POLL``
+  seconds (one lookup in the ``status, available_at`` index, on a connection
+  of its own). A process alone does not look while every worker of its own is
+  busy; the first slot's looks for its siblings whatever its own workers do.
 * SQLite is one host's: the socket and the master carry every wake.
 
 A lost notification, or a look that found nothing yet, costs at most the
@@ -66,12 +70,25 @@ class DatabaseWakes:
         self.queues = queues
         self.config = config
         self.vendor = connections[database].vendor
+        # Under a master: whether this process watches for its siblings too (else not at all).
+        self.siblings: bool | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._raw: Any = None
         # The server's id of the watcher's session (for rpc.status, and to tell it apart).
         self.session: int | None = None
         self.mode = self._mode()
+
+    def watch_for_siblings(self, watcher: bool) -> None:
+        """Under a master (before :meth:`start`): watch for the daemon's every process, or,
+        when another process does, not at all."""
+        self.siblings = watcher
+        if not watcher:
+            self.mode = "none"
+
+    def _wake(self, queue: str | None) -> None:
+        """What the database said may be ready: wake a worker here, or a sibling's."""
+        self.runner.wake(queue, forward=bool(self.siblings))
 
     def _mode(self) -> str:
         if self.vendor == "postgresql":
@@ -96,6 +113,8 @@ class DatabaseWakes:
 
     def status(self) -> dict[str, Any]:
         """Return the watcher's part of ``rpc.status``."""
+        if self.siblings is False:
+            return {"mode": "by the first slot's process"}
         described: dict[str, Any] = {"mode": self.mode}
         if self.mode == "poll":
             described["every_s"] = self.config.TASK_WAKE_POLL
@@ -114,11 +133,11 @@ class DatabaseWakes:
                 self._raw.execute(f"LISTEN {CHANNEL}")
                 self.session = _backend_pid(self._raw)
                 if not first:
-                    self.runner.wake(None, forward=False)  # what was missed meanwhile
+                    self._wake(None)  # what was missed meanwhile
                 first, delay = False, _RETRY_FIRST
                 while not self._stop.is_set():
                     for queue in _notifications(self._raw, _LISTEN_TICK):
-                        self.runner.wake(queue, forward=False)
+                        self._wake(queue)
             except Exception as exc:
                 if self._stop.is_set():
                     break
@@ -154,7 +173,7 @@ class DatabaseWakes:
         cursor: Any = None
         try:
             while not self._stop.wait(every):
-                if not self.runner.idle_workers:
+                if not self.siblings and not self.runner.idle_workers:
                     continue
                 try:
                     if cursor is None:
@@ -174,7 +193,7 @@ class DatabaseWakes:
                     continue
                 delay = _RETRY_FIRST
                 if found:
-                    self.runner.wake(None, forward=False)
+                    self._wake(None)
         finally:
             _close_quietly(wrapper.close)
 
