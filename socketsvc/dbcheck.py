@@ -159,6 +159,12 @@ def _check_before_cursor(conn: BaseDatabaseWrapper) -> None:
     # leave a transaction open on PostgreSQL, where autocommit is still off.
     if conn.connection is None or last is None:
         return
+    # Autocommit off outside an atomic block: Django is between a transaction's end and
+    # turning autocommit back on (or the code manages the transaction itself). A ping
+    # would begin a transaction on PostgreSQL, and Django could not turn autocommit on.
+    # The time since the last cursor was the last statement's, not idleness, anyway.
+    if not conn.autocommit and not conn.in_atomic_block:
+        return
     idle = now - last
     if idle < threshold or usable(conn):
         return

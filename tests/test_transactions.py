@@ -36,6 +36,24 @@ def test_exception_inside_atomic_rolls_back_and_next_request_is_clean(daemon):
     assert daemon.call("testapp.count_notes", text="raised-in-atomic") == 0
 
 
+def test_a_transaction_whose_last_statement_outlasts_the_idle_check_commits(daemon):
+    """A transaction ends with a statement longer than DB_CHECK_AFTER_IDLE (1 s): it commits,
+    the handler's answer is its own (no error about autocommit after the commit), and the
+    connection is clean for the next request."""
+    assert daemon.call("testapp.slow_atomic", text="slow-commit", seconds=1.5) == "committed"
+    assert daemon.call("testapp.count_notes", text="slow-commit") == 1
+    assert clean_state(daemon.call("testapp.state")) == CLEAN
+
+
+def test_a_transaction_that_fails_after_a_long_statement_rolls_back_with_its_own_error(daemon):
+    """The same, raising after the long statement: rolled back, the handler's own ValueError."""
+    with pytest.raises(HandlerError) as caught:
+        daemon.call("testapp.slow_atomic", text="slow-rollback", seconds=1.5, fail=True)
+    assert caught.value.error_type == "ValueError"
+    assert daemon.call("testapp.count_notes", text="slow-rollback") == 0
+    assert clean_state(daemon.call("testapp.state")) == CLEAN
+
+
 def test_atomic_block_left_open_is_rolled_back(daemon):
     """A handler that never leaves its atomic block has its write rolled back; later requests work."""
     assert daemon.call("testapp.leave_atomic_open", text="leaked-atomic") == "left open"

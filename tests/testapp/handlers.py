@@ -138,6 +138,19 @@ def raise_in_atomic(text: str) -> None:
 
 
 @handler
+def slow_atomic(text: str, seconds: float, fail: bool = False) -> str:
+    """Write inside atomic, then run a statement that takes *seconds* (then raise if *fail*)."""
+    sleep = "SELECT pg_sleep(%s)" if connection.vendor == "postgresql" else "SELECT SLEEP(%s)"
+    with transaction.atomic():
+        Note.objects.create(text=text)
+        with connection.cursor() as cursor:
+            cursor.execute(sleep, [seconds])
+        if fail:
+            raise ValueError("failed after a slow statement")
+    return "committed"
+
+
+@handler
 def leave_atomic_open(text: str) -> str:
     """Enter an atomic block and never leave it."""
     transaction.atomic().__enter__()
