@@ -6,8 +6,10 @@ machine's shared MariaDB is never touched.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -194,6 +196,38 @@ class MariaDB(ThrowawayServer):
     def as_text(expression: str) -> str:
         """SQL that reads *expression* (a JSON column, say) as text."""
         return f"CAST({expression} AS CHAR)"
+
+    @contextlib.contextmanager
+    def holding_row_lock(self, table: str, row_id: str) -> Iterator[None]:
+        """Hold *table*'s row *row_id* locked (SELECT ... FOR UPDATE) from a session of its own."""
+        conn = MySQLdb.connect(unix_socket=self.socket, user="root", database=DB_NAME)
+        try:
+            cursor = conn.cursor()
+            cursor.execute("BEGIN")
+            cursor.execute(f"SELECT id FROM {table} WHERE id = %s FOR UPDATE", [row_id])
+            yield
+            conn.rollback()
+        finally:
+            conn.close()
+
+    @contextlib.contextmanager
+    def refusing_first_endings(self) -> Iterator[None]:
+        """A trigger refuses to end a task (SUCCESSFUL or FAILED) on its first claim."""
+        self.query(
+            "CREATE TRIGGER refuse_first_ending BEFORE UPDATE ON socketsvc_task FOR EACH ROW "
+            "BEGIN IF NEW.status IN ('SUCCESSFUL', 'FAILED') AND OLD.claims = 1 THEN "
+            "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'refused on purpose'; END IF; END",
+            db=DB_NAME,
+        )
+        try:
+            yield
+        finally:
+            self.query("DROP TRIGGER IF EXISTS refuse_first_ending", db=DB_NAME)
+
+    @staticmethod
+    def seconds_until(column: str) -> str:
+        """SQL for the seconds from the server's now until *column* (a moment)."""
+        return f"TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), {column}) / 1e6"
 
     def reset(self) -> None:
         """Undo what tests reconfigure."""

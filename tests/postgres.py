@@ -9,12 +9,14 @@ on no TCP port, only on a socket in its own directory.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
 import shutil
 import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -238,6 +240,39 @@ class PostgreSQL(ThrowawayServer):
     def as_text(expression: str) -> str:
         """SQL that reads *expression* (a JSON column, say) as text."""
         return f"CAST({expression} AS TEXT)"
+
+    @contextlib.contextmanager
+    def holding_row_lock(self, table: str, row_id: str) -> Iterator[None]:
+        """Hold *table*'s row *row_id* locked (SELECT ... FOR UPDATE) from a session of its own."""
+        with psycopg.connect(host=self.socket_dir, user=SUPERUSER, dbname=DB_NAME) as conn:
+            conn.execute(f"SELECT id FROM {table} WHERE id = %s FOR UPDATE", [row_id])
+            yield
+            conn.rollback()
+
+    @contextlib.contextmanager
+    def refusing_first_endings(self) -> Iterator[None]:
+        """A trigger refuses to end a task (SUCCESSFUL or FAILED) on its first claim."""
+        self.query(
+            "CREATE FUNCTION refuse_first_ending() RETURNS trigger AS $$ BEGIN "
+            "IF NEW.status IN ('SUCCESSFUL', 'FAILED') AND OLD.claims = 1 THEN "
+            "RAISE EXCEPTION 'refused on purpose'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql",
+            db=DB_NAME,
+        )
+        self.query(
+            "CREATE TRIGGER refuse_first_ending BEFORE UPDATE ON socketsvc_task FOR EACH ROW "
+            "EXECUTE FUNCTION refuse_first_ending()",
+            db=DB_NAME,
+        )
+        try:
+            yield
+        finally:
+            self.query("DROP TRIGGER IF EXISTS refuse_first_ending ON socketsvc_task", db=DB_NAME)
+            self.query("DROP FUNCTION IF EXISTS refuse_first_ending()", db=DB_NAME)
+
+    @staticmethod
+    def seconds_until(column: str) -> str:
+        """SQL for the seconds from the server's now until *column* (a moment)."""
+        return f"EXTRACT(EPOCH FROM ({column} - NOW()))"
 
     def reset(self) -> None:
         """Undo what tests reconfigure."""

@@ -143,3 +143,32 @@ def test_a_daemon_declared_lost_while_idle_registers_again_and_runs_each_task_on
     assert first.process.poll() is None
     events = [e.get("event") for e in first.log_events()]
     assert "task_daemon_declared_lost" in events
+
+
+@pytest.mark.parametrize("clean_tasks", VENDORS, indirect=True)
+def test_a_run_the_drain_gave_up_on_is_not_run_again_while_its_process_lives(
+    clean_tasks, start_daemon, short_tmp, taskclient, gate
+):
+    """A is told to stop while a task it runs holds at the gate past DRAIN_TIMEOUT: the drain
+    gives up on it, and the run goes on in its thread until A's process ends. B takes the
+    task only once A has exited (never beside the run still in A), and runs it to success."""
+    first = start_daemon(
+        clean_tasks.url(),
+        socket_path=str(short_tmp / "a.sock"),
+        TASK_WORKERS=1,
+        DRAIN_TIMEOUT=1,
+        **LEASE,
+    )
+    client = taskclient(clean_tasks.url(), first.socket)
+    queued = client.enqueue("hold_then_mark_retried", gate.path, "abandoned")
+    gate.wait_for(1)
+    start_daemon(clean_tasks.url(), socket_path=str(short_tmp / "b.sock"), TASK_WORKERS=1, **LEASE)
+    first.signal(signal.SIGTERM)
+    gate.wait_for(2, timeout=30)  # B runs it again
+    assert first.process.poll() is not None, "B started the task while A's run went on"
+    gate.open()
+    done = client.finished(queued["id"])
+    assert done["status"] == "SUCCESSFUL", done["errors"]
+    assert done["attempts"] == 2
+    assert markers(clean_tasks, "abandoned") == 1
+    assert any(e.get("event") == "task_runs_abandoned" for e in first.log_events())

@@ -31,6 +31,7 @@ _BY_DRIVER: dict[str, VendorOps] = {
     "psycopg": postgresql.OPS,
     "psycopg2": postgresql.OPS,
     "psycopg_pool": postgresql.OPS,
+    "sqlite3": sqlite.OPS,
 }
 
 
@@ -53,6 +54,12 @@ def driver_code(exc: BaseException) -> int | str | None:
 def is_connection_error(exc: BaseException) -> bool:
     """Return True if *exc* says the database could not be reached or the link broke."""
     return ops_for_exception(exc).is_connection_error(exc)
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """Return True if *exc* says the transaction lost a race (deadlock, lock wait timeout,
+    serialization failure, SQLite's busy database): rolled back, worth trying again."""
+    return ops_for_exception(exc).is_conflict(exc)
 
 
 def misconfiguration(exc: BaseException) -> str | None:
@@ -89,6 +96,7 @@ __all__ = [
     "VendorOps",
     "describe_code",
     "driver_code",
+    "is_conflict",
     "is_connect_failure",
     "is_connection_error",
     "is_database_error",

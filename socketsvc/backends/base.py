@@ -96,6 +96,12 @@ class VendorOps:
         """Return True if *exc* means the server cannot be reached or the link broke."""
         return isinstance(exc, InterfaceError)
 
+    def is_conflict(self, exc: BaseException) -> bool:
+        """Return True if *exc* says the statement lost a race with another transaction (a
+        deadlock, a lock wait timeout, a serialization failure): it was rolled back, and the
+        same work tried again can succeed."""
+        return False
+
     def closed_by_server(self, conn: Any) -> bool | None:
         """Tell without a round trip whether the server closed an idle connection.
 

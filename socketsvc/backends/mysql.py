@@ -24,6 +24,9 @@ CONNECTION_ERRORS = frozenset(
     {1040, 1053, 1203, 1226, 1927, 2002, 2003, 2005, 2006, 2013, 2014, 2055, 4031}
 )
 
+# A transaction that lost a race: lock wait timeout (1205), deadlock (1213).
+CONFLICTS = frozenset({1205, 1213})
+
 # Codes that say the settings are wrong, not the server away: waiting cannot help.
 _LOGIN = "the database refused the login: check USER and PASSWORD"
 MISCONFIGURED = {
@@ -76,6 +79,10 @@ class MySQLOps(VendorOps):
         """Return what to fix for a login or database the settings got wrong."""
         code = self.driver_code(exc)
         return None if code is None else MISCONFIGURED.get(code)
+
+    def is_conflict(self, exc: BaseException) -> bool:
+        """Return True for a deadlock or a lock wait timeout."""
+        return isinstance(exc, DatabaseError) and self.driver_code(exc) in CONFLICTS
 
     def closed_by_server(self, conn: Any) -> bool | None:
         """Look for the server's close on the socket (see :func:`.base.peer_closed`)."""

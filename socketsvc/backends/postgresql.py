@@ -37,6 +37,10 @@ _STARTUP_MESSAGES = (
     ("does not exist", "3D000"),  # database "x" does not exist
 )
 
+# A transaction that lost a race: serialization failure, deadlock, lock not available
+# (lock_timeout).
+_CONFLICT_STATES = frozenset({"40001", "40P01", "55P03"})
+
 # States that say the settings are wrong, not the server away: waiting cannot help.
 MISCONFIGURED = {
     "28P01": "the database refused the login: check USER and PASSWORD",
@@ -84,6 +88,10 @@ class PostgreSQLOps(VendorOps):
         """Return what to fix for a login or database the settings got wrong."""
         state = self.driver_code(exc)
         return None if state is None else MISCONFIGURED.get(state)
+
+    def is_conflict(self, exc: BaseException) -> bool:
+        """Return True for a serialization failure, a deadlock or a lock timeout."""
+        return isinstance(exc, DatabaseError) and self.driver_code(exc) in _CONFLICT_STATES
 
     def is_connection_error(self, exc: BaseException) -> bool:
         """Return True for class 08, the shutdown/timeout states, or a closed connection."""

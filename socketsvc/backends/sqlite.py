@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from django.core.checks import CheckMessage, Warning
+from django.db import OperationalError
 
 from .base import VendorOps
 
@@ -17,6 +18,10 @@ class SQLiteOps(VendorOps):
     """The sqlite3 module."""
 
     vendor = "sqlite"
+
+    def is_conflict(self, exc: BaseException) -> bool:
+        """Return True when another connection held the write lock past the busy timeout."""
+        return isinstance(exc, OperationalError) and "is locked" in str(exc)
 
     def check(self, alias: str, database: Mapping[str, Any], config: Config) -> list[CheckMessage]:
         """Warn when transactions start DEFERRED: concurrent writers then fail at once.

@@ -6,9 +6,11 @@ gets its result written, on a connection checked (and replaced) first. A
 result that cannot be written because the database is down is retried until
 it is, or until the daemon must stop; then the row stays RUNNING and the next
 daemon to look treats the run as lost (:class:`~socketsvc.tasks.WorkerLost`).
-A result the database refuses (a value it cannot store, a statement larger
-than it accepts) ends the task FAILED with
-:class:`~socketsvc.tasks.ResultNotStored` saying why: a task never stays
+A write that lost a race with another transaction (a deadlock, a lock wait
+timeout) is tried again. A result the database refuses (a value it cannot
+store, a statement larger than it accepts) ends the task FAILED with
+:class:`~socketsvc.tasks.ResultNotStored` saying why; if not even that can
+be written, the runner takes the run back as lost: a task never stays
 RUNNING under a live daemon.
 
 A failed run is recorded, and ``task_finished`` sent, while its exception is
@@ -92,6 +94,10 @@ class RefusedWrite(Exception):
     """The database refused a write about a run (not an outage); the message says why."""
 
 
+class NotRecorded(Exception):
+    """Not even the failure of a run could be written: its row is still RUNNING, ours."""
+
+
 class Executor:
     """Runs claimed tasks for one runner (called from its worker threads)."""
 
@@ -109,18 +115,22 @@ class Executor:
         self._may_keep_trying = may_keep_trying
         self._flush_progress = flush_progress
 
-    def run(self, record: TaskRecord, running: Running) -> None:
-        """Run *record* (already RUNNING for us) to its end and record how it went."""
+    def run(self, record: TaskRecord, running: Running) -> bool:
+        """Run *record* (already RUNNING for us) to its end and record how it went.
+
+        Returns False if how it ended could not be recorded (the row is still
+        RUNNING under our claim: the caller takes the run back as lost).
+        """
         started = time.monotonic()
         with bound_contextvars(task_id=record.id, task=record.task_path, attempt=record.attempts):
             try:
                 task = load_task(record.task_path)
             except (ImportError, TypeError) as exc:
-                self._record(record, Ending(TaskStatus.FAILED, error=_error_of(exc)), None, started)
-                return
+                ending = Ending(TaskStatus.FAILED, error=_error_of(exc))
+                return self._record(record, ending, None, started)
             result = to_result(record, task)
             task_started.send(self.backend_class, task_result=result)
-            self._call(task, record, result, running, started)
+            return self._call(task, record, result, running, started)
 
     def _call(
         self,
@@ -129,7 +139,7 @@ class Executor:
         result: Any,
         running: Running,
         started: float,
-    ) -> None:
+    ) -> bool:
         policy: RetryPolicy = policy_of(task.func) if record.max_attempts > 1 else NO_RETRY
         set_running(running)
         try:
@@ -152,11 +162,10 @@ class Executor:
                 ending.retry_in = policy.delay(attempts)
             self._flush_progress(running)  # the last progress is there before the status
             # Still handling *exc*: task_finished's receivers see it (sys.exc_info()).
-            self._record(record, ending, task, started)
-            return
+            return self._record(record, ending, task, started)
         set_running(None)
         self._flush_progress(running)
-        self._record(record, ending, task, started)
+        return self._record(record, ending, task, started)
 
     def _database_reachable(self) -> bool:
         """Return False if the task's database is down and stays down for the whole wait.
@@ -177,8 +186,12 @@ class Executor:
 
     def _record(
         self, record: TaskRecord, ending: Ending, task: Task[Any, Any] | None, started: float
-    ) -> None:
-        written, ending = self._store(record, ending)
+    ) -> bool:
+        """Write how the run ended and say so; return False if it could not be written."""
+        try:
+            written, ending = self._store(record, ending)
+        except NotRecorded:
+            return False
         fields: dict[str, Any] = {
             "task_id": record.id,
             "task": record.task_path,
@@ -190,7 +203,7 @@ class Executor:
             fields["error_type"] = ending.error["exception_class_path"]
         if written is None:
             log.warning("task_result_not_recorded", **fields, hint="the run was taken from us")
-            return
+            return True
         if ending.unstarted and written.status == TaskStatus.READY:
             outcome = "waits_for_database"
         elif written.status == TaskStatus.READY:
@@ -201,6 +214,7 @@ class Executor:
         (log.info if outcome == "ok" else log.warning)("task", **fields, outcome=outcome)
         if written.status != TaskStatus.READY and task is not None:
             task_finished.send(self.backend_class, task_result=to_result(written, task))
+        return True
 
     def _store(self, record: TaskRecord, ending: Ending) -> tuple[TaskRecord | None, Ending]:
         """Write how the run ended; a result the database refuses ends it FAILED, saying why."""
@@ -219,7 +233,7 @@ class Executor:
             written = self._write(lambda: self._write_ending(record, refused), lost_means=None)
         except RefusedWrite as exc:
             log.error("task_failure_not_recorded", task_id=record.id, error=str(exc))
-            return None, refused
+            raise NotRecorded from exc
         return written, refused
 
     def _check_size(self, ending: Ending) -> None:
@@ -261,7 +275,8 @@ class Executor:
         write: Callable[[], TaskRecord | None],
         lost_means: tuple[int, float] | None = (_REFUSED_AFTER, _REFUSED_WITHIN),
     ) -> TaskRecord | None:
-        """Run a bookkeeping write in the lifecycle, retrying while the database is unreachable.
+        """Run a bookkeeping write in the lifecycle, retrying while the database is unreachable
+        or the write lost a race with another transaction (a deadlock, a lock wait timeout).
 
         Raises RefusedWrite when the database refuses it: an error that is not
         about reaching the server, or (*lost_means*: that many times in a row,
@@ -276,6 +291,14 @@ class Executor:
                 with request_scope(self._check_idle_after()):
                     return write()
             except Exception as exc:
+                if backends.is_conflict(exc):
+                    # Rolled back, nothing written: the same write again will do.
+                    if not self._may_keep_trying():
+                        raise
+                    log.warning("task_bookkeeping_conflict", error=_describe(exc), retry_in=delay)
+                    time.sleep(delay)
+                    delay = min(delay * 2, _WRITE_RETRY_MAX)
+                    continue
                 if not backends.is_connection_error(exc):
                     if backends.is_database_error(exc):
                         raise RefusedWrite(_describe(exc)) from exc

@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -45,6 +45,11 @@ from .wake import serve_in_process
 log = structlog.get_logger("socketsvc.tasks")
 
 PROGRESS_INTERVAL = 0.5
+_UNRECORDED = store.error_entry(
+    "socketsvc.tasks.WorkerLost",
+    "socketsvc.tasks.WorkerLost: the run ended, but how it ended could not be recorded "
+    "(see the daemon's log); taken back as a lost run\n",
+)
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,10 @@ class TaskRunner:
         self._house = threading.Event()
         self._threads: list[threading.Thread] = []
         self._counts_wanted = False
+        # Claims whose commit is in doubt (worker id, moment), and runs of ours whose ending
+        # could not be written: housekeeping puts them right (see _settle_doubts).
+        self._doubtful_claims: list[tuple[str, datetime]] = []
+        self._unrecorded: list[Any] = []
 
     # -- the daemon's side ---------------------------------------------------------
 
@@ -210,25 +219,39 @@ class TaskRunner:
     def _run(self, record: Any) -> None:
         running = Running(record.id, (record.claimed_by, record.claims))
         self.running[record.id] = running
+        recorded = False
         try:
-            self.executor.run(record, running)
+            recorded = self.executor.run(record, running)
         except Exception:
             log.exception("task_run_failed", task_id=record.id)
         finally:
+            if not recorded:
+                # Still RUNNING under our claim, and nobody else will look at it while
+                # this process lives: housekeeping takes it back as a lost run.
+                with self._lock:
+                    self._unrecorded.append(record)
+                self._house.set()
             self.running.pop(record.id, None)
 
     def _claim(self) -> tuple[Any, bool]:
         served = self.served
+        worker_id, now = self.worker.id, timezone.now()
         try:
             with request_scope(self.config.DB_CHECK_AFTER_IDLE):
-                return store.claim(self.worker.id, served.aliases, served.queues, served.database)
+                return store.claim(worker_id, served.aliases, served.queues, served.database, now)
         except store.DeclaredLost:
             self._lost(holding=1)
             return None, False
         except Exception as exc:
-            log.warning(
-                "task_claim_failed", error=str(exc), unreachable=backends.is_connection_error(exc)
-            )
+            unreachable = backends.is_connection_error(exc)
+            log.warning("task_claim_failed", error=str(exc), unreachable=unreachable)
+            if unreachable:
+                # The connection broke under the claim: whether it committed is unknown, and a
+                # task it took would stay RUNNING under this live daemon. Housekeeping finds
+                # it by the claim's moment and puts it back.
+                with self._lock:
+                    self._doubtful_claims.append((worker_id, now))
+                self._house.set()
             self._hard_stop.wait(1.0)
             return None, False
 
@@ -291,9 +314,33 @@ class TaskRunner:
                         continue
                 idle_wait(self._hard_stop.wait, pace, self._hard_stop.is_set)
         finally:
-            if self._registered.is_set():
-                self._safely(lambda: store.stop_worker(self.worker.id, self.served.database))
+            self._record_stop()
             close_thread_connections()
+
+    def _record_stop(self) -> None:
+        """Record this daemon stopped, unless a run is still in flight.
+
+        A run the drain gave up on (``DRAIN_TIMEOUT``) goes on in its thread
+        until the process ends, so the daemon must not say it stopped: another
+        would run the task again at once, beside it. Its lease is left to run
+        out instead; a daemon on this host takes the run back as soon as the
+        process is gone, one elsewhere once the lease has expired, and the
+        kill switch ends the process before that if it lingers.
+        """
+        in_flight = self.lease.revoke()  # from here on no claim starts
+        if not self._registered.is_set():
+            return
+        if in_flight:
+            log.warning(
+                "task_runs_abandoned",
+                worker_id=self.worker.id,
+                runs_in_flight=in_flight,
+                running=sorted(self.running),
+                hint="the drain ended before these runs did (DRAIN_TIMEOUT); they are run "
+                "again once this process has exited",
+            )
+            return
+        self._safely(lambda: store.stop_worker(self.worker.id, self.served.database))
 
     def _register(self) -> None:
         """Record this daemon (a fresh id), retrying while the database is unreachable."""
@@ -365,6 +412,8 @@ class TaskRunner:
                 if now >= next_recovery:
                     next_recovery = now + self.config.TASK_HEARTBEAT
                     self._safely(self._recover)
+                    if self._doubtful_claims or self._unrecorded:
+                        self._safely(self._settle_doubts)
                 if self.config.TASK_RETENTION is not None and now >= next_prune:
                     next_prune = now + 3600.0
                     self._safely(self._prune)
@@ -396,6 +445,35 @@ class TaskRunner:
         if requeued or failed:
             log.warning("tasks_of_lost_daemons", daemons=names, requeued=requeued, failed=failed)
             self.wake()
+
+    def _settle_doubts(self) -> None:
+        """Put back what a claim in doubt took; take back runs whose ending went unwritten.
+
+        Each is done once it succeeded (the database answered); until then it
+        is tried again at every round.
+        """
+        database = self.served.database
+        while self._doubtful_claims:
+            worker_id, moment = self._doubtful_claims[0]
+            record = store.release_doubtful_claim(worker_id, moment, database)
+            if record is not None:
+                log.warning(
+                    "task_claim_put_back",
+                    task_id=record.id,
+                    hint="the connection broke as the claim committed; the task was put back "
+                    "in its place, its attempt not counted",
+                )
+                self.wake()
+            with self._lock:
+                self._doubtful_claims.pop(0)
+        while self._unrecorded:
+            record = self._unrecorded[0]
+            status = store.abandon(record, record.claimed_by, _UNRECORDED, database)
+            if status is not None:
+                log.error("task_run_taken_back", task_id=record.id, status=status)
+                self.wake()
+            with self._lock:
+                self._unrecorded.pop(0)
 
     def _prune(self) -> None:
         retention = self.config.TASK_RETENTION

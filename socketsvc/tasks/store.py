@@ -94,7 +94,11 @@ class DeclaredLost(Exception):
 
 
 def claim(
-    worker_id: str, backends: Collection[str], queues: Collection[str] | None, using: str
+    worker_id: str,
+    backends: Collection[str],
+    queues: Collection[str] | None,
+    using: str,
+    now: datetime | None = None,
 ) -> tuple[TaskRecord | None, bool]:
     """Take the most urgent READY task that is due, marking it RUNNING for *worker_id*.
 
@@ -103,8 +107,12 @@ def claim(
     The claim holds only while *worker_id* is not marked stopped, decided in
     the claim's own transaction (a share lock on its row, which a daemon
     marking it stopped must wait for): raises DeclaredLost otherwise.
+
+    *now* (default: the clock's) is the claim's moment, written as the run's
+    ``started_at``: a claim whose commit is in doubt is found by it
+    (:func:`release_doubtful_claim`).
     """
-    now = timezone.now()
+    now = now or timezone.now()
     if connections[using].features.has_select_for_update_skip_locked:
         with transaction.atomic(using=using):
             if not statements.share_registration(using, worker_id):
@@ -117,11 +125,12 @@ def claim(
     due = statements.due_in_order(backends, queues, using, now)
     candidates = list(due.values_list("id", flat=True)[:8])
     for n, candidate in enumerate(candidates):
-        # One statement, which the database runs alone (SQLite: one writer at a time).
-        if statements.take_if_registered(using, candidate, worker_id):
-            record = TaskRecord.objects.using(using).get(id=candidate)
-            _mark_running(record, worker_id, now, using)
-            return record, n + 1 < len(candidates)
+        with transaction.atomic(using=using):
+            # A statement the database runs alone (SQLite: one writer at a time).
+            if statements.take_if_registered(using, candidate, worker_id):
+                record = TaskRecord.objects.using(using).get(id=candidate)
+                _mark_running(record, worker_id, now, using)
+                return record, n + 1 < len(candidates)
     if candidates and not statements.registered(using, worker_id):
         raise DeclaredLost(worker_id)
     return None, False
@@ -322,20 +331,57 @@ def lost(worker_ids: Collection[str], reason: dict[str, str], using: str) -> tup
             )
             if record is None:
                 continue
-            now = timezone.now()
-            record.errors = [*record.errors, reason]
-            record.claimed_by = ""
-            if record.attempts < record.max_attempts and record.cancel_requested_at is None:
-                # It keeps its place (its available_at): the first in line for a worker.
-                record.status = READY
+            if _take_back(record, reason, using) == READY:
                 requeued += 1
             else:
-                record.status, record.finished_at = TaskStatus.FAILED, now
                 failed += 1
-            record.save(
-                update_fields=["errors", "claimed_by", "status", "available_at", "finished_at"]
-            )
     return requeued, failed
+
+
+def _take_back(record: TaskRecord, reason: dict[str, str], using: str) -> str:
+    """Requeue a locked run that was lost (its attempt counted) or fail it; return the status."""
+    record.errors = [*record.errors, reason]
+    record.claimed_by = ""
+    if record.attempts < record.max_attempts and record.cancel_requested_at is None:
+        # It keeps its place (its available_at): the first in line for a worker.
+        record.status = READY
+    else:
+        record.status, record.finished_at = TaskStatus.FAILED, timezone.now()
+    record.save(update_fields=["errors", "claimed_by", "status", "available_at", "finished_at"])
+    return str(record.status)
+
+
+def abandon(record: TaskRecord, worker_id: str, reason: dict[str, str], using: str) -> str | None:
+    """Take back a run of ours whose ending could not be recorded, as a lost run is.
+
+    Returns the status it got (READY or FAILED), or None if the run was no
+    longer ours (finished, or taken back already).
+    """
+    with transaction.atomic(using=using):
+        locked = (
+            TaskRecord.objects.using(using)
+            .select_for_update()
+            .filter(**_fence(record, worker_id))
+            .first()
+        )
+        return None if locked is None else _take_back(locked, reason, using)
+
+
+def release_doubtful_claim(worker_id: str, claimed_at: datetime, using: str) -> TaskRecord | None:
+    """Put back the task a claim of *worker_id* at *claimed_at* took, if it took one.
+
+    For a claim whose commit is in doubt (the connection broke as it was
+    sent): its run never started, so the attempt is not counted and the task
+    keeps its place. Returns the task put back, or None if the claim took none.
+    """
+    record = (
+        TaskRecord.objects.using(using)
+        .filter(status=RUNNING, claimed_by=worker_id, started_at=claimed_at)
+        .first()
+    )
+    if record is None:
+        return None
+    return put_back(record, worker_id, record.available_at, using)
 
 
 def prune(older_than: timedelta, using: str) -> int:

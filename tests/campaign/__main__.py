@@ -70,6 +70,7 @@ def run(vendor: str, duration: float, seed: int, base: Path, keep: bool) -> repo
         )
         print("settling", flush=True)
         settled = _settle(cluster)
+        unsettled = [] if settled else cluster.unsettled()
         cluster.stop_daemons()
         history = read_history(cluster, workload.record, paused_at)
         return report.Outcome(
@@ -78,6 +79,7 @@ def run(vendor: str, duration: float, seed: int, base: Path, keep: bool) -> repo
             duration=duration,
             elapsed=time.time() - started,
             settled=settled,
+            unsettled=unsettled,
             history=history,
             record=workload.record,
             faults=nemesis.faults,

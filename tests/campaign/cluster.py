@@ -138,6 +138,41 @@ class Cluster:
             if self.alive(name):
                 self.daemons[name].stop(timeout=60)
 
+    def unsettled(self) -> list[str]:
+        """Describe each task still READY or RUNNING: its claim, the claimant's row and
+        process, and its runs (what a settling that never came needs to be understood)."""
+        lines = []
+        for task_id, status, claimed_by, claims, attempts in self.query(
+            "SELECT id, status, claimed_by, claims, attempts FROM socketsvc_task "
+            "WHERE status IN ('READY', 'RUNNING')"
+        ):
+            lines.append(
+                f"{task_id} {status}, claim {claims} by {claimed_by or '-'}, {attempts} attempts"
+            )
+            for pid, stopped_at, expires_in in self.query(
+                "SELECT pid, stopped_at, "
+                f"{self.server.seconds_until('lease_expires_at')} "
+                "FROM socketsvc_worker WHERE id = %s",
+                [claimed_by],
+            ):
+                alive = "alive" if _alive(int(pid)) else "gone"
+                lines.append(
+                    f"  its daemon: pid {pid} ({alive}), stopped_at {stopped_at}, "
+                    f"lease expires in {float(expires_in):.1f} s"
+                )
+            for attempt, pid, started, ended, outcome in self.query(
+                "SELECT attempt, pid, started, ended, outcome FROM testapp_campaignrun "
+                "WHERE task_id = %s ORDER BY started",
+                [task_id],
+            ):
+                died = self.deaths.died.get(int(pid))
+                lines.append(
+                    f"  run {attempt}: pid {pid}, started {float(started):.3f}, ended "
+                    f"{ended if ended is None else f'{float(ended):.3f}'} {outcome}, "
+                    f"process died {died if died is None else f'{died:.3f}'}"
+                )
+        return lines
+
     def logs(self) -> list[dict[str, Any]]:
         """Every JSON line every daemon wrote (its masters and workers)."""
         events = []
@@ -160,6 +195,14 @@ class Cluster:
     def remove(self) -> None:
         """Remove the database server's files (a PostgreSQL one lives outside the base)."""
         shutil.rmtree(self.server.base, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _signal(pid: int, signum: int) -> None:

@@ -25,6 +25,8 @@ class Outcome:
     duration: float
     elapsed: float
     settled: bool
+    # Each task left READY or RUNNING, its claim, claimant and runs (empty once settled).
+    unsettled: list[str]
     history: History
     record: Record
     faults: list[Fault]
@@ -117,6 +119,7 @@ def text(outcome: Outcome) -> str:
     lines.append(
         f"  {'settled':<26} {'yes' if outcome.settled else 'NO (tasks left READY/RUNNING)'}"
     )
+    lines += [f"      {line}" for line in outcome.unsettled[: SHOWN * 8]]
     lines.append("")
     lines.append(f"  {'invariant':<16} {'violations':>10}  what it says")
     for verdict in outcome.verdicts:

@@ -133,6 +133,13 @@ if os.environ.get("TEST_PERIODIC"):
 
 
 @task
+def hold_then_fail(gate: str) -> None:
+    """Wait at the gate, then raise (no retries)."""
+    hold.call(gate)
+    raise ValueError("fails after the gate")
+
+
+@task
 @retry(attempts=3, backoff=0.0)
 def hold_then_fail_retried(gate: str) -> None:
     """Wait at the gate, then raise an error its policy retries."""

@@ -1,0 +1,176 @@
+"""A proxy between daemons and a database server that breaks a connection right after the
+server committed a claim, before the reply reaches the client: the commit in doubt.
+
+It forwards a Unix socket to the server's. Once armed, it watches what clients send
+(MySQL packets, PostgreSQL messages): on a connection whose transaction locked rows with
+``SKIP LOCKED`` and then updated the task table (a claim that took a task), the next
+``COMMIT`` goes to the server, and the server's reply is dropped with the connection.
+The server committed; the client sees its connection lost. It cuts once per arming.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import struct
+import threading
+from pathlib import Path
+
+
+class CommitCut:
+    """Listen on *path*; forward every connection to the server's socket at *upstream*."""
+
+    def __init__(self, path: Path | str, upstream: Path | str, vendor: str) -> None:
+        self.path, self.upstream, self.vendor = str(path), str(upstream), vendor
+        self.cuts = 0
+        self._armed = threading.Event()
+        self._cut_done = threading.Event()
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener.bind(self.path)
+        os.chmod(self.path, 0o777)
+        self._listener.listen(64)
+        self._lock = threading.Lock()
+        self._closed = False
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, name="commitcut", daemon=True).start()
+
+    def arm(self) -> None:
+        """Cut the next claim's commit (once)."""
+        self._cut_done.clear()
+        self._armed.set()
+
+    def wait_for_cut(self, timeout: float = 30.0) -> None:
+        """Return once a claim's commit was cut; fail after *timeout*."""
+        assert self._cut_done.wait(timeout), "no claim's commit was cut"
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            for sock in [self._listener, *self._sockets]:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+
+    def __enter__(self) -> CommitCut:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- forwarding ----------------------------------------------------------------
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                server.connect(self.upstream)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                if self._closed:
+                    client.close()
+                    server.close()
+                    return
+                self._sockets += [client, server]
+            link = _Link(self, client, server)
+            threading.Thread(target=link.requests, daemon=True).start()
+            threading.Thread(target=link.replies, daemon=True).start()
+
+    def _take_cut(self) -> bool:
+        """Return True (once per arming) if this commit is the one to cut."""
+        with self._lock:
+            if not self._armed.is_set():
+                return False
+            self._armed.clear()
+            return True
+
+    def _cut(self) -> None:
+        with self._lock:
+            self.cuts += 1
+        self._cut_done.set()
+
+
+class _Link:
+    """One client's connection: its messages read one by one, the server's bytes pumped back."""
+
+    def __init__(self, proxy: CommitCut, client: socket.socket, server: socket.socket) -> None:
+        self.proxy, self.client, self.server = proxy, client, server
+        self.claimed = False  # this transaction locked with SKIP LOCKED, then updated tasks
+        self.locked = False
+        self.cut_next_reply = threading.Event()
+
+    def requests(self) -> None:
+        try:
+            for message in self._messages():
+                self._look_at(message)
+                self.server.sendall(message)
+        except OSError:
+            pass
+        finally:
+            self._close()
+
+    def replies(self) -> None:
+        try:
+            while data := self.server.recv(65536):
+                if self.cut_next_reply.is_set():
+                    self.proxy._cut()
+                    return  # the reply to the commit is dropped with the connection
+                self.client.sendall(data)
+        except OSError:
+            pass
+        finally:
+            self._close()
+
+    def _look_at(self, message: bytes) -> None:
+        text = message.upper()
+        if b"SKIP LOCKED" in text:
+            self.locked = True
+        elif self.locked and b"UPDATE" in text and b"SOCKETSVC_TASK" in text:
+            self.claimed = True
+        elif _is_commit(message, self.proxy.vendor):
+            if self.claimed and self.proxy._take_cut():
+                self.cut_next_reply.set()
+            self.locked = self.claimed = False
+
+    def _messages(self):  # type: ignore[no-untyped-def]
+        """Yield whole messages as the client sends them."""
+        buffer = b""
+        vendor = self.proxy.vendor
+        started = False  # PostgreSQL's first message has no type byte
+        while True:
+            need = _whole(buffer, started, vendor)
+            while need is None or len(buffer) < need:
+                data = self.client.recv(65536)
+                if not data:
+                    return
+                buffer += data
+                need = _whole(buffer, started, vendor)
+            yield buffer[:need]
+            buffer = buffer[need:]
+            started = True  # (libpq asks for no SSL or GSS encryption on a Unix socket)
+
+    def _close(self) -> None:
+        for sock in (self.client, self.server):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+def _whole(buffer: bytes, started: bool, vendor: str) -> int | None:
+    """Return the length of the first message in *buffer*, if its header has arrived."""
+    if vendor != "postgresql":  # a MySQL packet: a 3-byte length, a sequence number, the payload
+        return None if len(buffer) < 4 else 4 + int.from_bytes(buffer[:3], "little")
+    if not started:  # PostgreSQL's startup (or SSL/GSS request): a length, then the body
+        return None if len(buffer) < 4 else int(struct.unpack("!I", buffer[:4])[0])
+    return None if len(buffer) < 5 else 1 + int(struct.unpack("!I", buffer[1:5])[0])
+
+
+def _is_commit(message: bytes, vendor: str) -> bool:
+    if vendor != "postgresql":
+        return message[4:].rstrip(b"\x00").upper() in (b"\x03COMMIT",)
+    return message[:1] == b"Q" and message[5:].rstrip(b"\x00").strip().upper() == b"COMMIT"
