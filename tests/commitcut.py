@@ -1,6 +1,9 @@
 """A proxy between daemons and a database server that breaks a connection right after the
 server committed a claim, before the reply reaches the client: the commit in doubt.
 
+In a test, ``CommitCut(...)`` runs in the test's process; the fault campaign runs it as a
+process of its own (``python -m tests.commitcut``), armed by SIGUSR1, printing each cut.
+
 It forwards a Unix socket to the server's. Once armed, it watches what clients send
 (MySQL packets, PostgreSQL messages): on a connection whose transaction locked rows with
 ``SKIP LOCKED`` and then updated the task table (a claim that took a task), the next
@@ -12,17 +15,27 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import struct
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 
 class CommitCut:
     """Listen on *path*; forward every connection to the server's socket at *upstream*."""
 
-    def __init__(self, path: Path | str, upstream: Path | str, vendor: str) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        upstream: Path | str,
+        vendor: str,
+        on_cut: Callable[[int, str, str], None] | None = None,
+    ) -> None:
         self.path, self.upstream, self.vendor = str(path), str(upstream), vendor
+        self.on_cut = on_cut
         self.cuts = 0
         self._armed = threading.Event()
         self._cut_done = threading.Event()
@@ -90,10 +103,13 @@ class CommitCut:
             self._armed.clear()
             return True
 
-    def _cut(self) -> None:
+    def _cut(self, task_id: str, claimant: str) -> None:
         with self._lock:
             self.cuts += 1
+            cuts = self.cuts
         self._cut_done.set()
+        if self.on_cut is not None:
+            self.on_cut(cuts, task_id, claimant)
 
 
 class _Link:
@@ -103,6 +119,7 @@ class _Link:
         self.proxy, self.client, self.server = proxy, client, server
         self.claimed = False  # this transaction locked with SKIP LOCKED, then updated tasks
         self.locked = False
+        self.claim = ("", "")  # the task the claim took, and the claimant's worker id
         self.cut_next_reply = threading.Event()
 
     def requests(self) -> None:
@@ -119,7 +136,7 @@ class _Link:
         try:
             while data := self.server.recv(65536):
                 if self.cut_next_reply.is_set():
-                    self.proxy._cut()
+                    self.proxy._cut(*self.claim)
                     return  # the reply to the commit is dropped with the connection
                 self.client.sendall(data)
         except OSError:
@@ -133,6 +150,7 @@ class _Link:
             self.locked = True
         elif self.locked and b"UPDATE" in text and b"SOCKETSVC_TASK" in text:
             self.claimed = True
+            self.claim = _claim_of(message)
         elif _is_commit(message, self.proxy.vendor):
             if self.claimed and self.proxy._take_cut():
                 self.cut_next_reply.set()
@@ -170,7 +188,54 @@ def _whole(buffer: bytes, started: bool, vendor: str) -> int | None:
     return None if len(buffer) < 5 else 1 + int(struct.unpack("!I", buffer[1:5])[0])
 
 
+# The claim's UPDATE, its values written into the text (mysqlclient and Django's psycopg
+# cursors interpolate on the client): the claimant (host-pid-suffix) and the task's id.
+_CLAIMANT = re.compile(rb"claimed_by\W*\s*=\s*'([^']+)'", re.IGNORECASE)
+_TASK_ID = re.compile(rb"\bid\W*\s*=\s*'([0-9a-f]{32})'", re.IGNORECASE)
+
+
+def _claim_of(message: bytes) -> tuple[str, str]:
+    claimant, task = _CLAIMANT.search(message), _TASK_ID.search(message)
+    return (
+        task.group(1).decode() if task else "",
+        claimant.group(1).decode() if claimant else "",
+    )
+
+
 def _is_commit(message: bytes, vendor: str) -> bool:
     if vendor != "postgresql":
         return message[4:].rstrip(b"\x00").upper() in (b"\x03COMMIT",)
     return message[:1] == b"Q" and message[5:].rstrip(b"\x00").strip().upper() == b"COMMIT"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the proxy as a process of its own: SIGUSR1 arms it; each cut prints a line."""
+    import argparse
+    import signal
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m tests.commitcut", description=__doc__)
+    parser.add_argument("--listen", required=True)
+    parser.add_argument("--upstream", required=True)
+    parser.add_argument("--vendor", required=True)
+    options = parser.parse_args(argv)
+    proxy = CommitCut(
+        options.listen,
+        options.upstream,
+        options.vendor,
+        on_cut=lambda cuts, task, claimant: print(
+            f"cut {cuts} {time.time():.6f} {task} {claimant}", flush=True
+        ),
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGUSR1, lambda *_: proxy.arm())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print("listening", flush=True)
+    stop.wait()
+    proxy.close()
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

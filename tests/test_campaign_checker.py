@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from tests.campaign.checker import History, Run, Task, check
+from tests.campaign.checker import Cut, History, Run, Task, check
 from tests.campaign.workload import Call
 
 
@@ -38,6 +38,10 @@ def clean() -> History:
         effects=Counter({"c1": 1}),
         slots={100.0: ["p1"], 101.0: ["p2"]},
         paused_at=103.0,
+        # t1's first claim was cut (pid 10 put it back); pid 12 died with its claim in doubt.
+        cuts=[Cut(0.5, "t1", 10), Cut(3.0, "t2", 12)],
+        put_back={("t1", 10)},
+        doubt_within=6.0,
     )
 
 
@@ -66,6 +70,8 @@ CASES = {
     "periodic_once": lambda h: h.slots[100.0].append("t1"),
     "periodic_all": lambda h: h.slots.update({103.0: ["t1"]}),
     "calls": lambda h: h.effects.update({"c2": 2}),
+    # The claimant never put the task back and lived on.
+    "in_doubt": lambda h: h.put_back.clear(),
 }
 
 

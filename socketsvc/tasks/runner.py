@@ -245,7 +245,7 @@ class TaskRunner:
         except Exception as exc:
             unreachable = backends.is_connection_error(exc)
             log.warning("task_claim_failed", error=str(exc), unreachable=unreachable)
-            if unreachable:
+            if unreachable and not backends.is_connect_failure(exc):
                 # The connection broke under the claim: whether it committed is unknown, and a
                 # task it took would stay RUNNING under this live daemon. Housekeeping finds
                 # it by the claim's moment and puts it back.

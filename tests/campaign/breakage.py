@@ -7,7 +7,9 @@ start; the product's code is never changed. Each break undoes one guarantee:
   past its lease is not killed by the kernel, claims whether or not its lease is safely
   held, a claim ignores that its daemon was declared lost, and a renewal revives a daemon
   marked stopped, so a resumed daemon runs on as if nothing had happened;
-* ``cancel``: a cancel only flags a task, so one cancelled before it started still runs.
+* ``cancel``: a cancel only flags a task, so one cancelled before it started still runs;
+* ``doubt``: a claim whose commit is in doubt is never put back, so the task it took stays
+  RUNNING under a daemon that does not run it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-BREAKS = ("lease", "cancel")
+BREAKS = ("lease", "cancel", "doubt")
 
 
 def apply() -> None:
@@ -40,6 +42,10 @@ def apply() -> None:
         store.renew = renew
         statements.share_registration = lambda using, worker_id: True
         statements.take_if_registered = _take_unfenced(statements)
+    elif name == "doubt":
+        from socketsvc.tasks import store
+
+        store.release_doubtful_claim = lambda worker_id, claimed_at, using: None
     else:
         from django.utils import timezone
 

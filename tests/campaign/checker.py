@@ -46,6 +46,15 @@ class Task:
 
 
 @dataclass
+class Cut:
+    """A claim whose commit the proxy cut: when, the task it took, the claimant's process."""
+
+    at: float
+    task_id: str
+    pid: int
+
+
+@dataclass
 class History:
     tasks: dict[str, Task]
     runs: list[Run]
@@ -56,6 +65,12 @@ class History:
     slots: dict[float, list[str]]
     paused_at: float
     every: float = 1.0
+    # Claims whose commit was cut, and the (task, pid) of each task put back by its daemon.
+    cuts: list[Cut] = field(default_factory=list)
+    put_back: set[tuple[str, int]] = field(default_factory=set)
+    # A daemon has this long to put back what a claim in doubt took (the lease: by then a
+    # process that could not reach the database is gone, and others take its runs back).
+    doubt_within: float = 6.0
 
 
 @dataclass
@@ -88,6 +103,7 @@ def check(history: History) -> list[Verdict]:
         _periodic_once(history, runs_of),
         _periodic_every_slot(history),
         _calls(history),
+        _in_doubt(history),
     ]
 
 
@@ -199,5 +215,24 @@ def _calls(history: History) -> Verdict:
         elif ran > 1:
             verdict.violations.append(
                 f"{call.token} to {call.daemon}: {call.outcome}, ran {ran} times"
+            )
+    return verdict
+
+
+def _in_doubt(history: History) -> Verdict:
+    verdict = Verdict(
+        "in_doubt",
+        "a task taken by a claim whose commit was cut is put back by the daemon that took it "
+        "(unless that process ended first)",
+    )
+    for cut in history.cuts:
+        if (cut.task_id, cut.pid) in history.put_back:
+            continue
+        died = history.deaths.get(cut.pid, math.inf)
+        if died - cut.at > history.doubt_within:
+            how = "lived on" if math.isinf(died) else f"ended {died - cut.at:.1f} s later"
+            verdict.violations.append(
+                f"{cut.task_id}: the claim of pid {cut.pid} was cut at {cut.at:.3f}; not put "
+                f"back, its process {how}"
             )
     return verdict

@@ -13,13 +13,16 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from tests import mariadb, postgres
 from tests.campaign.deaths import Deaths, children
-from tests.daemon import Daemon
+from tests.daemon import REPO, Daemon, manage_env
 
 LEASE = 6.0
 SETTINGS: dict[str, Any] = {
@@ -52,6 +55,8 @@ class Cluster:
         self.daemons: dict[str, Daemon] = {}
         self.stopped: set[str] = set()
         self.deaths = Deaths()
+        self.proxy: subprocess.Popen[bytes] | None = None
+        self.proxied_url = ""
 
     # -- the database --------------------------------------------------------------
 
@@ -61,7 +66,56 @@ class Cluster:
         self.server.start()
         module = postgres if self.vendor == "postgresql" else mariadb
         module.migrate(self.server)
+        self._start_proxy()
         return str(self.server.url())
+
+    def _start_proxy(self) -> None:
+        """The daemons reach the server through a proxy that can cut a claim's commit
+        (tests/commitcut.py), in a process of its own; the campaign's own queries do not."""
+        server = self.server
+        if self.vendor == "postgresql":
+            listen = self.base / "proxy" / ".s.PGSQL.5432"
+            self.proxied_url = server.url().replace(
+                quote(server.socket_dir, safe=""), quote(str(listen.parent), safe="")
+            )
+        else:
+            listen = self.base / "proxy" / "db.sock"
+            self.proxied_url = server.url().replace(
+                quote(server.socket, safe=""), quote(str(listen), safe="")
+            )
+        listen.parent.mkdir()
+        with (self.base / "proxy.out").open("w") as log:
+            self.proxy = subprocess.Popen(
+                [
+                    *(sys.executable, "-m", "tests.commitcut", "--listen", str(listen)),
+                    *("--upstream", server.socket, "--vendor", self.vendor),
+                ],
+                cwd=REPO,
+                env=manage_env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 30
+        while not listen.exists():
+            assert self.proxy.poll() is None, (self.base / "proxy.out").read_text()
+            assert time.monotonic() < deadline, "the proxy did not start"
+            time.sleep(0.05)
+
+    def cut_commit(self) -> None:
+        """Have the proxy cut the next claim's commit (whichever daemon makes it)."""
+        assert self.proxy is not None
+        self.proxy.send_signal(signal.SIGUSR1)
+
+    def commits_cut(self) -> list[tuple[float, str, str]]:
+        """Return the claims whose commits the proxy cut: (when, the task, the claimant)."""
+        out = self.base / "proxy.out"
+        lines = out.read_text().splitlines() if out.exists() else []
+        cuts = []
+        for line in lines:
+            parts = line.split()
+            if parts[:1] == ["cut"] and len(parts) == 5:
+                cuts.append((float(parts[2]), parts[3], parts[4]))
+        return cuts
 
     def query(self, sql: str, args: Any = None) -> list[tuple[Any, ...]]:
         return list(self.server.query(sql, args, db="socketsvc_test"))
@@ -70,7 +124,7 @@ class Cluster:
 
     def env(self) -> dict[str, str]:
         return {
-            "DATABASE_URL": self.server.url(),
+            "DATABASE_URL": self.proxied_url,
             "TEST_CONN_MAX_AGE": "60",
             "TEST_CONN_HEALTH_CHECKS": "1",
             "CAMPAIGN_PERIODIC": "1",
@@ -142,13 +196,11 @@ class Cluster:
         """Describe each task still READY or RUNNING: its claim, the claimant's row and
         process, and its runs (what a settling that never came needs to be understood)."""
         lines = []
-        for task_id, status, claimed_by, claims, attempts in self.query(
-            "SELECT id, status, claimed_by, claims, attempts FROM socketsvc_task "
+        for task_id, status, claimed_by, claims in self.query(
+            "SELECT id, status, claimed_by, claims FROM socketsvc_task "
             "WHERE status IN ('READY', 'RUNNING')"
         ):
-            lines.append(
-                f"{task_id} {status}, claim {claims} by {claimed_by or '-'}, {attempts} attempts"
-            )
+            lines.append(f"{task_id} {status}, claim {claims} by {claimed_by or '-'}")
             for pid, stopped_at, expires_in in self.query(
                 "SELECT pid, stopped_at, "
                 f"{self.server.seconds_until('lease_expires_at')} "
@@ -185,6 +237,9 @@ class Cluster:
         return events
 
     def close(self) -> None:
+        if self.proxy is not None and self.proxy.poll() is None:
+            self.proxy.terminate()
+            self.proxy.wait(10)
         for name in list(self.daemons):
             if self.alive(name):
                 self.thaw(name)

@@ -7,8 +7,8 @@ from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
-from tests.campaign.checker import History, Run, Task
-from tests.campaign.cluster import SCHEDULE, Cluster
+from tests.campaign.checker import Cut, History, Run, Task
+from tests.campaign.cluster import LEASE, SCHEDULE, Cluster
 from tests.campaign.workload import Record
 
 
@@ -70,6 +70,15 @@ def read_history(cluster: Cluster, record: Record, paused_at: float) -> History:
             )
         }
     )
+    cuts = [
+        Cut(at=at, task_id=task_id, pid=_pid_of(claimant))
+        for at, task_id, claimant in cluster.commits_cut()
+    ]
+    put_back = {
+        (str(event.get("task_id")), int(event.get("pid", 0)))
+        for event in cluster.logs()
+        if event.get("event") == "task_claim_put_back"
+    }
     return History(
         tasks=tasks,
         runs=runs,
@@ -78,4 +87,15 @@ def read_history(cluster: Cluster, record: Record, paused_at: float) -> History:
         effects=effects,
         slots=dict(slots),
         paused_at=paused_at,
+        cuts=cuts,
+        put_back=put_back,
+        doubt_within=LEASE,
     )
+
+
+def _pid_of(worker_id: str) -> int:
+    """Return the pid in a worker id (``host-pid-suffix``; the host may hold dashes)."""
+    try:
+        return int(worker_id.rsplit("-", 2)[1])
+    except (IndexError, ValueError):
+        return 0

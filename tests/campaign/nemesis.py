@@ -25,6 +25,7 @@ KINDS = (
     "stop_worker",
     "restart_database",
     "kill_sessions",
+    "cut_commit",
     "sighup",
 )
 
@@ -140,6 +141,11 @@ class Nemesis:
             fault.detail["sessions"] = len(self.cluster.server.kill_sessions())
         except Exception as exc:  # a session ended on its own while it was being killed
             fault.detail["error"] = repr(exc)
+
+    def cut_commit(self, fault: Fault) -> None:
+        """The next claim's commit reaches the server, its reply never the daemon."""
+        fault.target = "database"
+        self.cluster.cut_commit()
 
     def sighup(self, fault: Fault) -> None:
         cluster = self.cluster

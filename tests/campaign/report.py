@@ -91,6 +91,11 @@ def rows(outcome: Outcome) -> list[tuple[str, str]]:
         ("faults not injected", str(outcome.faults_failed)),
         ("recycles (MAX_REQUESTS)", str(outcome.recycles())),
         ("lost daemons recovered", str(outcome.declared_lost())),
+        (
+            "claims' commits cut",
+            f"{len(history.cuts)} (the task put back by its daemon: "
+            f"{sum(1 for cut in history.cuts if (cut.task_id, cut.pid) in history.put_back)})",
+        ),
         ("calls by answer", _counts(calls, ("ok",))),
     ]
 
