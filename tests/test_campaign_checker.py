@@ -33,7 +33,7 @@ def clean() -> History:
             run("p1", 1, 100.0, 100.1),
             run("p2", 1, 101.0, 101.1),
         ],
-        deaths={12: 4.0},
+        deaths={12: [4.0]},
         calls=[Call("c1", "a", "ok", "c1"), Call("c2", "b", "ServiceUnavailable")],
         effects=Counter({"c1": 1}),
         slots={100.0: ["p1"], 101.0: ["p2"]},
@@ -63,7 +63,7 @@ def broken(change) -> History:
 CASES = {
     "final": lambda h: setattr(h.tasks["t1"], "status", "RUNNING"),
     # The killed run's process died only after the next run had started.
-    "no_overlap": lambda h: h.deaths.update({12: 5.5}),
+    "no_overlap": lambda h: h.deaths.update({12: [5.5]}),
     "attempts": lambda h: setattr(h.tasks["t2"], "max_attempts", 1),
     "cancel": lambda h: setattr(h.tasks["t2"], "cancel_requested_at", 3.0),
     "result": lambda h: setattr(h.tasks["t1"], "return_value", "t1:1:99"),
@@ -87,3 +87,11 @@ def test_a_run_whose_process_death_was_never_seen_overlaps_any_later_run():
     """An open run whose process's death is unknown is taken as still running: the checker
     never assumes a kill it did not see."""
     assert violations(broken(lambda h: h.deaths.clear()))["no_overlap"] == 1
+
+
+def test_a_reused_pid_ends_each_run_with_the_death_of_the_process_it_ran_in():
+    """pid 12 belonged to a process that died before the killed run started, and to one that
+    died long after: the run ended with the one alive when it started (no overlap), and had
+    that death been missed, the later one would be taken (an overlap, never a hidden one)."""
+    assert violations(broken(lambda h: h.deaths.update({12: [0.5, 4.0, 50.0]})))["no_overlap"] == 0
+    assert violations(broken(lambda h: h.deaths.update({12: [0.5, 50.0]})))["no_overlap"] == 1

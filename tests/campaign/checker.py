@@ -58,7 +58,8 @@ class Cut:
 class History:
     tasks: dict[str, Task]
     runs: list[Run]
-    deaths: dict[int, float]
+    # Every death of each pid, in order (a pid is reused in a long run).
+    deaths: dict[int, list[float]]
     calls: list[Call]
     effects: Counter[str]
     # The schedule's slots' rows (task id by slot), and when it was paused for the settling.
@@ -80,11 +81,17 @@ class Verdict:
     violations: list[str] = field(default_factory=list)
 
 
-def end_of(run: Run, deaths: dict[int, float]) -> float:
+def death_after(pid: int, moment: float, deaths: dict[int, list[float]]) -> float:
+    """When the process with *pid* that was alive at *moment* died (infinitely late if that
+    was not seen): the first death of that pid after *moment*."""
+    return next((died for died in deaths.get(pid, ()) if died >= moment), math.inf)
+
+
+def end_of(run: Run, deaths: dict[int, list[float]]) -> float:
     """When a run ended: its own record, or its process's death; unknown is infinitely late."""
     if run.ended is not None:
         return run.ended
-    return deaths.get(run.pid, math.inf)
+    return death_after(run.pid, run.started, deaths)
 
 
 def check(history: History) -> list[Verdict]:
@@ -228,7 +235,7 @@ def _in_doubt(history: History) -> Verdict:
     for cut in history.cuts:
         if (cut.task_id, cut.pid) in history.put_back:
             continue
-        died = history.deaths.get(cut.pid, math.inf)
+        died = death_after(cut.pid, cut.at, history.deaths)
         if died - cut.at > history.doubt_within:
             how = "lived on" if math.isinf(died) else f"ended {died - cut.at:.1f} s later"
             verdict.violations.append(

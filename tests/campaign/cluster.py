@@ -10,6 +10,7 @@ second, recycles every few hundred requests.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -21,6 +22,7 @@ from typing import Any
 from urllib.parse import quote
 
 from tests import mariadb, postgres
+from tests.campaign.checker import death_after
 from tests.campaign.deaths import Deaths, children
 from tests.daemon import REPO, Daemon, manage_env
 
@@ -217,11 +219,11 @@ class Cluster:
                 "WHERE task_id = %s ORDER BY started",
                 [task_id],
             ):
-                died = self.deaths.died.get(int(pid))
+                died = death_after(int(pid), float(started), self.deaths.died)
                 lines.append(
                     f"  run {attempt}: pid {pid}, started {float(started):.3f}, ended "
                     f"{ended if ended is None else f'{float(ended):.3f}'} {outcome}, "
-                    f"process died {died if died is None else f'{died:.3f}'}"
+                    f"process died {f'{died:.3f}' if died != math.inf else 'not seen'}"
                 )
         return lines
 

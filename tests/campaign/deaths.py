@@ -29,12 +29,27 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def _started(pid: int) -> int | None:
+    """Return when *pid* started (clock ticks since boot: /proc's starttime), None if gone.
+
+    With it, two processes that had the same pid are told apart: pids are reused within a
+    long campaign (pid_max is 32768 on many machines).
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name is in parentheses and may hold spaces: count from the last one.
+    return int(stat[stat.rindex(")") + 2 :].split()[19])
+
+
 class Deaths:
-    """Watch processes and record when each one died (epoch seconds)."""
+    """Watch processes and record when each one died (epoch seconds): every death of each
+    pid, in order, since a pid is reused (see :func:`death_after`)."""
 
     def __init__(self) -> None:
-        self.died: dict[int, float] = {}
-        self.seen: set[int] = set()
+        self.died: dict[int, list[float]] = {}
+        self.seen: set[tuple[int, int]] = set()  # (pid, starttime): one process each
         self._masters: set[int] = set()
         self._fds: dict[int, int] = {}  # fd -> pid
         self._poller = select.poll()
@@ -58,14 +73,17 @@ class Deaths:
             self._watch(pid)
 
     def _watch(self, pid: int) -> None:
-        if pid in self.seen:
-            return
-        self.seen.add(pid)
+        started = _started(pid)
+        if started is None or (pid, started) in self.seen:
+            return  # gone before it could be watched (a worker that never ran), or watched
         try:
             fd = os.pidfd_open(pid)
         except ProcessLookupError:
-            self.died[pid] = time.time()  # gone before it could be watched: died by now
             return
+        if _started(pid) != started:  # the pid was reused in between: look again next scan
+            os.close(fd)
+            return
+        self.seen.add((pid, started))
         self._fds[fd] = pid
         self._poller.register(fd, select.POLLIN)
 
@@ -78,7 +96,7 @@ class Deaths:
             for fd, _ in self._poller.poll(_SCAN_EVERY * 1000):
                 with self._lock:
                     pid = self._fds.pop(fd)
-                    self.died.setdefault(pid, time.time())
+                    self.died.setdefault(pid, []).append(time.time())
                     self._poller.unregister(fd)
                     self._masters.discard(pid)
                 os.close(fd)

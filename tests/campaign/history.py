@@ -82,7 +82,7 @@ def read_history(cluster: Cluster, record: Record, paused_at: float) -> History:
     return History(
         tasks=tasks,
         runs=runs,
-        deaths=dict(cluster.deaths.died),
+        deaths={pid: list(deaths) for pid, deaths in cluster.deaths.died.items()},
         calls=list(record.calls),
         effects=effects,
         slots=dict(slots),
