@@ -44,8 +44,8 @@ class CommitCut:
         os.chmod(self.path, 0o777)
         self._listener.listen(64)
         self._lock = threading.Lock()
-        self._closed = False
-        self._sockets: list[socket.socket] = []
+        self._closed = threading.Event()
+        self._links: set[_Link] = set()
         threading.Thread(target=self._accept, name="commitcut", daemon=True).start()
 
     def arm(self) -> None:
@@ -59,11 +59,13 @@ class CommitCut:
 
     def close(self) -> None:
         with self._lock:
-            self._closed = True
-            for sock in [self._listener, *self._sockets]:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-                sock.close()
+            self._closed.set()
+            links = list(self._links)
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        for link in links:
+            link.shut()
 
     def __enter__(self) -> CommitCut:
         return self
@@ -74,26 +76,35 @@ class CommitCut:
     # -- forwarding ----------------------------------------------------------------
 
     def _accept(self) -> None:
-        while True:
+        while not self._closed.is_set():
             try:
                 client, _ = self._listener.accept()
             except OSError:
-                return
+                # Closed, or out of descriptors for a moment: never stop accepting otherwise
+                # (a proxy that stops accepting hangs every daemon behind it).
+                self._closed.wait(0.1)
+                continue
             server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 server.connect(self.upstream)
-            except OSError:
+            except OSError:  # the server is down: so is this connection
                 client.close()
+                server.close()
                 continue
-            with self._lock:
-                if self._closed:
-                    client.close()
-                    server.close()
-                    return
-                self._sockets += [client, server]
             link = _Link(self, client, server)
+            with self._lock:
+                if self._closed.is_set():
+                    link.shut()
+                    link.done()
+                    link.done()
+                    return
+                self._links.add(link)
             threading.Thread(target=link.requests, daemon=True).start()
             threading.Thread(target=link.replies, daemon=True).start()
+
+    def _forget(self, link: _Link) -> None:
+        with self._lock:
+            self._links.discard(link)
 
     def _take_cut(self) -> bool:
         """Return True (once per arming) if this commit is the one to cut."""
@@ -121,6 +132,8 @@ class _Link:
         self.locked = False
         self.claim = ("", "")  # the task the claim took, and the claimant's worker id
         self.cut_next_reply = threading.Event()
+        self._lock = threading.Lock()
+        self._pumps = 2  # each direction's thread; the last one to end closes the sockets
 
     def requests(self) -> None:
         try:
@@ -130,7 +143,8 @@ class _Link:
         except OSError:
             pass
         finally:
-            self._close()
+            self.shut()
+            self.done()
 
     def replies(self) -> None:
         try:
@@ -142,7 +156,24 @@ class _Link:
         except OSError:
             pass
         finally:
-            self._close()
+            self.shut()
+            self.done()
+
+    def shut(self) -> None:
+        """End both directions (each pump then sees the end and stops)."""
+        for sock in (self.client, self.server):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def done(self) -> None:
+        """A pump ended; once both have, close the sockets and let the proxy forget it."""
+        with self._lock:
+            self._pumps -= 1
+            last = self._pumps == 0
+        if last:
+            self.client.close()
+            self.server.close()
+            self.proxy._forget(self)
 
     def _look_at(self, message: bytes) -> None:
         text = message.upper()
@@ -172,11 +203,6 @@ class _Link:
             yield buffer[:need]
             buffer = buffer[need:]
             started = True  # (libpq asks for no SSL or GSS encryption on a Unix socket)
-
-    def _close(self) -> None:
-        for sock in (self.client, self.server):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
 
 
 def _whole(buffer: bytes, started: bool, vendor: str) -> int | None:

@@ -128,7 +128,12 @@ def _no_overlap(history: History, runs_of: dict[str, list[Run]]) -> Verdict:
         for first, then in itertools.pairwise(runs):
             ended = end_of(first, history.deaths)
             if ended > then.started:
-                how = "its process's death unknown" if math.isinf(ended) else f"{ended:.3f}"
+                if math.isinf(ended):
+                    how = "its process's death unknown"
+                elif first.ended is None:
+                    how = f"{ended:.3f}, when its process died"
+                else:
+                    how = f"{ended:.3f}, by its own record"
                 verdict.violations.append(
                     f"{task_id}: attempt {first.attempt} (pid {first.pid}, ended {how}) "
                     f"overlaps attempt {then.attempt} (pid {then.pid}, started "
