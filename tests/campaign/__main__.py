@@ -33,7 +33,11 @@ from tests.campaign.history import read_history
 from tests.campaign.nemesis import Nemesis
 from tests.campaign.workload import Workload
 
-SETTLE_WITHIN = 240.0
+# The settling waits while the tasks left go down, and gives up once they have not for this
+# long (a task stuck READY or RUNNING), or after SETTLE_AT_MOST in all (a backlog left by a
+# machine too slow for the load drains at its own pace meanwhile).
+SETTLE_STALLED = 120.0
+SETTLE_AT_MOST = 1800.0
 
 
 def run(vendor: str, duration: float, seed: int, base: Path, keep: bool) -> report.Outcome:
@@ -93,14 +97,20 @@ def run(vendor: str, duration: float, seed: int, base: Path, keep: bool) -> repo
 
 
 def _settle(cluster: Cluster) -> bool:
-    """Wait until no task is READY or RUNNING (bounded); return whether that happened."""
-    deadline = time.monotonic() + SETTLE_WITHIN
-    while time.monotonic() < deadline:
+    """Wait until no task is READY or RUNNING; return whether that happened (False once the
+    count has not gone down for SETTLE_STALLED seconds, or after SETTLE_AT_MOST)."""
+    started = time.monotonic()
+    lowest, progressed = None, started
+    while (
+        now := time.monotonic()
+    ) - progressed < SETTLE_STALLED and now - started < SETTLE_AT_MOST:
         left = cluster.query(
             "SELECT COUNT(*) FROM socketsvc_task WHERE status IN ('READY', 'RUNNING')"
         )[0][0]
         if left == 0:
             return True
+        if lowest is None or left < lowest:
+            lowest, progressed = left, now
         time.sleep(0.5)
     return False
 
