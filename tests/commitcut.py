@@ -93,12 +93,12 @@ class CommitCut:
                 continue
             link = _Link(self, client, server)
             with self._lock:
-                if self._closed.is_set():
-                    link.shut()
-                    link.done()
-                    link.done()
-                    return
-                self._links.add(link)
+                if not self._closed.is_set():
+                    self._links.add(link)
+            if self._closed.is_set():
+                client.close()
+                server.close()
+                return
             threading.Thread(target=link.requests, daemon=True).start()
             threading.Thread(target=link.replies, daemon=True).start()
 

@@ -293,30 +293,27 @@ class Executor:
             except Exception as exc:
                 if backends.is_conflict(exc):
                     # Rolled back, nothing written: the same write again will do.
-                    if not self._may_keep_trying():
+                    waiting, error = "task_bookkeeping_conflict", _describe(exc)
+                else:
+                    if not backends.is_connection_error(exc):
+                        if backends.is_database_error(exc):
+                            raise RefusedWrite(_describe(exc)) from exc
                         raise
-                    log.warning("task_bookkeeping_conflict", error=_describe(exc), retry_in=delay)
-                    time.sleep(delay)
-                    delay = min(delay * 2, _WRITE_RETRY_MAX)
-                    continue
-                if not backends.is_connection_error(exc):
-                    if backends.is_database_error(exc):
-                        raise RefusedWrite(_describe(exc)) from exc
-                    raise
-                if backends.is_connect_failure(exc):
-                    lost_while_up = 0  # an outage: waited out
-                elif lost_means is not None:
-                    lost_while_up += 1
-                    first_lost = first_lost if lost_while_up > 1 else time.monotonic()
-                    times, within = lost_means
-                    if lost_while_up >= times and time.monotonic() - first_lost >= within:
-                        raise RefusedWrite(
-                            f"the database closed the connection each time it was sent "
-                            f"({_describe(exc)}), though it accepts new connections"
-                        ) from exc
+                    if backends.is_connect_failure(exc):
+                        lost_while_up = 0  # an outage: waited out
+                    elif lost_means is not None:
+                        lost_while_up += 1
+                        first_lost = first_lost if lost_while_up > 1 else time.monotonic()
+                        times, within = lost_means
+                        if lost_while_up >= times and time.monotonic() - first_lost >= within:
+                            raise RefusedWrite(
+                                f"the database closed the connection each time it was sent "
+                                f"({_describe(exc)}), though it accepts new connections"
+                            ) from exc
+                    waiting, error = "task_bookkeeping_waits_for_database", str(exc)
                 if not self._may_keep_trying():
                     raise
-                log.warning("task_bookkeeping_waits_for_database", error=str(exc), retry_in=delay)
+                log.warning(waiting, error=error, retry_in=delay)
                 time.sleep(delay)
                 delay = min(delay * 2, _WRITE_RETRY_MAX)
 

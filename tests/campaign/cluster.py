@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from socketsvc.processes import pid_alive
 from tests import mariadb, postgres
 from tests.campaign.checker import death_after
 from tests.campaign.deaths import Deaths, children
@@ -209,7 +210,7 @@ class Cluster:
                 "FROM socketsvc_worker WHERE id = %s",
                 [claimed_by],
             ):
-                alive = "alive" if _alive(int(pid)) else "gone"
+                alive = "alive" if pid_alive(int(pid)) else "gone"
                 lines.append(
                     f"  its daemon: pid {pid} ({alive}), stopped_at {stopped_at}, "
                     f"lease expires in {float(expires_in):.1f} s"
@@ -252,14 +253,6 @@ class Cluster:
     def remove(self) -> None:
         """Remove the database server's files (a PostgreSQL one lives outside the base)."""
         shutil.rmtree(self.server.base, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def _signal(pid: int, signum: int) -> None:
