@@ -160,7 +160,7 @@ def lifecycle() -> dict[str, float]:
     from django.db import close_old_connections, connection
 
     from bench.handlers import lookup
-    from socketsvc.lifecycle import request_scope
+    from socketsvc.db.lifecycle import request_scope
 
     count = 1000
     pk = int(os.environ.get("BENCH_PK", "1"))

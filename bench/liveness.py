@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from socketsvc.backends.base import peer_closed
+from socketsvc.db.vendors.base import peer_closed
 
 
 class _Wrapper:

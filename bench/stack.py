@@ -1,6 +1,6 @@
 """Everything a run needs, started from a temporary directory and stopped at the end.
 
-A throwaway ``mariadbd`` (``tests/mariadb.py``) with the demo schema and
+A throwaway ``mariadbd`` (``tests/harness/mariadb.py``) with the demo schema and
 :data:`ROWS` products, and one process (or process tree) per server. The
 machine's shared MariaDB is never touched; Celery and huey use Redis database
 numbers of their own (13 and 14), flushed before use. The task benchmark's RQ
@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-from tests.mariadb import MariaDB
+from tests.harness.mariadb import MariaDB
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -39,7 +39,7 @@ from typing import Any
 
 from bench.model import percentile
 from bench.stack import cpu_seconds
-from tests.docpage import put_section
+from tests.harness.docpage import put_section
 
 BEGIN, END = "<!-- bench:wakes -->", "<!-- /bench:wakes -->"
 IDLE_SECONDS = 20.0
@@ -118,7 +118,7 @@ def produce(count: int, pause: float, seed: int) -> list[float]:
 
 
 def _servers(base: Path) -> dict[str, Any]:
-    from tests import mariadb, postgres
+    from tests.harness import mariadb, postgres
 
     servers: dict[str, Any] = {}
     maria = mariadb.MariaDB(base / "mariadb")
@@ -135,7 +135,7 @@ def _servers(base: Path) -> dict[str, Any]:
 
 
 def _daemon(base: Path, name: str, url: str, *args: str, **settings: Any) -> Any:
-    from tests.daemon import Daemon
+    from tests.harness.daemon import Daemon
 
     env = {"DATABASE_URL": url, "TEST_CONN_MAX_AGE": "60"}
     daemon = Daemon(
@@ -145,7 +145,7 @@ def _daemon(base: Path, name: str, url: str, *args: str, **settings: Any) -> Any
 
 
 def _producer(url: str, socket_path: str, count: int) -> list[float]:
-    from tests.daemon import manage_env
+    from tests.harness.daemon import manage_env
 
     env = manage_env({"DATABASE_URL": url, "SOCKETSVC_SOCKET": socket_path})
     done = subprocess.run(
@@ -164,7 +164,7 @@ def _producer(url: str, socket_path: str, count: int) -> list[float]:
 
 def _hold_one(url: str, socket_path: str, gate: Any) -> None:
     """Enqueue a task that waits at *gate*; return once it does (its worker is busy)."""
-    from tests.taskclient import TaskClient
+    from tests.harness.taskclient import TaskClient
 
     client = TaskClient(url, socket_path)
     try:
@@ -181,7 +181,7 @@ def _clear(server: Any) -> None:
 
 def latencies(base: Path, server: Any, vendor: str, count: int) -> list[Latency]:
     """Measure the three scenarios on one database."""
-    from tests.gate import Gate
+    from tests.harness.gate import Gate
 
     url = server.url()
     found: list[Latency] = []

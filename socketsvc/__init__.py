@@ -5,7 +5,7 @@ them with :func:`call` and :func:`notify`; ``manage.py runsocketservice`` serves
 them with Django's request-cycle DB hygiene around every call.
 """
 
-from .client import (
+from socketsvc.client import (
     AccessDenied,
     CallTimeout,
     DatabaseUnavailable,
@@ -22,8 +22,8 @@ from .client import (
     notify,
     notify_with,
 )
-from .protocol import RPCError
-from .registry import handler
+from socketsvc.methods.registry import handler
+from socketsvc.protocol import RPCError
 
 __version__ = "0.2.0"
 

@@ -8,5 +8,13 @@ class SocketSvcConfig(AppConfig):
     verbose_name = "Socket service"
 
     def ready(self) -> None:
-        """Register the system checks (a bad SOCKETSVC setting is reported as socketsvc.E001)."""
-        from . import checks  # noqa: F401
+        """Connect the database lifecycle's receivers and register the system checks."""
+        from django.core.signals import setting_changed
+        from django.db.backends.signals import connection_created
+
+        from socketsvc import checks  # noqa: F401  (registers them)
+        from socketsvc.db import lifecycle, liveness
+
+        connection_created.connect(liveness.guard_connection, dispatch_uid="socketsvc.guard")
+        connection_created.connect(lifecycle.count_connect, dispatch_uid="socketsvc.connects")
+        setting_changed.connect(lifecycle.forget_cache_backends, dispatch_uid="socketsvc.caches")

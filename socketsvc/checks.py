@@ -10,8 +10,8 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 
-from .backends import ops_for
-from .conf import get_config
+from socketsvc.conf import get_config
+from socketsvc.db.vendors import ops_for
 
 _SHARED_TMP = ("/tmp/", "/var/tmp/", "/dev/shm/")  # noqa: S108 (detecting, not using)
 

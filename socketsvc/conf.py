@@ -76,7 +76,7 @@ class Config:
     TASK_WAKE_POLL: float = 0.025
     # The periodic schedules this daemon decides (None: every one declared).
     SCHEDULES: tuple[str, ...] | None = None
-    # Worker processes (see socketsvc.supervisor): how many ("auto": one per
+    # Worker processes (see socketsvc.process.master): how many ("auto": one per
     # core), and when one is replaced by a fresh one: after MAX_REQUESTS
     # requests (0: never), plus a random 0..MAX_REQUESTS_JITTER so they do not
     # all go at once, or once its resident memory passes MAX_WORKER_MEMORY_MB
@@ -289,6 +289,32 @@ def get_config(**overrides: Any) -> Config:
 
     value = getattr(settings, "SOCKETSVC", None) if settings.configured else None
     return build_config(value, overrides)
+
+
+class _InForce:
+    """The settings in force in this process: the daemon's (start and each reload), else
+    ``settings.SOCKETSVC`` as first read (a web process, an RQ worker, a test)."""
+
+    def __init__(self) -> None:
+        self.config: Config | None = None
+
+    def get(self) -> Config:
+        if self.config is None:
+            self.config = get_config()
+        return self.config
+
+
+_in_force = _InForce()
+
+
+def in_force() -> Config:
+    """Return the settings in force in this process (see :class:`_InForce`)."""
+    return _in_force.get()
+
+
+def put_in_force(config: Config) -> None:
+    """Make *config* the settings in force: the daemon's loop does, at start and on reload."""
+    _in_force.config = config
 
 
 def reread_config(**overrides: Any) -> Config:

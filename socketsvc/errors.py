@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from . import protocol
-from .protocol import JSONValue
+from socketsvc import protocol
+from socketsvc.protocol import JSONValue
 
 
 class SocketServiceError(Exception):

@@ -111,7 +111,7 @@ class TaskRecord(models.Model):
         }
 
 
-class WorkerRecord(models.Model):
+class DaemonRecord(models.Model):
     """One daemon process that runs tasks; its heartbeat tells others it is alive."""
 
     id = models.CharField(primary_key=True, max_length=64, editable=False)
@@ -128,7 +128,7 @@ class WorkerRecord(models.Model):
 
     class Meta:
         db_table = "socketsvc_worker"
-        verbose_name = "task worker"
+        verbose_name = "task daemon"
         ordering = ["-started_at"]
 
     def __str__(self) -> str:

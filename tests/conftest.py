@@ -15,19 +15,51 @@ from typing import Any
 import pytest
 
 from socketsvc.client import close_connections
-from tests import mariadb as mariadb_server
-from tests import postgres as postgres_server
-from tests.daemon import Daemon, manage
-from tests.gate import Gate
-from tests.mariadb import MariaDB
-from tests.notify import NotifySocket
-from tests.postgres import PostgreSQL
-from tests.scripted import Reply, ScriptedService, result
-from tests.taskclient import TaskClient
+from tests.harness import mariadb as mariadb_server
+from tests.harness import postgres as postgres_server
+from tests.harness.daemon import Daemon, manage
+from tests.harness.gate import Gate
+from tests.harness.mariadb import MariaDB
+from tests.harness.notify import NotifySocket
+from tests.harness.postgres import PostgreSQL
+from tests.harness.scripted import Reply, ScriptedService, result
+from tests.harness.taskclient import TaskClient
 
 # The servers every database fault test runs on (their ids in test names).
 VENDORS = ("mariadb", "postgresql")
 Server = MariaDB | PostgreSQL
+
+
+_MARIADB_FIXTURES = {"mariadb_template", "shared_mariadb", "mariadb", "private_mariadb"}
+_POSTGRESQL_FIXTURES = {
+    "postgres_template",
+    "shared_postgresql",
+    "postgresql",
+    "private_postgresql",
+}
+_UNIT = Path(__file__).resolve().parent / "unit"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark tests by what they need, so ``-m "not daemon"`` is the fast loop.
+
+    ``daemon``: every test outside tests/unit (real daemons, databases, browsers);
+    ``mariadb``/``postgresql``: by the server fixtures a test uses, or the vendor it is
+    parametrized with (modules that start servers themselves mark themselves);
+    ``browser`` is set by the modules that drive Chromium.
+    """
+    for item in items:
+        path = Path(str(item.path)).resolve()
+        if _UNIT not in path.parents:
+            item.add_marker(pytest.mark.daemon)
+        names = set(getattr(item, "fixturenames", ()))
+        callspec = getattr(item, "callspec", None)
+        params = callspec.params.values() if callspec is not None else ()
+        vendors = {value for value in params if isinstance(value, str)}
+        if names & _MARIADB_FIXTURES or "mariadb" in vendors:
+            item.add_marker(pytest.mark.mariadb)
+        if names & _POSTGRESQL_FIXTURES or "postgresql" in vendors:
+            item.add_marker(pytest.mark.postgresql)
 
 
 @pytest.fixture

@@ -46,7 +46,7 @@ if os.environ.get("TEST_LOG_CAPTURE"):
         "disable_existing_loggers": False,
         "handlers": {
             "capture": {
-                "class": "tests.logcapture.JsonLinesHandler",
+                "class": "tests.harness.logcapture.JsonLinesHandler",
                 "path": os.environ["TEST_LOG_CAPTURE"],
             },
             "console": {"class": "logging.StreamHandler"},
@@ -77,7 +77,7 @@ SOCKETSVC = {
     "SCHEDULES": (),
 }
 
-# A test's SOCKETSVC values (tests/daemon.py writes them), read again on SIGHUP (the
+# A test's SOCKETSVC values (tests/harness/daemon.py writes them), read again on SIGHUP (the
 # settings module is executed again).
 if os.environ.get("TEST_SOCKETSVC_FILE"):
     import json

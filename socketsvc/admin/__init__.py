@@ -23,11 +23,11 @@ fails, hangs, is not running), the user gets a message and the page comes
 back within the call's timeout, never a server error.
 """
 
-from .commands import Action, Button
-from .messages import describe_failure, describe_result
-from .mixin import SocketServiceAdminMixin
-from .schedules import ScheduleRecordAdmin
-from .tasks import TaskRecordAdmin
+from socketsvc.admin.commands import Action, Button
+from socketsvc.admin.messages import describe_failure, describe_result
+from socketsvc.admin.mixin import SocketServiceAdminMixin
+from socketsvc.admin.schedules import ScheduleRecordAdmin
+from socketsvc.admin.tasks import TaskRecordAdmin
 
 __all__ = [
     "Action",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .. import protocol
-from ..errors import (
+from socketsvc import protocol
+from socketsvc.errors import (
     AccessDenied,
     CallTimeout,
     DatabaseUnavailable,

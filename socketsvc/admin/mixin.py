@@ -19,17 +19,17 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from ..client import call_with, default_timeout, notify_with
-from ..errors import SocketServiceError
-from .commands import NAME, Action, Button, Command, Params, jsonable
-from .messages import describe_failure, describe_result
+from socketsvc.admin.commands import NAME, Action, Button, Command, Params, jsonable
+from socketsvc.admin.messages import describe_failure, describe_result
+from socketsvc.client import call_with, default_timeout, notify_with
+from socketsvc.errors import SocketServiceError
 
 if TYPE_CHECKING:
     _ModelAdmin = admin.ModelAdmin[Any]
 else:
     _ModelAdmin = object
 
-log = logging.getLogger("socketsvc.admin")
+log = logging.getLogger(__name__)
 
 # Built-in ModelAdmin permissions that take the object as their second argument.
 _OBJECT_PERMISSIONS = frozenset({"view", "change", "delete"})
@@ -280,7 +280,7 @@ class SocketServiceAdminMixin(_ModelAdmin):
 
     def _socketsvc_result_link(self, result_id: str) -> SafeString:
         """Link a task result's admin page, if this site shows task results."""
-        from ..models import TaskRecord
+        from socketsvc.models import TaskRecord
 
         if (
             not self.admin_site.is_registered(TaskRecord)

@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from ..models import ScheduleRecord, TaskRecord
+from socketsvc.models import ScheduleRecord, TaskRecord
 
 FIELDS = (
     "name",
@@ -36,7 +36,7 @@ else:
 
 def declared_names() -> set[str]:
     """Return the names of the schedules the code declares (importing the apps' tasks)."""
-    from ..tasks.periodic import discover
+    from socketsvc.tasks.periodic import discover
 
     return {schedule.name for schedule in discover()}
 
@@ -129,7 +129,7 @@ class ScheduleRecordAdmin(_ModelAdmin):
     @admin.action(description="Run selected schedules now", permissions=["change"])
     def run_now(self, request: HttpRequest, queryset: QuerySet[ScheduleRecord]) -> None:
         """Enqueue one run of each at once, outside its slots."""
-        from ..tasks.runnow import run_now
+        from socketsvc.tasks.runnow import run_now
 
         links: list[tuple[str, str]] = []
         for schedule in queryset:

@@ -21,7 +21,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from ..models import TaskRecord, TaskStatus
+from socketsvc.models import TaskRecord, TaskStatus
 
 _ACTIVE = (TaskStatus.READY, TaskStatus.RUNNING)
 
@@ -267,7 +267,7 @@ class TaskRecordAdmin(_ModelAdmin):
     @admin.action(description="Cancel selected tasks", permissions=["change"])
     def cancel_tasks(self, request: HttpRequest, queryset: QuerySet[TaskRecord]) -> None:
         """Cancel each selected task that has not finished."""
-        from ..tasks import cancel
+        from socketsvc.tasks import cancel
 
         stopped = 0
         for record in queryset.filter(status__in=_ACTIVE):
@@ -283,7 +283,7 @@ class TaskRecordAdmin(_ModelAdmin):
     @admin.action(description="Run selected tasks again", permissions=["change"])
     def run_again(self, request: HttpRequest, queryset: QuerySet[TaskRecord]) -> None:
         """Enqueue each selected task anew, with the same arguments, queue and priority."""
-        from ..tasks.backend import load_task
+        from socketsvc.tasks.backend import load_task
 
         links = []
         for record in queryset:

@@ -17,8 +17,8 @@ from typing import Any
 
 from django_tasks_rq import Job as TasksJob
 
-from ..conf import get_config
-from ..lifecycle import request_scope
+from socketsvc.conf import get_config
+from socketsvc.db.lifecycle import request_scope
 
 
 class Job(TasksJob):

@@ -1,6 +1,6 @@
 """PostgreSQL: NOTIFY socketsvc_task_ready (payload: the queue) when a task becomes READY.
 
-Daemons LISTEN for it (socketsvc.tasks.listen), so a task committed on any
+Daemons LISTEN for it (socketsvc.tasks.daemon.listen), so a task committed on any
 host, or by a process with no daemon, wakes every idle daemon at once. Other
 databases get nothing here.
 """

@@ -22,10 +22,10 @@
 (``TASK_WORKERS``), woken over its socket the moment a task commits.
 """
 
-from .backend import SocketServiceBackend
-from .periodic import periodic
-from .policy import Cancelled, ResultNotStored, RetryPolicy, WorkerLost, retry
-from .runtime import cancel, get_progress, progress
+from socketsvc.tasks.backend import SocketServiceBackend
+from socketsvc.tasks.periodic import periodic
+from socketsvc.tasks.policy import Cancelled, ResultNotStored, RetryPolicy, WorkerLost, retry
+from socketsvc.tasks.runtime import cancel, get_progress, progress
 
 __all__ = [
     "Cancelled",

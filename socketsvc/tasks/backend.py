@@ -15,9 +15,9 @@ from django.db import DEFAULT_DB_ALIAS, transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from ..models import TaskRecord
-from . import store
-from .compat import (
+from socketsvc.models import TaskRecord
+from socketsvc.tasks import store
+from socketsvc.tasks.compat import (
     BaseTaskBackend,
     Task,
     TaskError,
@@ -27,8 +27,8 @@ from .compat import (
     normalize_json,
     task_enqueued,
 )
-from .policy import policy_of
-from .wake import wake
+from socketsvc.tasks.policy import policy_of
+from socketsvc.tasks.wake import wake
 
 
 class SocketServiceBackend(BaseTaskBackend):

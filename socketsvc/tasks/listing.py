@@ -7,8 +7,8 @@ from zoneinfo import ZoneInfo
 
 from django.utils import timezone
 
-from ..models import ScheduleRecord, TaskRecord
-from .periodic import Schedule, discover
+from socketsvc.models import ScheduleRecord, TaskRecord
+from socketsvc.tasks.periodic import Schedule, discover
 
 
 def _definition(schedule: Schedule | None, row: ScheduleRecord | None) -> dict[str, Any]:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from django.db import transaction
 
-from ..models import ScheduleRecord, TaskRecord
-from .backend import load_task
-from .periodic import schedules
-from .scheduler import enqueue_run
-from .wake import wake
+from socketsvc.models import ScheduleRecord, TaskRecord
+from socketsvc.tasks.backend import load_task
+from socketsvc.tasks.daemon.scheduler import enqueue_run
+from socketsvc.tasks.periodic import schedules
+from socketsvc.tasks.wake import wake
 
 
 def run_now(row: ScheduleRecord) -> TaskRecord:

@@ -18,11 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..models import TaskRecord
-from . import store
-from .compat import TaskResult, TaskResultDoesNotExist, task_backends
-from .policy import Cancelled
-from .wake import cancel_hint
+from socketsvc.models import TaskRecord
+from socketsvc.tasks import store
+from socketsvc.tasks.compat import TaskResult, TaskResultDoesNotExist, task_backends
+from socketsvc.tasks.policy import Cancelled
+from socketsvc.tasks.wake import cancel_hint
 
 _local = threading.local()
 

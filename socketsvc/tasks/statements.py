@@ -22,7 +22,7 @@ from django.db import connections
 from django.db.models import QuerySet
 from django.db.models.functions import Now
 
-from ..models import TaskRecord, TaskStatus, WorkerRecord
+from socketsvc.models import DaemonRecord, TaskRecord, TaskStatus
 
 # A time no caller ever passes: the claim's SQL is compiled with it, then its
 # place among the parameters is where each run puts the current time.
@@ -102,7 +102,7 @@ def update_row(using: str, values: Mapping[str, Any], where: Mapping[str, Any]) 
         return int(cursor.rowcount)
 
 
-_WORKER = WorkerRecord._meta.db_table
+_WORKER = DaemonRecord._meta.db_table
 
 
 class DatabaseNow(Now):
@@ -154,4 +154,4 @@ def take_if_registered(using: str, record_id: str, worker_id: str) -> bool:
 
 def registered(using: str, worker_id: str) -> bool:
     """Return True if *worker_id*'s row exists and is not marked stopped."""
-    return WorkerRecord.objects.using(using).filter(id=worker_id, stopped_at__isnull=True).exists()
+    return DaemonRecord.objects.using(using).filter(id=worker_id, stopped_at__isnull=True).exists()

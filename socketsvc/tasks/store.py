@@ -20,9 +20,9 @@ from django.db import connections, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from ..models import TaskRecord, TaskStatus, WorkerRecord
-from . import statements
-from .statements import DatabaseNow
+from socketsvc.models import DaemonRecord, TaskRecord, TaskStatus
+from socketsvc.tasks import statements
+from socketsvc.tasks.statements import DatabaseNow
 
 READY, RUNNING = TaskStatus.READY, TaskStatus.RUNNING
 FINISHED = (TaskStatus.SUCCESSFUL, TaskStatus.FAILED)
@@ -404,7 +404,7 @@ def counts(using: str) -> dict[str, int]:
 # -- the daemons that run tasks -------------------------------------------------
 
 
-def register_worker(record: WorkerRecord, lease: float, using: str) -> None:
+def register_worker(record: DaemonRecord, lease: float, using: str) -> None:
     """Record a daemon that starts running tasks, its lease running from now (the database's)."""
     record.save(using=using, force_insert=True)
     renew(record.id, lease, using)
@@ -413,7 +413,7 @@ def register_worker(record: WorkerRecord, lease: float, using: str) -> None:
 def renew(worker_id: str, lease: float, using: str) -> bool:
     """Renew a daemon's lease by the database's clock; False if it was marked stopped."""
     return bool(
-        WorkerRecord.objects.using(using)
+        DaemonRecord.objects.using(using)
         .filter(id=worker_id, stopped_at__isnull=True)
         .update(
             heartbeat_at=DatabaseNow(),
@@ -424,13 +424,13 @@ def renew(worker_id: str, lease: float, using: str) -> bool:
 
 def stop_worker(worker_id: str, using: str) -> None:
     """Record that a daemon stopped; whatever it still had RUNNING is lost."""
-    WorkerRecord.objects.using(using).filter(id=worker_id).update(stopped_at=timezone.now())
+    DaemonRecord.objects.using(using).filter(id=worker_id).update(stopped_at=timezone.now())
 
 
-def workers_gone(own_id: str, using: str) -> list[WorkerRecord]:
+def workers_gone(own_id: str, using: str) -> list[DaemonRecord]:
     """Return the daemons that stopped or whose lease expired (by the database's clock)."""
     query = Q(stopped_at__isnull=False) | Q(lease_expires_at__lt=DatabaseNow())
-    return list(WorkerRecord.objects.using(using).exclude(id=own_id).filter(query))
+    return list(DaemonRecord.objects.using(using).exclude(id=own_id).filter(query))
 
 
 def mark_stopped(worker_ids: Collection[str], using: str) -> set[str]:
@@ -440,7 +440,7 @@ def mark_stopped(worker_ids: Collection[str], using: str) -> set[str]:
     claim in flight: it is left for the next round, and a claim that comes
     after the mark sees it and is refused. Rows marked earlier count as marked.
     """
-    rows = WorkerRecord.objects.using(using).filter(id__in=list(worker_ids))
+    rows = DaemonRecord.objects.using(using).filter(id__in=list(worker_ids))
     if not connections[using].features.has_select_for_update_skip_locked:
         rows.filter(stopped_at__isnull=True).update(stopped_at=timezone.now())
         return set(rows.values_list("id", flat=True))
@@ -450,10 +450,10 @@ def mark_stopped(worker_ids: Collection[str], using: str) -> set[str]:
     return free
 
 
-def workers_running(own_id: str, using: str) -> list[WorkerRecord]:
+def workers_running(own_id: str, using: str) -> list[DaemonRecord]:
     """Return the other daemons not recorded as stopped."""
     return list(
-        WorkerRecord.objects.using(using).exclude(id=own_id).filter(stopped_at__isnull=True)
+        DaemonRecord.objects.using(using).exclude(id=own_id).filter(stopped_at__isnull=True)
     )
 
 
@@ -466,7 +466,7 @@ def orphan_claims(using: str) -> set[str]:
         .distinct()
     )
     known = set(
-        WorkerRecord.objects.using(using).filter(id__in=claimed).values_list("id", flat=True)
+        DaemonRecord.objects.using(using).filter(id__in=claimed).values_list("id", flat=True)
     )
     return claimed - known
 
@@ -475,6 +475,6 @@ def forget_workers(older_than: timedelta, using: str) -> None:
     """Delete the rows of workers stopped long ago (and no longer named by a RUNNING task)."""
     now = timezone.now()
     busy = TaskRecord.objects.using(using).filter(status=RUNNING).values("claimed_by")
-    WorkerRecord.objects.using(using).filter(stopped_at__lt=now - older_than).exclude(
+    DaemonRecord.objects.using(using).filter(stopped_at__lt=now - older_than).exclude(
         id__in=busy
     ).delete()

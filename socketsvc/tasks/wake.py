@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
-from ..client import notify_with
-from ..errors import SocketServiceError
+from socketsvc.client import notify_with
+from socketsvc.errors import SocketServiceError
 
 # The stdlib's logging: this runs in web processes, whose LOGGING decides.
-log = logging.getLogger("socketsvc.tasks")
+log = logging.getLogger(__name__)
 
 # Seconds an enqueuing request may spend telling the daemon; the row is safe anyway.
 WAKE_TIMEOUT = 0.5

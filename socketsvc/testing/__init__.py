@@ -21,8 +21,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .inprocess import InProcess, InProcessMixin, in_process
-    from .live import LiveService, LiveServiceMixin
+    from socketsvc.testing.inprocess import InProcess, InProcessMixin, in_process
+    from socketsvc.testing.live import LiveService, LiveServiceMixin
 
 __all__ = ["InProcess", "InProcessMixin", "LiveService", "LiveServiceMixin", "in_process"]
 

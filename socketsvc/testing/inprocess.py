@@ -13,12 +13,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .. import client, protocol
-from ..conf import get_config
-from ..dispatch import Dispatcher
-from ..protocol import Request, RPCError
-from ..registry import autodiscover
-from ..tasks import wake
+from socketsvc import protocol
+from socketsvc.client import calls
+from socketsvc.conf import get_config
+from socketsvc.methods.dispatch import Dispatcher
+from socketsvc.methods.registry import autodiscover
+from socketsvc.protocol import Request, RPCError
+from socketsvc.tasks import wake
 
 
 class _NoWake:
@@ -59,7 +60,7 @@ class InProcess:
         Each runs as the daemon runs it (claim, lifecycle, retries, result
         recorded); the returned values are Django ``TaskResult`` objects.
         """
-        from ..tasks.inprocess import run_due_tasks
+        from socketsvc.tasks.daemon.inprocess import run_due_tasks
 
         return run_due_tasks(self.config, queues, limit)
 
@@ -68,12 +69,12 @@ class InProcess:
 def in_process() -> Iterator[InProcess]:
     """Within the block, ``call()`` and ``notify()`` run the handlers in this thread."""
     service = InProcess()
-    client.serve_in_process(service.exchange)
+    calls.serve_in_process(service.exchange)
     wake.serve_in_process(_NoWake())
     try:
         yield service
     finally:
-        client.serve_in_process(None)
+        calls.serve_in_process(None)
         wake.serve_in_process(None)
 
 

@@ -18,9 +18,9 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 from django.test import TestCase, override_settings
 
-from ..client import call_with, close_connections
-from ..errors import SocketServiceError
-from ..spawn import project_path, settings_module
+from socketsvc.client import call_with, close_connections
+from socketsvc.errors import SocketServiceError
+from socketsvc.process.spawn import project_path, settings_module
 
 # The daemon reads the test databases' names from here (see runsocketservice).
 DATABASE_NAMES = "SOCKETSVC_DATABASE_NAMES"

@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from .inprocess import InProcess
-    from .live import LiveService
+    from socketsvc.testing.inprocess import InProcess
+    from socketsvc.testing.live import LiveService
 
 
 @pytest.fixture
 def socketsvc_in_process() -> Iterator[InProcess]:
     """``call()``/``notify()`` run in this thread through the daemon's request path."""
-    from .inprocess import in_process
+    from socketsvc.testing.inprocess import in_process
 
     with in_process() as service:
         yield service
@@ -36,7 +36,7 @@ def socketsvc_live_service(
     request: pytest.FixtureRequest, django_db_setup: Any, django_db_blocker: Any
 ) -> Iterator[LiveService]:
     """One live ``runsocketservice`` for the session, on the test databases."""
-    from .live import LiveService
+    from socketsvc.testing.live import LiveService
 
     args = request.config.getini("socketsvc_args")
     with django_db_blocker.unblock():

@@ -28,14 +28,15 @@ def apply() -> None:
     if name not in BREAKS:
         raise ValueError(f"CAMPAIGN_BREAK={name!r}: one of {', '.join(BREAKS)}")
     if name == "lease":
-        from socketsvc.models import WorkerRecord
-        from socketsvc.tasks import lease, statements, store
+        from socketsvc.models import DaemonRecord
+        from socketsvc.tasks import statements, store
+        from socketsvc.tasks.daemon import lease
 
         lease.KillSwitch.arm = lambda self, seconds: None  # type: ignore[method-assign]
         lease.Lease.may_claim = lambda self: True  # type: ignore[method-assign]
 
         def renew(worker_id: str, seconds: float, using: str) -> bool:
-            WorkerRecord.objects.using(using).filter(id=worker_id).update(stopped_at=None)
+            DaemonRecord.objects.using(using).filter(id=worker_id).update(stopped_at=None)
             return original_renew(worker_id, seconds, using)
 
         original_renew = store.renew

@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from socketsvc.processes import pid_alive
-from tests import mariadb, postgres
+from socketsvc.process.worker import pid_alive
 from tests.campaign.checker import death_after
 from tests.campaign.deaths import Deaths, children
-from tests.daemon import REPO, Daemon, manage_env
+from tests.harness import mariadb, postgres
+from tests.harness.daemon import REPO, Daemon, manage_env
 
 LEASE = 6.0
 SETTINGS: dict[str, Any] = {
@@ -74,7 +74,7 @@ class Cluster:
 
     def _start_proxy(self) -> None:
         """The daemons reach the server through a proxy that can cut a claim's commit
-        (tests/commitcut.py), in a process of its own; the campaign's own queries do not."""
+        (tests/harness/commitcut.py), in a process of its own; the campaign's own queries do not."""
         server = self.server
         if self.vendor == "postgresql":
             listen = self.base / "proxy" / ".s.PGSQL.5432"
@@ -90,7 +90,7 @@ class Cluster:
         with (self.base / "proxy.out").open("w") as log:
             self.proxy = subprocess.Popen(
                 [
-                    *(sys.executable, "-m", "tests.commitcut", "--listen", str(listen)),
+                    *(sys.executable, "-m", "tests.harness.commitcut", "--listen", str(listen)),
                     *("--upstream", server.socket, "--vendor", self.vendor),
                 ],
                 cwd=REPO,

@@ -11,7 +11,7 @@ from typing import Any
 from tests.campaign.checker import History, Verdict, check
 from tests.campaign.nemesis import KINDS, Fault
 from tests.campaign.workload import Record
-from tests.docpage import put_section
+from tests.harness.docpage import put_section
 
 BEGIN, END = "<!-- campaign:{db} -->", "<!-- /campaign:{db} -->"
 # Violations listed per invariant (the count is always whole).

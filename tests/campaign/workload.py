@@ -83,7 +83,7 @@ class Workload:
     def _produce(self, n: int) -> None:
         from django.db import connections
 
-        from socketsvc.lifecycle import request_scope
+        from socketsvc.db.lifecycle import request_scope
         from tests.testapp import campaign
 
         rng = random.Random(self.seed * 100 + n)
@@ -126,7 +126,7 @@ class Workload:
     def _cancel(self) -> None:
         from django.db import connections
 
-        from socketsvc.lifecycle import request_scope
+        from socketsvc.db.lifecycle import request_scope
         from socketsvc.tasks import cancel
 
         try:

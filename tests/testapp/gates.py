@@ -1,4 +1,4 @@
-"""Waiting at a test's gate (tests/gate.py), for the handlers and tasks that need to."""
+"""Waiting at a test's gate (tests/harness/gate.py), for the handlers and tasks that need to."""
 
 from __future__ import annotations
 

@@ -53,7 +53,7 @@ def sleep(seconds: float) -> float:
 
 @handler
 def hold(gate: str, timeout: float = 60.0) -> str:
-    """Wait at the test's gate (tests/gate.py) until the test opens it."""
+    """Wait at the test's gate (tests/harness/gate.py) until the test opens it."""
     wait_at(gate, timeout)
     return "released"
 

@@ -13,11 +13,11 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
 from socketsvc.conf import get_config, reread_config
-from socketsvc.logconfig import configure_logging
-from socketsvc.processes import from_environment
-from socketsvc.service import Options, StartupError, run
+from socketsvc.process.logsetup import configure_logging
+from socketsvc.process.run import Options, StartupError, run
+from socketsvc.process.worker import from_environment
 
-log = structlog.get_logger("socketsvc.checks")
+log = structlog.get_logger(__name__)
 
 
 def run_system_checks() -> None:

@@ -1,0 +1,43 @@
+"""The client side: :func:`call` and :func:`notify` (``calls``) over the socket work (``wire``)."""
+
+from socketsvc.client.calls import (
+    AccessDenied,
+    CallTimeout,
+    DatabaseUnavailable,
+    HandlerError,
+    InvalidParams,
+    MethodNotFound,
+    ProtocolError,
+    RemoteError,
+    ServiceBusy,
+    ServiceUnavailable,
+    SocketServiceError,
+    call,
+    call_with,
+    close_connections,
+    default_timeout,
+    notify,
+    notify_with,
+    serve_in_process,
+)
+
+__all__ = [
+    "AccessDenied",
+    "CallTimeout",
+    "DatabaseUnavailable",
+    "HandlerError",
+    "InvalidParams",
+    "MethodNotFound",
+    "ProtocolError",
+    "RemoteError",
+    "ServiceBusy",
+    "ServiceUnavailable",
+    "SocketServiceError",
+    "call",
+    "call_with",
+    "close_connections",
+    "default_timeout",
+    "notify",
+    "notify_with",
+    "serve_in_process",
+]

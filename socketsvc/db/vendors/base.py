@@ -1,0 +1,132 @@
+"""The generic vendor: what holds for every database Django supports."""
+
+from __future__ import annotations
+
+import select
+from collections.abc import Callable, Mapping
+from contextlib import suppress
+from typing import TYPE_CHECKING, Any
+
+from django.core.checks import CheckMessage
+from django.db import DatabaseError, InterfaceError
+
+if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
+
+    from socketsvc.conf import Config
+
+# Modules whose exceptions are database driver errors (their text may hold SQL
+# and connection details).
+_DRIVER_MODULES = (
+    "MySQLdb",
+    "pymysql",
+    "psycopg",
+    "psycopg2",
+    "psycopg_pool",
+    "sqlite3",
+    "oracledb",
+    "_mysql",
+)
+
+
+def from_database_layer(exc: BaseException) -> bool:
+    """Return True if *exc* is a Django database error or a driver's own exception."""
+    if isinstance(exc, DatabaseError):
+        return True
+    module = type(exc).__module__ or ""
+    return module.split(".", 1)[0] in _DRIVER_MODULES
+
+
+# Set on an exception raised while opening a connection (no statement was sent).
+_CONNECT_FAILED = "_socketsvc_connect_failed"
+
+
+def mark_connect_failure(exc: BaseException) -> None:
+    """Remember that *exc* was raised while opening a connection."""
+    with suppress(AttributeError):
+        setattr(exc, _CONNECT_FAILED, True)
+
+
+def open_marked(connect: Callable[[], None]) -> None:
+    """Run *connect* (it opens a connection); an exception it raises is marked as a connect's."""
+    try:
+        connect()
+    except Exception as exc:
+        mark_connect_failure(exc)
+        raise
+
+
+def is_connect_failure(exc: BaseException) -> bool:
+    """Return True if *exc* (or what it wraps) was raised while opening a connection."""
+    return any(getattr(e, _CONNECT_FAILED, False) for e in (exc, exc.__cause__) if e is not None)
+
+
+def peer_closed(conn: Any) -> bool | None:
+    """Look for the server's close on a driver connection's socket, without a round trip.
+
+    An idle connection has nothing to read: readable means the server closed
+    it (a kill, an idle timeout, a restart) or sent an error before doing so.
+    It cannot see a peer that vanished without a FIN (a dropped TCP route):
+    callers ping connections idle for longer than a second or so. None when
+    the driver gives no descriptor.
+    """
+    fileno = getattr(conn.connection, "fileno", None)
+    if fileno is None:
+        return None
+    try:
+        poller = select.poll()
+        poller.register(fileno(), select.POLLIN | select.POLLPRI)
+        return bool(poller.poll(0))
+    except (OSError, ValueError, TypeError):
+        return None
+    except Exception:
+        return True  # the driver refused to give its descriptor: it is closed
+
+
+class VendorOps:
+    """Vendor knowledge with generic defaults; subclasses override what their server allows."""
+
+    vendor = "generic"
+
+    def driver_code(self, exc: BaseException) -> int | str | None:
+        """Return the driver's error code for *exc*, if this vendor's driver raised it."""
+        return None
+
+    def is_connection_error(self, exc: BaseException) -> bool:
+        """Return True if *exc* means the server cannot be reached or the link broke."""
+        return isinstance(exc, InterfaceError)
+
+    def is_conflict(self, exc: BaseException) -> bool:
+        """Return True if *exc* says the statement lost a race with another transaction (a
+        deadlock, a lock wait timeout, a serialization failure): it was rolled back, and the
+        same work tried again can succeed."""
+        return False
+
+    def closed_by_server(self, conn: Any) -> bool | None:
+        """Tell without a round trip whether the server closed an idle connection.
+
+        None when this cannot be told cheaply; the caller then pings.
+        """
+        return None
+
+    def idle_session_timeout(self, conn: Any) -> int | None:
+        """Return after how many idle seconds the server drops a session, if it does."""
+        return None
+
+    def misconfiguration(self, exc: BaseException) -> str | None:
+        """Return what to fix when *exc* says the settings are wrong (not an outage), else None.
+
+        The text names settings, never values: it may reach a client.
+        """
+        return None
+
+    def max_statement_bytes(self, conn: BaseDatabaseWrapper) -> int | None:
+        """Return the largest statement the server takes on this connection (None: no limit)."""
+        return None
+
+    def check(self, alias: str, database: Mapping[str, Any], config: Config) -> list[CheckMessage]:
+        """Return system-check messages about one ``DATABASES`` entry of this vendor."""
+        return []
+
+
+OPS = VendorOps()

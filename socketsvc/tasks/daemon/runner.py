@@ -1,0 +1,505 @@
+"""The daemon's task runner: worker threads that claim and run tasks, and one that keeps house.
+
+Workers sleep until woken: by an enqueue (over the socket, ``rpc.tasks.wake``),
+by the earliest ``available_at`` of a task not due yet, or by the slow safety
+sweep (``TASK_SWEEP_INTERVAL``) that catches a wake-up that was lost. A wake
+rouses one idle worker; a worker that claimed a task rouses the next, so a
+burst spreads over the pool without every thread querying at once.
+
+The lease thread registers this daemon (a row whose lease it renews every
+``TASK_HEARTBEAT``, see :mod:`socketsvc.tasks.daemon.lease`): a worker claims only
+while the lease is safely held, and a claim or run holds it. The
+housekeeping thread requeues the tasks of daemons that are gone (stopped,
+their lease expired, or, on this host, dead by pid) as lost, writes progress
+at most twice a second, prunes old results (``TASK_RETENTION``) and keeps the
+counts ``rpc.status`` shows.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from django.utils import timezone
+
+from socketsvc.conf import Config
+from socketsvc.db import vendors
+from socketsvc.db.lifecycle import close_thread_connections, idle_wait, request_scope
+from socketsvc.tasks import store
+from socketsvc.tasks.daemon.execute import Executor
+from socketsvc.tasks.daemon.lease import Lease
+from socketsvc.tasks.daemon.listen import DatabaseWakes
+from socketsvc.tasks.daemon.lost import recover_lost, this_daemon
+from socketsvc.tasks.daemon.scheduler import Scheduler
+from socketsvc.tasks.periodic import Schedule
+from socketsvc.tasks.runtime import Running, register_writer
+from socketsvc.tasks.wake import serve_in_process
+
+log = structlog.get_logger(__name__)
+
+PROGRESS_INTERVAL = 0.5
+_UNRECORDED = store.error_entry(
+    "socketsvc.tasks.WorkerLost",
+    "socketsvc.tasks.WorkerLost: the run ended, but how it ended could not be recorded "
+    "(see the daemon's log); taken back as a lost run\n",
+)
+
+
+@dataclass(frozen=True)
+class Served:
+    """What this daemon's runner serves: backend aliases, queues, the database, the class."""
+
+    aliases: tuple[str, ...]
+    queues: frozenset[str] | None
+    database: str
+    backend_class: type
+
+
+class TaskRunner:
+    """Claims and runs this daemon's tasks (see the module docstring)."""
+
+    def __init__(self, served: Served, config: Config, schedules: list[Schedule]) -> None:
+        self.served = served
+        self.config = config
+        self.scheduler = Scheduler(
+            schedules, served.database, lambda: self.config.DB_CHECK_AFTER_IDLE, self.wake
+        )
+        self.worker = this_daemon()
+        self.lease = Lease(config.TASK_LEASE)
+        self.executor = Executor(
+            served.database,
+            served.backend_class,
+            lambda: self.config.DB_CHECK_AFTER_IDLE,
+            lambda: not self._hard_stop.is_set(),
+            self._flush,
+        )
+        self.wakes = DatabaseWakes(self, served.database, served.aliases, served.queues, config)
+        # Passes a wake this process cannot serve to its siblings (set under a master).
+        self.forward: Callable[[], None] | None = None
+        self.running: dict[str, Running] = {}
+        self.counts: dict[str, int] = {}
+        self.counts_at = 0.0
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._wakes = 0
+        self._idle = 0
+        self._stopping = False
+        self._registered = threading.Event()
+        self._renewed = threading.Event()
+        self._declared_lost = threading.Event()
+        self._hard_stop = threading.Event()
+        self._house = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._counts_wanted = False
+        # Claims whose commit is in doubt (worker id, moment), and runs of ours whose ending
+        # could not be written: housekeeping puts them right (see _settle_doubts).
+        self._doubtful_claims: list[tuple[str, datetime]] = []
+        self._unrecorded: list[Any] = []
+
+    # -- the daemon's side ---------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the housekeeping thread and the workers."""
+        serve_in_process(self)
+        register_writer(self._house.set)
+        self.wakes.start()
+        self._spawn(self._hold_lease, "socketsvc-tasks-lease")
+        self._spawn(self._keep_house, "socketsvc-tasks-house")
+        for n in range(self.config.TASK_WORKERS):
+            self._spawn(self._work, f"socketsvc-task-{n + 1}")
+
+    def wake(self, queue: str | None = None, forward: bool = True) -> None:
+        """A task may be ready (any thread): rouse one idle worker.
+
+        With none idle here, the wake goes on to this daemon's other worker
+        processes (through the master) unless it came from there.
+        """
+        queues = self.served.queues
+        if queue is not None and queues is not None and queue not in queues:
+            return
+        with self._cond:
+            self._wakes += 1
+            self._cond.notify()
+            idle = self._idle
+        if forward and not idle and self.forward is not None:
+            self.forward()
+
+    def cancel_hint(self, record_id: str) -> None:
+        """A running task was asked to stop: its next progress() raises Cancelled."""
+        running = self.running.get(record_id)
+        if running is not None:
+            running.cancelled.set()
+
+    def begin_drain(self) -> None:
+        """Claim nothing more, schedule nothing more; running tasks go on until they end."""
+        self.scheduler.stop(0.0)
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+
+    @property
+    def idle_workers(self) -> int:
+        """Return how many task workers wait for work."""
+        return self._idle
+
+    @property
+    def busy(self) -> int:
+        """Return how many tasks are running."""
+        return len(self.running)
+
+    def stop(self, timeout: float) -> None:
+        """Stop (after the drain): let threads go, flush progress, record this daemon stopped."""
+        self.begin_drain()
+        self._hard_stop.set()
+        self._house.set()
+        self._renewed.set()
+        deadline = time.monotonic() + timeout
+        self.scheduler.stop(timeout)
+        self.wakes.stop()
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        serve_in_process(None)
+        register_writer(None)
+
+    def status(self) -> dict[str, Any]:
+        """Return the runner's part of ``rpc.status`` (counts as of ``counts_age`` seconds ago)."""
+        if time.monotonic() - self.counts_at > 5.0:
+            self._counts_wanted = True
+            self._house.set()
+        return {
+            "worker_id": self.worker.id,
+            "workers": self.config.TASK_WORKERS,
+            "running": sorted(self.running),
+            "queues": sorted(self.served.queues) if self.served.queues is not None else "all",
+            "counts": dict(self.counts),
+            "counts_age": round(time.monotonic() - self.counts_at, 3) if self.counts_at else None,
+            "wakes": self.wakes.status(),
+            **self.scheduler.status(),
+        }
+
+    # -- worker threads ------------------------------------------------------------
+
+    def _spawn(self, target: Any, name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _work(self) -> None:
+        try:
+            while not self._registered.wait(1.0):
+                if self._stopping:
+                    return
+            while not self._stopping:
+                wakes = self._wakes
+                if not self.lease.hold():
+                    self._renewed.clear()
+                    self._renewed.wait(self.config.TASK_HEARTBEAT)
+                    continue
+                record = None
+                try:
+                    record, more = self._claim()
+                    if record is not None:
+                        if more:
+                            self.wake()  # another idle worker takes the next one
+                        self._run(record)
+                finally:
+                    self.lease.release()
+                if record is None:
+                    self._sleep(wakes)
+        finally:
+            close_thread_connections()
+
+    def _run(self, record: Any) -> None:
+        running = Running(record.id, (record.claimed_by, record.claims))
+        self.running[record.id] = running
+        recorded = False
+        try:
+            recorded = self.executor.run(record, running)
+        except Exception:
+            log.exception("task_run_failed", task_id=record.id)
+        finally:
+            if not recorded:
+                # Still RUNNING under our claim, and nobody else will look at it while
+                # this process lives: housekeeping takes it back as a lost run.
+                with self._lock:
+                    self._unrecorded.append(record)
+                self._house.set()
+            self.running.pop(record.id, None)
+
+    def _claim(self) -> tuple[Any, bool]:
+        served = self.served
+        worker_id, now = self.worker.id, timezone.now()
+        try:
+            with request_scope(self.config.DB_CHECK_AFTER_IDLE):
+                return store.claim(worker_id, served.aliases, served.queues, served.database, now)
+        except store.DeclaredLost:
+            self._lost(holding=1)
+            return None, False
+        except Exception as exc:
+            unreachable = vendors.is_connection_error(exc)
+            log.warning("task_claim_failed", error=str(exc), unreachable=unreachable)
+            if unreachable and not vendors.is_connect_failure(exc):
+                # The connection broke under the claim: whether it committed is unknown, and a
+                # task it took would stay RUNNING under this live daemon. Housekeeping finds
+                # it by the claim's moment and puts it back.
+                with self._lock:
+                    self._doubtful_claims.append((worker_id, now))
+                self._house.set()
+            self._hard_stop.wait(1.0)
+            return None, False
+
+    def _sleep(self, wakes: int) -> None:
+        """Wait for a wake-up, the next due task or the safety sweep.
+
+        A connection that reaches ``CONN_MAX_AGE`` meanwhile is closed when it
+        does, and the wait goes on: an idle thread holds no session past its
+        age and opens none until there is work (or the sweep).
+        """
+        timeout = self.config.TASK_SWEEP_INTERVAL
+        served = self.served
+        try:
+            with request_scope(self.config.DB_CHECK_AFTER_IDLE):
+                due = store.next_due(served.aliases, served.queues, served.database)
+        except Exception:
+            due = None
+        if due is not None:
+            timeout = min(timeout, max(0.0, (due - timezone.now()).total_seconds()))
+
+        def woken() -> bool:
+            return self._wakes != wakes or self._stopping
+
+        def wait(seconds: float) -> None:
+            with self._cond:
+                if woken():  # under the lock: a wake between the checks is not missed
+                    return
+                self._idle += 1
+                try:
+                    self._cond.wait(seconds)
+                finally:
+                    self._idle -= 1
+
+        idle_wait(wait, timeout, woken)
+
+    # -- the lease -----------------------------------------------------------------
+
+    def _hold_lease(self) -> None:
+        """Register, then renew the lease every TASK_HEARTBEAT (every second while failing)."""
+        try:
+            self._register()
+            while not self._hard_stop.is_set():
+                pace = self.config.TASK_HEARTBEAT
+                if self._declared_lost.is_set():
+                    self._register()
+                    continue
+                sent = time.monotonic()
+                try:
+                    with request_scope(self.config.DB_CHECK_AFTER_IDLE):
+                        held = store.renew(self.worker.id, self.lease.seconds, self.served.database)
+                except Exception as exc:
+                    log.warning("task_lease_renewal_failed", error=str(exc))
+                    pace = min(pace, 1.0)
+                else:
+                    if held:
+                        self.lease.renewed(sent)
+                        self._renewed.set()
+                    else:
+                        self._lost(holding=0)
+                        continue
+                idle_wait(self._hard_stop.wait, pace, self._hard_stop.is_set)
+        finally:
+            self._record_stop()
+            close_thread_connections()
+
+    def _record_stop(self) -> None:
+        """Record this daemon stopped, unless a run is still in flight.
+
+        A run the drain gave up on (``DRAIN_TIMEOUT``) goes on in its thread
+        until the process ends, so the daemon must not say it stopped: another
+        would run the task again at once, beside it. Its lease is left to run
+        out instead; a daemon on this host takes the run back as soon as the
+        process is gone, one elsewhere once the lease has expired, and the
+        kill switch ends the process before that if it lingers.
+        """
+        in_flight = self.lease.revoke()  # from here on no claim starts
+        if not self._registered.is_set():
+            return
+        if in_flight:
+            log.warning(
+                "task_runs_abandoned",
+                worker_id=self.worker.id,
+                runs_in_flight=in_flight,
+                running=sorted(self.running),
+                hint="the drain ended before these runs did (DRAIN_TIMEOUT); they are run "
+                "again once this process has exited",
+            )
+            return
+        self._safely(lambda: store.stop_worker(self.worker.id, self.served.database))
+
+    def _register(self) -> None:
+        """Record this daemon (a fresh id), retrying while the database is unreachable."""
+        delay = 0.5
+        while not self._hard_stop.is_set():
+            worker = this_daemon()
+            worker.started_at = worker.heartbeat_at = timezone.now()
+            sent = time.monotonic()
+            try:
+                with request_scope(self.config.DB_CHECK_AFTER_IDLE):
+                    store.register_worker(worker, self.lease.seconds, self.served.database)
+            except Exception as exc:
+                log.warning("task_runner_waits_for_database", error=str(exc), retry_in=delay)
+                self._hard_stop.wait(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            again = self._declared_lost.is_set()
+            self.worker = worker
+            self.lease.renewed(sent)
+            self._declared_lost.clear()
+            log.info(
+                "task_runner_registered_again" if again else "task_runner_started",
+                worker_id=worker.id,
+                workers=self.config.TASK_WORKERS,
+                lease_s=self.lease.seconds,
+            )
+            if not self._registered.is_set():
+                self._registered.set()
+                self._house.set()  # recover what gone daemons left, at once
+                self.scheduler.start()
+            self._renewed.set()
+            self.wake()
+            return
+
+    def _lost(self, holding: int) -> None:
+        """This daemon's row was marked stopped: its runs may be running elsewhere already.
+
+        With nothing in flight (beyond the *holding* claim that learned it) it
+        registers again under a new id; a run in flight cannot be stopped in its
+        thread, so the process ends at once (the master, or the service manager,
+        starts a fresh one) rather than let it overlap the run that replaced it.
+        """
+        in_flight = self.lease.revoke() - holding
+        if self._declared_lost.is_set() and in_flight <= 0:
+            return
+        log.error(
+            "task_daemon_declared_lost",
+            worker_id=self.worker.id,
+            runs_in_flight=in_flight,
+            hint="another daemon found this one's lease expired (a pause longer than "
+            "TASK_LEASE?)"
+            + ("; stopping this process, whose runs may be running elsewhere" if in_flight else ""),
+        )
+        if in_flight > 0:
+            os.kill(os.getpid(), signal.SIGKILL)
+        self._declared_lost.set()
+        self._renewed.clear()
+
+    # -- housekeeping --------------------------------------------------------------
+
+    def _keep_house(self) -> None:
+        try:
+            while not self._registered.wait(1.0):
+                if self._hard_stop.is_set():
+                    return
+            next_recovery = next_prune = 0.0
+            while not self._hard_stop.is_set():
+                now = time.monotonic()
+                if now >= next_recovery:
+                    next_recovery = now + self.config.TASK_HEARTBEAT
+                    self._safely(self._recover)
+                    if self._doubtful_claims or self._unrecorded:
+                        self._safely(self._settle_doubts)
+                if self.config.TASK_RETENTION is not None and now >= next_prune:
+                    next_prune = now + 3600.0
+                    self._safely(self._prune)
+                if self._counts_wanted:
+                    self._counts_wanted = False
+                    self._safely(self._count)
+                for running in list(self.running.values()):
+                    self._flush(running)
+                wait = max(0.05, min(next_recovery - time.monotonic(), 30.0))
+                idle_wait(self._house.wait, wait, self._house.is_set)
+                self._house.clear()
+                if self.running:
+                    self._hard_stop.wait(PROGRESS_INTERVAL)  # at most two writes a second
+        finally:
+            close_thread_connections()
+
+    def _safely(self, action: Any) -> None:
+        try:
+            with request_scope(self.config.DB_CHECK_AFTER_IDLE):
+                action()
+        except Exception as exc:
+            log.warning(
+                "task_housekeeping_failed", action=getattr(action, "__name__", "?"), error=str(exc)
+            )
+
+    def _recover(self) -> None:
+        """Requeue (or fail) what gone daemons left RUNNING."""
+        requeued, failed, names = recover_lost(self.worker, self.served.database)
+        if requeued or failed:
+            log.warning("tasks_of_lost_daemons", daemons=names, requeued=requeued, failed=failed)
+            self.wake()
+
+    def _settle_doubts(self) -> None:
+        """Put back what a claim in doubt took; take back runs whose ending went unwritten.
+
+        Each is done once it succeeded (the database answered); until then it
+        is tried again at every round.
+        """
+        database = self.served.database
+        while self._doubtful_claims:
+            worker_id, moment = self._doubtful_claims[0]
+            record = store.release_doubtful_claim(worker_id, moment, database)
+            if record is not None:
+                log.warning(
+                    "task_claim_put_back",
+                    task_id=record.id,
+                    hint="the connection broke as the claim committed; the task was put back "
+                    "in its place, its attempt not counted",
+                )
+                self.wake()
+            with self._lock:
+                self._doubtful_claims.pop(0)
+        while self._unrecorded:
+            record = self._unrecorded[0]
+            status = store.abandon(record, record.claimed_by, _UNRECORDED, database)
+            if status is not None:
+                log.error("task_run_taken_back", task_id=record.id, status=status)
+                self.wake()
+            with self._lock:
+                self._unrecorded.pop(0)
+
+    def _prune(self) -> None:
+        retention = self.config.TASK_RETENTION
+        if retention is not None:
+            deleted = store.prune(timedelta(seconds=retention), self.served.database)
+            if deleted:
+                log.info("task_results_pruned", deleted=deleted, older_than_s=retention)
+
+    def _count(self) -> None:
+        self.counts = store.counts(self.served.database)
+        self.counts_at = time.monotonic()
+
+    def _flush(self, running: Running) -> None:
+        """Write a running task's latest progress; learn there whether it was cancelled."""
+        with running.writing:
+            pending = running.take()
+            if pending is None:
+                return
+            done, total, note = pending
+            try:
+                with request_scope(self.config.DB_CHECK_AFTER_IDLE):
+                    still_wanted = store.write_progress(
+                        running.record_id, running.fence, done, total, note, self.served.database
+                    )
+            except Exception as exc:
+                log.warning("task_progress_not_written", task_id=running.record_id, error=str(exc))
+                return
+        if not still_wanted:
+            running.cancelled.set()

@@ -1,0 +1,105 @@
+"""The demo the README starts: migrate, daemon, calls to the shop's handlers, clean stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+from tests.harness.daemon import REPO, manage, manage_env
+from tests.harness.waiting import poll
+
+DEMO = {"DJANGO_SETTINGS_MODULE": "project.settings"}
+NOT_FROM_THE_TESTS = ("DATABASE_URL", "SOCKETSVC_SOCKET")
+
+
+def test_demo_calls_handlers_that_read_and_write_the_shop(short_tmp):
+    """rundemo --once migrates SQLite, sells, restocks through the daemon, prints it, and exits 0."""
+    done = manage(
+        "rundemo",
+        "--once",
+        env={**DEMO, "SOCKETSVC_VAR_DIR": str(short_tmp)},
+        unset=NOT_FROM_THE_TESTS,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "database: sqlite3" in done.stdout
+    assert "$ socketctl call shop.sell sku=MUG-01 quantity=2" in done.stdout
+    assert '"summary": "Restocked 3 product(s), 40 unit(s) in all"' in done.stdout
+    assert (short_tmp / "db.sqlite3").exists()
+    assert not (short_tmp / "socketsvc.sock").exists()
+
+
+# What the demo prints as the database in use, by the test servers' vendor.
+SHOWN_AS = {"mysql": "mysql", "postgresql": "postgresql"}
+
+
+def test_demo_runs_from_a_database_url(database, short_tmp):
+    """DATABASE_URL=mysql://... or postgres://... (the README's table): the demo migrates an
+    empty database on that server, sells and restocks through the daemon, and exits 0."""
+    name = f"demo_{short_tmp.name.lower()}"
+    database.query(f"CREATE DATABASE {name}")
+    try:
+        done = manage(
+            "rundemo",
+            "--once",
+            env={**DEMO, "SOCKETSVC_VAR_DIR": str(short_tmp), "DATABASE_URL": database.url(name)},
+            unset=("SOCKETSVC_SOCKET",),
+        )
+        assert done.returncode == 0, done.stderr
+        assert f"database: {SHOWN_AS[database.vendor]}" in done.stdout
+        assert '"summary": "Restocked 3 product(s), 40 unit(s) in all"' in done.stdout
+        assert database.query("SELECT COUNT(*) FROM shop_product", db=name)[0][0] > 0
+    finally:
+        drop = " WITH (FORCE)" if database.vendor == "postgresql" else ""
+        database.query(f"DROP DATABASE {name}{drop}")
+
+
+def test_demo_runs_until_ctrl_c_and_stops_the_daemon(short_tmp):
+    """Without --once the demo keeps the daemon serving until Ctrl-C, then stops it cleanly."""
+    demo = subprocess.Popen(
+        [sys.executable, "manage.py", "rundemo"],
+        cwd=REPO,
+        env=manage_env({**DEMO, "SOCKETSVC_VAR_DIR": str(short_tmp)}, NOT_FROM_THE_TESTS),
+        stdout=subprocess.PIPE,
+        stderr=open(short_tmp / "demo.err", "wb"),
+        text=True,
+        start_new_session=True,
+    )
+    shown: list[str] = []
+
+    def prompted() -> bool:
+        assert demo.stdout is not None
+        shown.append(demo.stdout.readline())
+        return "Press Ctrl-C to stop." in shown[-1]
+
+    try:
+        poll(
+            prompted,
+            timeout=60,
+            interval=0,
+            why=lambda: "".join(shown) + (short_tmp / "demo.err").read_text(errors="replace"),
+        )
+        assert (short_tmp / "socketsvc.sock").exists()
+        # Ctrl-C reaches the whole foreground process group, daemon included.
+        os.killpg(demo.pid, signal.SIGINT)
+        assert demo.wait(30) == 0
+        assert not (short_tmp / "socketsvc.sock").exists()
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+
+
+def test_a_fresh_clone_starts_the_daemon_with_the_readmes_command(short_tmp, launch):
+    """`manage.py runsocketservice` on the demo settings, with no project/var yet and no
+    database: the daemon starts, answers, and says the migrations are missing."""
+    var_dir = short_tmp / "var"  # absent, as in a fresh clone
+    daemon = launch(
+        str(var_dir / "socketsvc.sock"),
+        {**DEMO, "SOCKETSVC_VAR_DIR": str(var_dir)},
+        socket_option=False,
+        unset=NOT_FROM_THE_TESTS,
+    )
+    daemon.start()
+    assert daemon.call("rpc.ping") == "pong"
+    poll(lambda: "unapplied_migrations" in daemon.log(), why=daemon.log)
