@@ -13,7 +13,37 @@ from django.core.exceptions import ImproperlyConfigured
 from socketsvc.conf import get_config
 from socketsvc.db.vendors import ops_for
 
-_SHARED_TMP = ("/tmp/", "/var/tmp/", "/dev/shm/")  # noqa: S108 (detecting, not using)
+_SHARED_TMP_DIRS = ("/tmp", "/var/tmp", "/dev/shm")  # noqa: S108 (detecting, not using)
+_SHARED_TMP = tuple(f"{directory}/" for directory in _SHARED_TMP_DIRS)
+_PRIVATE_TMP = (
+    "with systemd's PrivateTmp= (set by many units, and by this project's own) the daemon "
+    "and each web server that calls it see a /tmp of their own, and calls fail with "
+    "ServiceUnavailable"
+)
+_ELSEWHERE = (
+    "Put the socket in a directory of its own: /run/<service>/ in production (the socket "
+    "unit or RuntimeDirectory= creates it), a directory of the project in development."
+)
+
+
+def _shared_tmp_warning(socket: str) -> Warning | None:
+    """W001, when a socket under /tmp can actually hurt: its name is in /tmp itself,
+    or the daemon runs under systemd (PrivateTmp=). A socket in a private directory
+    under /tmp (``socketsvc.testing``'s) only matters for deployment (``check --deploy``).
+    """
+    from socketsvc.process.systemd import under_systemd
+
+    if os.path.dirname(socket) in _SHARED_TMP_DIRS:
+        problem = (
+            f"is directly in {os.path.dirname(socket)}, where any local user can take that "
+            "name before the daemon binds it (it then refuses to start) or remove it"
+        )
+    elif socket.startswith(_SHARED_TMP) and under_systemd():
+        problem = "is under a shared temporary directory, and this runs under systemd: "
+        problem += _PRIVATE_TMP
+    else:
+        return None
+    return Warning(f"SOCKETSVC['SOCKET'] {socket} {problem}.", hint=_ELSEWHERE, id="socketsvc.W001")
 
 
 @register("socketsvc")
@@ -24,16 +54,9 @@ def check_socket(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     except ImproperlyConfigured as exc:
         return [Error(str(exc), id="socketsvc.E001")]
     messages: list[CheckMessage] = []
-    if config.SOCKET.startswith(_SHARED_TMP):
-        messages.append(
-            Warning(
-                f"SOCKETSVC['SOCKET'] {config.SOCKET} is in a shared temporary directory.",
-                hint="Any user can create files there, and systemd's PrivateTmp= gives "
-                "each service its own /tmp, so clients may not see the socket. Use a "
-                "directory of its own, e.g. /run/socketsvc/.",
-                id="socketsvc.W001",
-            )
-        )
+    shared_tmp = _shared_tmp_warning(config.SOCKET)
+    if shared_tmp is not None:
+        messages.append(shared_tmp)
     if config.SOCKET_MODE & 0o007:
         messages.append(
             Warning(
@@ -70,6 +93,25 @@ def check_socket(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
             )
         )
     return messages
+
+
+@register("socketsvc", deploy=True)
+def check_socket_for_deployment(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """``check --deploy``: a socket anywhere under /tmp, which PrivateTmp= hides from clients."""
+    try:
+        config = get_config()
+    except ImproperlyConfigured:
+        return []  # reported by check_socket
+    if not config.SOCKET.startswith(_SHARED_TMP) or _shared_tmp_warning(config.SOCKET):
+        return []  # not under /tmp, or already reported by check_socket
+    return [
+        Warning(
+            f"SOCKETSVC['SOCKET'] {config.SOCKET} is under a shared temporary directory: "
+            f"{_PRIVATE_TMP}.",
+            hint=_ELSEWHERE,
+            id="socketsvc.W001",
+        )
+    ]
 
 
 @register("socketsvc")

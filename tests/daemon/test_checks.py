@@ -12,6 +12,7 @@ from django.core import checks
 from django.test import override_settings
 
 from tests.harness.daemon import manage
+from tests.harness.waiting import poll
 
 MYSQL = {
     "ENGINE": "django.db.backends.mysql",
@@ -28,7 +29,7 @@ def socketsvc_ids() -> set[str]:
 @pytest.mark.parametrize(
     ("setting", "expected"),
     [
-        ({"SOCKET": "/tmp/app/socketsvc.sock"}, "socketsvc.W001"),
+        ({"SOCKET": "/tmp/socketsvc.sock"}, "socketsvc.W001"),
         ({"SOCKET": "/run/app/s.sock", "SOCKET_MODE": 0o666}, "socketsvc.W002"),
         ({"SOCKET": "/run/app/s.sock", "SOCKET_MODE": 0o662}, "socketsvc.W002"),
         ({"SOCKET": "/run/app/s.sock", "SOCKET_GROUP": "no-such-group-x"}, "socketsvc.E002"),
@@ -41,6 +42,26 @@ def test_each_socket_check_fires_on_its_bad_setting(setting, expected):
     """A risky SOCKETSVC value produces its check message, and only the expected one."""
     with override_settings(SOCKETSVC=setting):
         assert socketsvc_ids() == {expected}
+
+
+def test_a_private_directory_under_tmp_warns_only_for_deployment(monkeypatch):
+    """/tmp/<private dir>/s.sock (socketsvc.testing's) is quiet, except with check --deploy."""
+    for name in ("NOTIFY_SOCKET", "LISTEN_PID", "INVOCATION_ID"):
+        monkeypatch.delenv(name, raising=False)
+    with override_settings(SOCKETSVC={"SOCKET": "/tmp/socketsvc-x1/s.sock"}):
+        assert socketsvc_ids() == set()
+        deploy = list(checks.run_checks(tags=["socketsvc"], include_deployment_checks=True))
+    assert [m.id for m in deploy] == ["socketsvc.W001"]
+    assert "PrivateTmp=" in deploy[0].msg
+
+
+def test_a_socket_under_tmp_warns_under_systemd(monkeypatch):
+    """Started by systemd, any socket under /tmp is W001 (PrivateTmp=), once."""
+    monkeypatch.setenv("INVOCATION_ID", "0123456789abcdef")
+    with override_settings(SOCKETSVC={"SOCKET": "/tmp/socketsvc-x1/s.sock"}):
+        found = checks.run_checks(tags=["socketsvc"], include_deployment_checks=True)
+    assert [m.id for m in found] == ["socketsvc.W001"]
+    assert "PrivateTmp=" in found[0].msg
 
 
 def test_world_writable_socket_directory_is_flagged():
@@ -128,5 +149,13 @@ def _not_shared_tmp() -> str:
 def test_daemon_logs_check_warnings_as_json(start_daemon, sqlite_url):
     """The daemon reports a check warning as a log line in its own format."""
     daemon = start_daemon(sqlite_url, SOCKET="/tmp/socketsvc-check-test.sock")
+    events = [e for e in daemon.log_events() if e["event"] == "system_check"]
+    assert [e["id"] for e in events] == ["socketsvc.W001"]
+
+
+def test_worker_processes_do_not_repeat_the_masters_check_warnings(start_daemon, sqlite_url):
+    """With --processes 2 a warning is logged once (by the master), not once per process."""
+    daemon = start_daemon(sqlite_url, SOCKET="/tmp/socketsvc-check-test2.sock", PROCESSES=2)
+    poll(lambda: any(e.get("processes") == 2 for e in daemon.log_events() if e["event"] == "ready"))
     events = [e for e in daemon.log_events() if e["event"] == "system_check"]
     assert [e["id"] for e in events] == ["socketsvc.W001"]

@@ -105,7 +105,8 @@ class Command(BaseCommand):
         try:
             config = get_config(**overrides)
             handler = configure_logging(options["log_level"].upper(), options["log_file"])
-            run_system_checks()
+            if worker is None:  # the master checked for its worker processes
+                run_system_checks()
             status = run(
                 config,
                 Options(
