@@ -273,6 +273,31 @@ def parse(raw: bytes, limits: Limits = Limits()) -> Message:
     return _request_or_error(obj)
 
 
+def find_not_json(value: object, where: str) -> tuple[str, str] | None:
+    """Return where in *value* the first value JSON cannot carry is, and its type's name.
+
+    *where* names *value* itself (``"quantity"``, ``"args[0]"``); a nested one is
+    named by its path (``"items[2]"``, ``"meta['when']"``). None when all is JSON.
+    """
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return None
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            found = find_not_json(item, f"{where}[{index}]")
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not (key is None or isinstance(key, (str, int, float, bool))):
+                return f"{where} (its key {key!r})", type(key).__name__
+            found = find_not_json(item, f"{where}[{key!r}]")
+            if found is not None:
+                return found
+        return None
+    return where, type(value).__name__
+
+
 def encode(message: JSONValue) -> bytes:
     """Serialize a reply (or request) as one line; raise ValueError/TypeError if not JSON."""
     return _ENCODER.encode(message).encode("ascii") + b"\n"

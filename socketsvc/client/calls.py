@@ -183,7 +183,19 @@ def _encode(message: dict[str, Any]) -> bytes:
     try:
         return protocol.encode(message)
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"params must be JSON-serializable: {exc}") from None
+        params = message.get("params", [])
+        if isinstance(params, dict):
+            found = next(
+                (hit for key, v in params.items() if (hit := protocol.find_not_json(v, key))),
+                None,
+            )
+        else:
+            found = protocol.find_not_json(params, "params")
+        where = f": {found[0]} is a {found[1]}" if found else f" ({exc})"
+        raise TypeError(
+            f"the params of {message['method']} must be JSON{where}; "
+            "send str, int, float, bool, None, lists and dicts with str keys"
+        ) from None
 
 
 def _params(args: tuple[Any, ...], named: dict[str, Any]) -> Params:

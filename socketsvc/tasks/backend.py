@@ -16,6 +16,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from socketsvc.models import TaskRecord
+from socketsvc.protocol import find_not_json
 from socketsvc.tasks import store
 from socketsvc.tasks.compat import (
     BaseTaskBackend,
@@ -61,9 +62,8 @@ class SocketServiceBackend(BaseTaskBackend):
             queue_name=task.queue_name,
             backend_name=self.alias,
             priority=task.priority,
-            # The framework's own rule: JSON types only (a tuple becomes a list).
-            args=normalize_json(list(args)),
-            kwargs=normalize_json(dict(kwargs)),
+            args=_json_arguments(task, list(args), "args"),
+            kwargs=_json_arguments(task, dict(kwargs), "kwargs"),
             run_after=task.run_after,
             max_attempts=policy_of(task.func).attempts,
             using=self.database,
@@ -126,3 +126,26 @@ def to_result(record: TaskRecord, task: Task[Any, Any] | None = None) -> TaskRes
     )
     object.__setattr__(result, "_return_value", record.return_value)
     return result
+
+
+def _json_arguments(task: Task[Any, Any], values: Any, kind: str) -> Any:
+    """The framework's own rule: JSON types only (a tuple becomes a list); a value
+    that is not JSON is named, with the task, instead of the bare "Unsupported type"."""
+    try:
+        return normalize_json(values)
+    except TypeError as exc:
+        if isinstance(values, dict):
+            found = next(
+                (hit for key, value in values.items() if (hit := find_not_json(value, key))),
+                None,
+            )
+        else:
+            found = find_not_json(values, kind)
+        if found is None:
+            raise
+        where, type_name = found
+        raise TypeError(
+            f"{task.module_path}: the argument {where} is a {type_name}, which a task cannot "
+            "take: its arguments are stored as JSON (str, int, float, bool, None, lists, "
+            "dicts with str keys); pass e.g. a primary key or an ISO date string"
+        ) from exc
