@@ -238,8 +238,35 @@ def call_with(
         reply = _exchange(path, data, request_id, deadline, timeout)
     if "error" in reply:
         error = reply["error"]
-        raise RemoteError.from_error(error if isinstance(error, dict) else {})
+        exc = RemoteError.from_error(error if isinstance(error, dict) else {})
+        if isinstance(exc, MethodNotFound) and not _in_process:
+            hint = _defined_here(method)
+            if hint is not None:
+                exc = MethodNotFound(exc.code, f"{exc.message}; {hint}", exc.data)
+        raise exc
     return reply["result"]
+
+
+def _defined_here(method: str) -> str | None:
+    """Say so when *method* is a handler in this process's code that the daemon lacks."""
+    try:
+        from django.apps import apps
+
+        if not apps.ready:
+            return None
+        from socketsvc.methods.registry import autodiscover
+
+        found = autodiscover().get(method)
+    except Exception:
+        return None  # only a hint: whatever fails here, the error stays as it was
+    if found is None:
+        return None
+    where = f"{found.func.__module__}.{found.func.__qualname__}"
+    return (
+        f"it is defined in this code ({where}) but not in the running daemon, which finds "
+        "its handlers when it starts: restart it (in development, runsocketservice --reload "
+        "restarts it when the code changes)"
+    )
 
 
 def notify(

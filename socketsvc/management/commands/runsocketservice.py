@@ -13,7 +13,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
 from socketsvc.conf import get_config, reread_config
+from socketsvc.methods.registry import autodiscover
 from socketsvc.process.logsetup import configure_logging
+from socketsvc.process.reloader import RELOAD_EXIT, CodeWatch, is_child, run_parent
 from socketsvc.process.run import Options, StartupError, run
 from socketsvc.process.worker import from_environment
 
@@ -82,6 +84,11 @@ class Command(BaseCommand):
             help="detach into the background (hosts without systemd; ignored under systemd)",
         )
         parser.add_argument("--pidfile", help="write the daemon's pid here")
+        parser.add_argument(
+            "--reload",
+            action="store_true",
+            help="start again when the project's code changes (development, as runserver does)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         use_test_databases()
@@ -102,11 +109,23 @@ class Command(BaseCommand):
         worker_args = ["--log-level", options["log_level"]]
         if options["log_file"]:
             worker_args += ["--log-file", options["log_file"]]
+        if options["reload"] and worker is None and not is_child():
+            if options["daemonize"]:
+                raise CommandError("--reload is for development: it does not go with --daemonize")
+            configure_logging(options["log_level"].upper(), options["log_file"])
+            status = run_parent(autodiscover)
+            if status:
+                raise CommandError(f"the daemon exited with status {status}", returncode=status)
+            return
+        watch = CodeWatch() if options["reload"] and worker is None else None
         try:
             config = get_config(**overrides)
             handler = configure_logging(options["log_level"].upper(), options["log_file"])
             if worker is None:  # the master checked for its worker processes
                 run_system_checks()
+            if watch is not None:
+                autodiscover()  # the handlers' files are watched from the start
+                watch.start()
             status = run(
                 config,
                 Options(
@@ -121,5 +140,10 @@ class Command(BaseCommand):
             )
         except (ImproperlyConfigured, StartupError, OSError) as exc:
             raise CommandError(str(exc)) from None
+        finally:
+            if watch is not None:
+                watch.stop()
+        if watch is not None and watch.changed is not None:
+            raise SystemExit(RELOAD_EXIT)  # the parent starts the new code
         if status:
             raise CommandError("stopped before every request was answered", returncode=status)
