@@ -52,7 +52,6 @@ from socketsvc.db.stats import stats
 
 log = structlog.get_logger(__name__)
 
-_CONNECTED_BEFORE = "_socketsvc_connected_before"
 
 
 _local = threading.local()
@@ -72,10 +71,11 @@ def count_connect(sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any) -
             _pooled_seen.add(connection.connection)
     stats.bump("connects")
     _local.connects = getattr(_local, "connects", 0) + 1
-    if getattr(connection, _CONNECTED_BEFORE, False):
+    # A reconnect replaces a connection that died, not one closed in good order
+    # (CONN_MAX_AGE reached, or 0: closed after each unit of work).
+    if liveness.take_lost(connection.alias):
         stats.bump("reconnects")
         _local.reconnects = getattr(_local, "reconnects", 0) + 1
-    setattr(connection, _CONNECTED_BEFORE, True)
 
 
 def thread_connects() -> tuple[int, int]:
@@ -85,13 +85,17 @@ def thread_connects() -> tuple[int, int]:
 
 def _discard(conn: BaseDatabaseWrapper) -> None:
     stats.bump("discarded")
+    liveness.note_lost(conn)
     liveness.discard(conn)
 
 
 def _close_if_stale(conn: BaseDatabaseWrapper) -> None:
     """Close the connection if unusable or too old; never raise."""
+    broken = conn.connection is not None and conn.errors_occurred
     try:
         conn.close_if_unusable_or_obsolete()
+        if broken and conn.connection is None:
+            liveness.note_lost(conn)  # closed as unusable after an error, not for its age
     except Exception as exc:
         # E.g. the raw driver connection was closed behind Django's back:
         # Django's close() then raises, after forgetting the connection.
@@ -111,7 +115,7 @@ def _prepare(conn: BaseDatabaseWrapper, now: float, check_idle_after: float) -> 
     # lazy health check at the first cursor (which raises out of the handler
     # when the driver connection was closed behind Django's back).
     if not liveness.alive(conn, recent=liveness.idle_for(conn, now) < check_idle_after):
-        stats.bump("dead_connections_replaced")
+        liveness.replaced(conn)
         liveness.close_quietly(conn)
         return
     liveness.touch(conn, now)

@@ -87,6 +87,32 @@ def thread_connections() -> list[BaseDatabaseWrapper]:
     return list(_registry().values())
 
 
+_lost = threading.local()
+
+
+def note_lost(conn: BaseDatabaseWrapper) -> None:
+    """Note that this thread's connection to *conn*'s alias died or could not be trusted:
+    the next connect to it is a reconnect (one after an orderly close is not)."""
+    lost: set[str] = getattr(_lost, "aliases", set())
+    lost.add(conn.alias)
+    _lost.aliases = lost
+
+
+def take_lost(alias: str) -> bool:
+    """Return whether this thread's last connection to *alias* was lost (and forget it)."""
+    lost: set[str] = getattr(_lost, "aliases", set())
+    if alias not in lost:
+        return False
+    lost.discard(alias)
+    return True
+
+
+def replaced(conn: BaseDatabaseWrapper) -> None:
+    """Count a dead connection found and replaced."""
+    stats.bump("dead_connections_replaced")
+    note_lost(conn)
+
+
 def discard(conn: BaseDatabaseWrapper) -> None:
     """Throw away a wrapper whose state cannot be trusted; the next access builds a new one."""
     raw = conn.connection
@@ -167,7 +193,7 @@ def _check_before_cursor(conn: BaseDatabaseWrapper) -> None:
     idle = now - last
     if idle < threshold or usable(conn):
         return
-    stats.bump("dead_connections_replaced")
+    replaced(conn)
     if conn.in_atomic_block:
         with suppress(Exception):
             conn.close()  # Django marks the transaction for rollback

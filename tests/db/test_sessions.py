@@ -30,6 +30,20 @@ def test_no_session_held_while_idle_with_conn_max_age_0(database, start_daemon):
     assert daemon.call("rpc.status")["db_connects"] >= 5
 
 
+def test_connections_closed_in_good_order_are_not_counted_as_reconnects(database, start_daemon):
+    """CONN_MAX_AGE=0 opens a connection per request on a healthy database: connects, not
+    reconnects (a reconnect replaces a connection that died)."""
+    daemon = start_daemon(database.url(), "--workers", "2", conn_max_age="0")
+    for _ in range(11):
+        daemon.call("testapp.write_note", text="orderly")
+    status = daemon.call("rpc.status")
+    assert status["db_connects"] >= 11
+    assert status["db_reconnects"] == 0
+    lines = [e for e in daemon.log_events() if e.get("method") == "testapp.write_note"]
+    assert [line["db_reconnects"] for line in lines] == [0] * 11
+    assert all(line["db_connects"] == 1 for line in lines)
+
+
 def test_persistent_sessions_bounded_by_workers_and_age_out(database, start_daemon, gate):
     """With CONN_MAX_AGE>0 each worker opens one connection and reuses it; it closes once aged."""
     workers = 3
