@@ -53,7 +53,6 @@ from socketsvc.db.stats import stats
 log = structlog.get_logger(__name__)
 
 
-
 _local = threading.local()
 
 
