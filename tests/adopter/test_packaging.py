@@ -1,15 +1,14 @@
 """The package as a user gets it: built, checked, installed into a fresh venv, run.
 
-Builds the wheel and the sdist with ``python -m build``, checks them with
-``twine check``, looks inside them, then installs the wheel with the
-``postgres`` extra into a new virtualenv (no MySQL driver), creates a project
-with ``django-admin startproject`` and one app with one handler, starts
-``runsocketservice`` from that venv and calls the handler with ``call()``.
+Builds the wheel and the sdist with ``python -m build`` (once per run, shared with the other
+adopter tests: ``tests/adopter/conftest.py``), checks them with ``twine check``, looks inside
+them, then, in a new virtualenv holding the wheel with the ``postgres`` extra (no MySQL
+driver), creates a project with ``django-admin startproject`` and one app with one handler,
+starts ``runsocketservice`` from that venv and calls the handler with ``call()``.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tarfile
@@ -18,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.daemon import REPO
+from tests.adopter.wheel import CLEAN_ENV, run, wheel
+from tests.harness.postgres import PostgreSQL
 from tests.harness.waiting import poll
 
 pytestmark = pytest.mark.timeout(600)
@@ -32,41 +32,15 @@ def greet(name: str) -> str:
 """
 
 
-# A user's shell: nothing of this suite's settings or import path.
-CLEAN_ENV = {
-    key: value
-    for key, value in os.environ.items()
-    if key not in ("DJANGO_SETTINGS_MODULE", "PYTHONPATH") and not key.startswith("TEST_")
-}
-
-
-def run(*args: str | Path, cwd: Path = REPO, timeout: float = 300) -> str:
-    done = subprocess.run(
-        [str(arg) for arg in args],
-        cwd=cwd,
-        env=CLEAN_ENV,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert done.returncode == 0, f"{args}: {done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return done.stdout
-
-
-@pytest.fixture(scope="module")
-def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("dist")
-    run(sys.executable, "-m", "build", "--outdir", out, REPO)
-    return out
-
-
-def test_the_wheel_and_sdist_pass_twine_check_and_hold_what_a_project_needs(dist):
+def test_the_wheel_and_sdist_pass_twine_check_and_hold_what_a_project_needs(
+    dist: Path,
+) -> None:
     """twine check passes; both hold the templates, static files, migrations and py.typed,
     and neither holds the demo project or the tests."""
-    [wheel] = dist.glob("socketsvc-*.whl")
+    built = wheel(dist)
     [sdist] = dist.glob("socketsvc-*.tar.gz")
-    run(sys.executable, "-m", "twine", "check", "--strict", wheel, sdist)
-    in_wheel = set(zipfile.ZipFile(wheel).namelist())
+    run(sys.executable, "-m", "twine", "check", "--strict", built, sdist)
+    in_wheel = set(zipfile.ZipFile(built).namelist())
     with tarfile.open(sdist) as archive:
         in_sdist = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
     for names in (in_wheel, in_sdist):
@@ -77,20 +51,17 @@ def test_the_wheel_and_sdist_pass_twine_check_and_hold_what_a_project_needs(dist
         assert not any(n.startswith(("project/", "tests/", "bench/")) for n in names)
         assert "socketsvc/testing/pytest_plugin.py" in names
     [entry_points] = [n for n in in_wheel if n.endswith(".dist-info/entry_points.txt")]
-    text = zipfile.ZipFile(wheel).read(entry_points).decode()
+    text = zipfile.ZipFile(built).read(entry_points).decode()
     assert "[pytest11]" in text and "socketsvc.testing.pytest_plugin" in text
 
 
 def test_a_fresh_project_installs_the_wheel_without_mysql_and_serves_a_handler(
-    dist, short_tmp, postgresql
-):
+    adopter_venv: Path, short_tmp: Path, postgresql: PostgreSQL
+) -> None:
     """In a new venv, the wheel with [postgres] installs without mysqlclient; a startproject
     project on PostgreSQL with one handler answers call() through a real runsocketservice."""
-    [wheel] = dist.glob("socketsvc-*.whl")
-    venv = short_tmp / "venv"
-    run(sys.executable, "-m", "venv", venv)
+    venv = adopter_venv
     python = venv / "bin" / "python"
-    run(python, "-m", "pip", "install", "-q", f"{wheel}[postgres]")
     installed = run(python, "-m", "pip", "list", "--format=freeze").lower()
     assert "mysqlclient" not in installed and "psycopg" in installed
     site = short_tmp / "site"
