@@ -6,7 +6,9 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
+from socketsvc.process.worker import pid_alive
 from tests.harness.daemon import REPO, manage, manage_env
 from tests.harness.waiting import poll
 
@@ -88,6 +90,57 @@ def test_demo_runs_until_ctrl_c_and_stops_the_daemon(short_tmp):
     finally:
         if demo.poll() is None:
             os.killpg(demo.pid, signal.SIGKILL)
+
+
+def _children(pid: int) -> list[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(child) for child in text.split()]
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a shell does for a background job
+
+
+def test_sigterm_stops_a_demo_started_in_the_background(short_tmp):
+    """Started as a background job (SIGINT ignored, inherited by its children), SIGTERM to
+    rundemo stops the daemon and the web server, and rundemo exits."""
+    demo = subprocess.Popen(
+        [sys.executable, "manage.py", "rundemo"],
+        cwd=REPO,
+        env=manage_env({**DEMO, "SOCKETSVC_VAR_DIR": str(short_tmp)}, NOT_FROM_THE_TESTS),
+        stdout=subprocess.PIPE,
+        stderr=open(short_tmp / "demo.err", "wb"),
+        text=True,
+        start_new_session=True,
+        preexec_fn=_ignore_sigint,
+    )
+    shown: list[str] = []
+
+    def prompted() -> bool:
+        assert demo.stdout is not None
+        shown.append(demo.stdout.readline())
+        return "Press Ctrl-C to stop." in shown[-1]
+
+    children: list[int] = []
+    try:
+        poll(
+            prompted,
+            timeout=60,
+            interval=0,
+            why=lambda: "".join(shown) + (short_tmp / "demo.err").read_text(errors="replace"),
+        )
+        children = _children(demo.pid)
+        assert len(children) == 2  # the daemon and runserver
+
+        demo.send_signal(signal.SIGTERM)
+
+        assert demo.wait(60) == 0
+        assert [child for child in children if pid_alive(child)] == []
+        assert not (short_tmp / "socketsvc.sock").exists()
+    finally:
+        for pid in [demo.pid, *children]:
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_a_fresh_clone_starts_the_daemon_with_the_readmes_command(short_tmp, launch):

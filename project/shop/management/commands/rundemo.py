@@ -173,8 +173,10 @@ class Command(BaseCommand):
         return result
 
 
-# Exit statuses of a child stopped by _stop(): a clean exit, or death by the signal.
-_CLEAN = (0, -signal.SIGINT)
+# Exit statuses of a child stopped by _stop(): a clean exit, or death by its signal.
+_CLEAN = (0, -signal.SIGTERM)
+# How long runserver may take to stop, beyond the daemon's drain.
+_GRACE = 5.0
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -185,20 +187,26 @@ def _interrupt(signum: int, frame: object) -> None:
 def _spawn(*command: str) -> subprocess.Popen[bytes]:
     """Start ``manage.py <command>`` in a process group of its own.
 
-    Ctrl-C then reaches only this command, which passes exactly one SIGINT to
+    Ctrl-C then reaches only this command, which passes exactly one SIGTERM to
     each child: a second signal would make the daemon skip its drain.
     """
     return subprocess.Popen([sys.executable, str(MANAGE), *command], process_group=0)
 
 
 def _stop(children: list[subprocess.Popen[bytes]]) -> None:
-    """Send each child SIGINT, as Ctrl-C would, and wait; kill on timeout or a second Ctrl-C."""
+    """Send each child SIGTERM (the daemon drains; runserver stops), wait, and kill what is
+    left after the grace period or at a second Ctrl-C.
+
+    SIGTERM, not SIGINT: a demo started as a background job has SIGINT ignored, and its
+    children inherit that.
+    """
     for child in children:
         if child.poll() is None:
-            child.send_signal(signal.SIGINT)
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + get_config().DRAIN_TIMEOUT + _GRACE
     for child in children:
         try:
-            child.wait(get_config().DRAIN_TIMEOUT + 10)
+            child.wait(max(0.0, deadline - time.monotonic()))
         except (subprocess.TimeoutExpired, KeyboardInterrupt):
             child.kill()
             child.wait()
