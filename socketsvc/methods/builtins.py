@@ -7,25 +7,10 @@ or a person learns the daemon is alive), so each must be quick and never block.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
 
 from socketsvc.methods.registry import Registry
 from socketsvc.protocol import JSONValue
-
-
-class Tasks(Protocol):
-    """What the task runner offers the loop (see socketsvc.tasks.daemon.runner)."""
-
-    @property
-    def busy(self) -> int: ...
-
-    def wake(self, queue: str | None = None, forward: bool = True) -> None: ...
-
-    def cancel_hint(self, record_id: str) -> None: ...
-
-    def begin_drain(self) -> None: ...
-
-    def status(self) -> dict[str, JSONValue]: ...
+from socketsvc.server.taskrunner import Tasks
 
 
 def builtin_methods(

@@ -29,7 +29,8 @@ from socketsvc.methods.dispatch import Outcome
 from socketsvc.server.access import AccessPolicy
 from socketsvc.server.admission import Admission
 from socketsvc.server.connection import Connection
-from socketsvc.server.router import Counters, Router
+from socketsvc.server.counters import Counters
+from socketsvc.server.router import Router
 from socketsvc.server.threads import Job, ThreadPool
 from socketsvc.server.transport import peer_groups
 

@@ -31,16 +31,18 @@ from typing import Any
 import structlog
 
 from socketsvc.conf import Config, put_in_force
-from socketsvc.methods.builtins import Tasks, builtin_methods
+from socketsvc.methods.builtins import builtin_methods
 from socketsvc.methods.dispatch import Dispatcher, Outcome
 from socketsvc.server.access import AccessPolicy
 from socketsvc.server.connection import Connection
 from socketsvc.server.connections import Clients
+from socketsvc.server.counters import Counters
 from socketsvc.server.handback import Handback
 from socketsvc.server.health import Health
 from socketsvc.server.listener import Listener
-from socketsvc.server.router import Counters, Router
+from socketsvc.server.router import Router
 from socketsvc.server.selector import LoopSelector
+from socketsvc.server.taskrunner import Tasks
 from socketsvc.server.threads import Job, ThreadPool
 
 log = structlog.get_logger(__name__)

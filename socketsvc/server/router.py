@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import dataclass
 
 import structlog
 
@@ -20,6 +19,7 @@ from socketsvc.methods.dispatch import Dispatcher, Outcome, error_outcome, error
 from socketsvc.methods.registry import Registry
 from socketsvc.protocol import Request, RPCError
 from socketsvc.server.connection import BatchReply, Connection
+from socketsvc.server.counters import Counters
 from socketsvc.server.requestlog import log_request
 from socketsvc.server.threads import Job
 
@@ -29,16 +29,6 @@ SHUTTING_DOWN = RPCError(
     protocol.SHUTTING_DOWN,
     "Shutting down: the service stopped before running this request; retry",
 )
-
-
-@dataclass
-class Counters:
-    """Request counters for ``rpc.status``; only the loop thread writes them."""
-
-    requests: int = 0
-    notifications: int = 0
-    errors: int = 0
-    dropped_replies: int = 0
 
 
 class Router:
