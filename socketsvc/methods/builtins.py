@@ -7,10 +7,25 @@ or a person learns the daemon is alive), so each must be quick and never block.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 from socketsvc.methods.registry import Registry
 from socketsvc.protocol import JSONValue
-from socketsvc.server.taskrunner import Tasks
+
+
+class Tasks(Protocol):
+    """The task runner as the loop and the built-ins see it (``tasks.daemon.runner`` is one)."""
+
+    @property
+    def busy(self) -> int: ...
+
+    def wake(self, queue: str | None = None, forward: bool = True) -> None: ...
+
+    def cancel_hint(self, record_id: str) -> None: ...
+
+    def begin_drain(self) -> None: ...
+
+    def status(self) -> dict[str, JSONValue]: ...
 
 
 def builtin_methods(

@@ -21,12 +21,12 @@ import structlog
 from socketsvc.conf import Config
 from socketsvc.db import outages
 from socketsvc.db.stats import stats
+from socketsvc.methods.builtins import Tasks
 from socketsvc.methods.dispatch import Dispatcher
 from socketsvc.process.systemd import Notifier
 from socketsvc.process.worker import WorkerRole, rss_kib
 from socketsvc.server.connections import Clients
 from socketsvc.server.counters import Counters
-from socketsvc.server.taskrunner import Tasks
 from socketsvc.server.threads import ThreadPool
 
 log = structlog.get_logger(__name__)

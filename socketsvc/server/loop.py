@@ -31,7 +31,7 @@ from typing import Any
 import structlog
 
 from socketsvc.conf import Config, put_in_force
-from socketsvc.methods.builtins import builtin_methods
+from socketsvc.methods.builtins import Tasks, builtin_methods
 from socketsvc.methods.dispatch import Dispatcher, Outcome
 from socketsvc.server.access import AccessPolicy
 from socketsvc.server.connection import Connection
@@ -42,7 +42,6 @@ from socketsvc.server.health import Health
 from socketsvc.server.listener import Listener
 from socketsvc.server.router import Router
 from socketsvc.server.selector import LoopSelector
-from socketsvc.server.taskrunner import Tasks
 from socketsvc.server.threads import Job, ThreadPool
 
 log = structlog.get_logger(__name__)
