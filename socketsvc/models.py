@@ -81,7 +81,7 @@ class TaskRecord(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.task_name} {self.id}"
+        return f"Task {self.task_name} ({self.id[:8]})"  # as its admin page is titled
 
     @property
     def task_name(self) -> str:

@@ -1,9 +1,12 @@
-"""Periodic schedules in the admin: when each runs next, how its last run went, pause, run now."""
+"""Periodic schedules in the admin: when each runs next, how its last run went, pause, run now.
+
+The next run and the last run's time read as the admin's own read-only times (last slot,
+declared at) do: ``DATETIME_FORMAT`` in the active time zone, not the schedule's zone.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
@@ -12,6 +15,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
+from socketsvc.admin.tasks import admin_time
 from socketsvc.models import ScheduleRecord, TaskRecord
 
 FIELDS = (
@@ -95,8 +99,7 @@ class ScheduleRecordAdmin(_ModelAdmin):
             return "paused"
         if schedule.next_slot is None:
             return "-"
-        shown = schedule.next_slot.astimezone(ZoneInfo(schedule.timezone))
-        return shown.strftime("%Y-%m-%d %H:%M:%S %Z")
+        return admin_time(schedule.next_slot)
 
     @admin.display(description="last run")
     def last_run_cell(self, schedule: ScheduleRecord) -> SafeString | str:
@@ -111,7 +114,7 @@ class ScheduleRecordAdmin(_ModelAdmin):
             run.id,
             run.status.lower(),
             run.get_status_display(),
-            run.enqueued_at.strftime("%Y-%m-%d %H:%M:%S"),
+            admin_time(run.enqueued_at),
         )
 
     @admin.action(description="Pause selected schedules", permissions=["change"])

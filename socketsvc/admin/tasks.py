@@ -3,18 +3,22 @@
 The changelist and the detail page show a progress bar per task; while a
 task is READY or RUNNING, a small script asks ``<changelist>/live/?id=...``
 once a second and updates its bar, status, times and attempts in place, so
-the page never needs a reload. Results are read-only; staff with the change
-permission may cancel tasks and run them again (as new tasks with the same
-arguments).
+the page never needs a reload. Every time is written as the admin writes a
+read-only date (``DATETIME_FORMAT`` in the active time zone), on the first
+render and in each update alike. Results are read-only, so a task's page is
+titled by what it shows ("Task stock_count (3f2a1b2c)"), not "View task
+result"; staff with the change permission may cancel tasks and run them again
+(as new tasks with the same arguments).
 """
 
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
-from django.contrib.admin.utils import flatten_fieldsets
+from django.contrib.admin.utils import display_for_value, flatten_fieldsets
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import URLPattern, path, reverse
@@ -35,6 +39,16 @@ def progress_percent(record: TaskRecord) -> int | None:
     return max(0, min(100, round(100 * record.progress_done / record.progress_total)))
 
 
+def admin_time(value: datetime | None) -> str:
+    """Return *value* as the admin shows a read-only DateTimeField (``""`` for none).
+
+    The admin's own ``display_for_value``, whose datetime branch is that of
+    ``display_for_field`` (Django 5.2 and 6.1 alike): the active time zone, then
+    ``DATETIME_FORMAT`` in the active language. A time the script writes in place thus
+    reads the same as the ones Django rendered around it."""
+    return display_for_value(value, "")
+
+
 def live_state(record: TaskRecord) -> dict[str, Any]:
     """Return what the page updates in place for one task."""
     return {
@@ -42,12 +56,8 @@ def live_state(record: TaskRecord) -> dict[str, Any]:
         "status_label": record.get_status_display(),
         "percent": progress_percent(record),
         "progress": progress_text(record),
-        "started_at": record.started_at.isoformat(sep=" ", timespec="seconds")
-        if record.started_at
-        else "",
-        "finished_at": record.finished_at.isoformat(sep=" ", timespec="seconds")
-        if record.finished_at
-        else "",
+        "started_at": admin_time(record.started_at),
+        "finished_at": admin_time(record.finished_at),
         "duration": duration_text(record),
         "attempts": record.attempts,
         "active": record.status in _ACTIVE,
@@ -155,10 +165,18 @@ class TaskRecordAdmin(_ModelAdmin):
         form_url: str = "",
         obj: Any = None,
     ) -> HttpResponse:
-        """Show no save buttons (nothing is editable)."""
+        """Show no save buttons (nothing is editable), and title the page by its task.
+
+        Django would title it "View task result" over the task's ``str()``; the page can never
+        be anything but a view, so the title is the task's ``str()`` (its name and short id,
+        as the changelist's columns show them), which the breadcrumbs, the history and the
+        delete pages use too. (The status is left out: the page updates it in place, a title
+        would go stale.)"""
         context.update(
             show_save=False, show_save_and_continue=False, show_save_and_add_another=False
         )
+        if obj is not None:
+            context.update(title=str(obj), subtitle=None)
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     # -- columns ------------------------------------------------------------------
@@ -183,11 +201,11 @@ class TaskRecordAdmin(_ModelAdmin):
 
     @admin.display(description="started", ordering="started_at")
     def started_cell(self, record: TaskRecord) -> SafeString:
-        return self._live_cell(record, "started_at", live_state(record)["started_at"])
+        return self._live_cell(record, "started_at", admin_time(record.started_at))
 
     @admin.display(description="finished", ordering="finished_at")
     def finished_cell(self, record: TaskRecord) -> SafeString:
-        return self._live_cell(record, "finished_at", live_state(record)["finished_at"])
+        return self._live_cell(record, "finished_at", admin_time(record.finished_at))
 
     @admin.display(description="duration")
     def duration_cell(self, record: TaskRecord) -> SafeString:

@@ -9,6 +9,7 @@ finished task back to READY, when it races the daemon) shows as what it is.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 import pytest
 from django.db import connection
@@ -38,6 +39,21 @@ def schedule_row(name: str = DECLARED, **values) -> ScheduleRecord:
         last_slot=now.replace(second=0, microsecond=0),
         **values,
     )
+
+
+# 10:16 UTC is 11:16 in Berlin (CET), written as Django's admin writes a datetime there.
+SLOT = datetime(2024, 3, 5, 10, 16, tzinfo=UTC)
+SLOT_TEXT = "March 5, 2024, 11:16 a.m."
+
+
+@pytest.fixture
+def in_berlin(settings):
+    """The site's zone is one where local time and UTC differ."""
+    settings.TIME_ZONE = "Europe/Berlin"
+
+
+def text(html: str) -> str:
+    return re.sub(r"<[^>]+>", "", html).strip()
 
 
 def writes(queries: CaptureQueriesContext, table: str) -> list[str]:
@@ -122,3 +138,46 @@ def test_run_now_wakes_the_daemon_only_once_the_run_is_committed(
     assert callbacks  # the wake waits for the commit
     wakes = poll(lambda: [r["params"] for r in stub.requests if r["method"] == "rpc.tasks.wake"])
     assert wakes == [{"queue": "default"}]
+
+
+def test_the_schedules_list_shows_next_and_last_run_as_the_admin_shows_times(
+    admin_client, in_berlin
+):
+    """Next run and the last run's time read as every other time in the admin: Django's
+    DATETIME_FORMAT in the active time zone (not the schedule's zone, UTC here)."""
+    row = schedule_row(next_slot=SLOT)
+    record = store.insert(
+        task_path=DECLARED,
+        queue_name="default",
+        backend_name="default",
+        priority=0,
+        args=[],
+        kwargs={},
+        run_after=None,
+        max_attempts=1,
+        using="default",
+    )
+    TaskRecord.objects.filter(id=record.id).update(schedule=row.name, enqueued_at=SLOT)
+    html = admin_client.get(reverse("admin:socketsvc_schedulerecord_changelist")).content
+    cells = {
+        name: text(cell)
+        for name, cell in re.findall(r'<td class="field-(\w+)[^"]*">(.*?)</td>', html.decode())
+    }
+    assert cells["next_run"] == SLOT_TEXT
+    assert cells["last_run_cell"] == f"Ready {SLOT_TEXT}"
+
+
+def test_a_schedule_page_shows_next_run_as_it_shows_the_last_slot(admin_client, in_berlin):
+    """On a schedule's page, next run reads as the plain read-only field last slot."""
+    row = schedule_row(next_slot=SLOT)
+    ScheduleRecord.objects.filter(pk=row.pk).update(last_slot=SLOT)
+    url = reverse("admin:socketsvc_schedulerecord_change", args=[row.pk])
+    html = admin_client.get(url).content.decode()
+    shown = {
+        name: text(value)
+        for name, value in re.findall(
+            r'field-(\w+)\b(?:(?!field-).)*?<div class="readonly">(.*?)</div>', html, re.S
+        )
+    }
+    assert shown["last_slot"] == SLOT_TEXT
+    assert shown["next_run"] == SLOT_TEXT

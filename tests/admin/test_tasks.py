@@ -6,6 +6,9 @@ are moved along by hand, as the daemon would.
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime
+
 import pytest
 from django.contrib import admin
 from django.contrib.auth.models import Permission, User
@@ -97,6 +100,96 @@ def test_the_detail_page_shows_arguments_result_and_every_error(admin_client):
     assert "Attempt 1: builtins.ConnectionError" in html and "Trace one" in html
     assert 'name="_save"' not in html
     assert admin_client.get(reverse("admin:socketsvc_taskrecord_add")).status_code == 403
+
+
+# 10:15:30 and 10:16:45 UTC are 11:15 and 11:16 in Berlin (CET): what Django's admin shows
+# for a datetime in the active zone, in DATETIME_FORMAT ("N j, Y, P" in en-us).
+STARTED = datetime(2024, 3, 5, 10, 15, 30, tzinfo=UTC)
+FINISHED = datetime(2024, 3, 5, 10, 16, 45, tzinfo=UTC)
+STARTED_TEXT = "March 5, 2024, 11:15 a.m."
+FINISHED_TEXT = "March 5, 2024, 11:16 a.m."
+
+
+@pytest.fixture
+def in_berlin(settings):
+    """The site's zone is one where local time and UTC differ."""
+    settings.TIME_ZONE = "Europe/Berlin"
+
+
+def finished_task() -> str:
+    """Return the id of a successful task enqueued and started at STARTED, finished at
+    FINISHED."""
+    result = tasks.add.enqueue(2, 3)
+    TaskRecord.objects.filter(id=result.id).update(
+        status=TaskStatus.SUCCESSFUL,
+        return_value=5,
+        worker_ids=["w1"],
+        enqueued_at=STARTED,
+        started_at=STARTED,
+        finished_at=FINISHED,
+    )
+    return result.id
+
+
+def text(html: str) -> str:
+    return re.sub(r"<[^>]+>", "", html).strip()
+
+
+def form_field(html: str, name: str) -> str:
+    """Return the text a change page shows for the read-only field *name*."""
+    found = re.search(
+        rf'field-{name}\b(?:(?!field-).)*?<div class="readonly">(.*?)</div>', html, re.S
+    )
+    assert found, name
+    return text(found[1])
+
+
+def list_cell(html: str, name: str) -> str:
+    """Return the text of the changelist's first cell in column *name*."""
+    found = re.search(rf'<td class="field-{name}\b[^"]*">(.*?)</td>', html, re.S)
+    assert found, name
+    return text(found[1])
+
+
+def test_a_task_page_shows_its_times_as_it_shows_enqueued_at(admin_client, in_berlin):
+    """Started and finished read as Django shows the plain read-only field enqueued_at: its
+    DATETIME_FORMAT, in the active time zone."""
+    html = admin_client.get(change(finished_task())).content.decode()
+    assert form_field(html, "enqueued_at") == STARTED_TEXT
+    assert form_field(html, "started_cell") == STARTED_TEXT
+    assert form_field(html, "finished_cell") == FINISHED_TEXT
+
+
+def test_the_changelist_shows_times_as_it_shows_enqueued_at(admin_client, in_berlin):
+    """The changelist's started and finished columns read as its enqueued_at column."""
+    finished_task()
+    html = admin_client.get(changelist()).content.decode()
+    assert list_cell(html, "enqueued_at") == STARTED_TEXT
+    assert list_cell(html, "started_cell") == STARTED_TEXT
+    assert list_cell(html, "finished_cell") == FINISHED_TEXT
+
+
+def test_the_live_endpoint_gives_times_as_the_page_shows_them(admin_client, in_berlin):
+    """A live update writes the times in the text the page was rendered with, so a cell
+    never changes format (or zone) when the script updates it."""
+    record_id = finished_task()
+    page = admin_client.get(change(record_id)).content.decode()
+    state = admin_client.get(live(record_id)).json()[record_id]
+    assert state["started_at"] == form_field(page, "started_cell") == STARTED_TEXT
+    assert state["finished_at"] == form_field(page, "finished_cell") == FINISHED_TEXT
+
+
+def test_a_task_page_is_titled_by_its_task_and_id(admin_client):
+    """A task's page is headed "Task <name> (<short id>)", not Django's generic "View task
+    result"; the window title and the breadcrumbs' last item say the same."""
+    record_id = finished_task()
+    html = admin_client.get(change(record_id)).content.decode()
+    name = f"Task add ({record_id[:8]})"
+    assert re.search(r"<h1>(.*?)</h1>", html)[1] == name
+    assert text(re.search(r"<title>(.*?)</title>", html, re.S)[1]).startswith(f"{name} | ")
+    crumbs = re.search(r'class="breadcrumbs">(.*?)</(?:div|ol)>', html, re.S)[1]
+    assert text(crumbs.rsplit("</a>", 1)[1]).removeprefix("&rsaquo;").strip() == name
+    assert "View task result" not in html
 
 
 def test_the_cancel_action_stops_queued_tasks(admin_client):
