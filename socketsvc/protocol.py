@@ -274,11 +274,14 @@ def parse(raw: bytes, limits: Limits = Limits()) -> Message:
 
 
 def find_not_json(value: object, where: str) -> tuple[str, str] | None:
-    """Return where in *value* the first value JSON cannot carry is, and its type's name.
+    """Return where in *value* the first value JSON cannot carry is, and what it is
+    (``"a date"``, ``"an object"``, ``"a non-finite float (nan)"``).
 
     *where* names *value* itself (``"quantity"``, ``"args[0]"``); a nested one is
     named by its path (``"items[2]"``, ``"meta['when']"``). None when all is JSON.
     """
+    if isinstance(value, float) and not math.isfinite(value):
+        return where, f"a non-finite float ({value!r})"
     if value is None or isinstance(value, (str, int, float, bool)):
         return None
     if isinstance(value, (list, tuple)):
@@ -290,12 +293,16 @@ def find_not_json(value: object, where: str) -> tuple[str, str] | None:
     if isinstance(value, dict):
         for key, item in value.items():
             if not (key is None or isinstance(key, (str, int, float, bool))):
-                return f"{where} (its key {key!r})", type(key).__name__
+                return f"{where} (its key {key!r})", _a(type(key).__name__)
             found = find_not_json(item, f"{where}[{key!r}]")
             if found is not None:
                 return found
         return None
-    return where, type(value).__name__
+    return where, _a(type(value).__name__)
+
+
+def _a(noun: str) -> str:
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
 
 
 def encode(message: JSONValue) -> bytes:

@@ -191,7 +191,7 @@ def _encode(message: dict[str, Any]) -> bytes:
             )
         else:
             found = protocol.find_not_json(params, "params")
-        where = f": {found[0]} is a {found[1]}" if found else f" ({exc})"
+        where = f": {found[0]} is {found[1]}" if found else f" ({exc})"
         raise TypeError(
             f"the params of {message['method']} must be JSON{where}; "
             "send str, int, float, bool, None, lists and dicts with str keys"

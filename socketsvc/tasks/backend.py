@@ -145,7 +145,7 @@ def _json_arguments(task: Task[Any, Any], values: Any, kind: str) -> Any:
             raise
         where, type_name = found
         raise TypeError(
-            f"{task.module_path}: the argument {where} is a {type_name}, which a task cannot "
+            f"{task.module_path}: the argument {where} is {type_name}, which a task cannot "
             "take: its arguments are stored as JSON (str, int, float, bool, None, lists, "
             "dicts with str keys); pass e.g. a primary key or an ISO date string"
         ) from exc
