@@ -166,9 +166,11 @@ def test_a_uid_not_allowed_is_refused_whoever_runs_the_suite(reachable_dir, sqli
     disconnected (runs unprivileged: no other user needed)."""
     daemon = start(reachable_dir, sqlite_url, launch, "600", ALLOWED_UIDS=[NOBODY], ALLOWED_GIDS=[])
     with RawClient(daemon.socket) as client:
-        client.request({"jsonrpc": "2.0", "method": "rpc.ping", "id": 1})
+        # Refused on accept, before anything is read: the reply comes unasked (sending
+        # first could meet the closed connection).
         reply = client.reply()
         assert reply["error"]["code"] == protocol.ACCESS_DENIED
+        assert reply["id"] is None
         assert client.closed_by_server()
     refusals = [e for e in daemon.log_events() if e["event"] == "connection_refused"]
     assert refusals[0]["peer_uid"] == os.getuid()
