@@ -31,7 +31,7 @@ def _shared_tmp_warning(socket: str) -> Warning | None:
     or the daemon runs under systemd (PrivateTmp=). A socket in a private directory
     under /tmp (``socketsvc.testing``'s) only matters for deployment (``check --deploy``).
     """
-    from socketsvc.process.systemd import under_systemd
+    from socketsvc.systemd import under_systemd
 
     if os.path.dirname(socket) in _SHARED_TMP_DIRS:
         problem = (

@@ -1,4 +1,4 @@
-"""The process around the server: the run entry (``run``), the master that keeps
+"""The processes around the server: the run entry (``run``), the master that keeps
 worker processes (``master``), starting and hearing them (``spawn``), a worker
-process's side (``worker``), systemd (``systemd``), ``--daemonize``
-(``daemonize``), the open-files limit (``rlimits``) and logging (``logsetup``)."""
+process's side (``worker``), ``--reload`` (``reloader``), ``--daemonize``
+(``daemonize``) and the open-files limit (``rlimits``)."""

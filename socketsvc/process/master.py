@@ -45,7 +45,7 @@ from typing import Any
 import structlog
 
 from socketsvc.conf import Config, reloaded
-from socketsvc.process.logsetup import reopen_log_files
+from socketsvc.logsetup import reopen_log_files
 from socketsvc.process.spawn import (
     Inbox,
     Worker,
@@ -54,18 +54,11 @@ from socketsvc.process.spawn import (
     start_process,
     worker_environment,
 )
-from socketsvc.process.systemd import Notifier
-from socketsvc.process.worker import (
-    DB_DOWN,
-    MASTER_REPORT,
-    WAKE,
-    WAKE_SIGNAL,
-    WorkerInfo,
-    rss_kib,
-    write_report,
-)
+from socketsvc.process.worker import DB_DOWN, MASTER_REPORT, WAKE, WorkerInfo, write_report
+from socketsvc.procfs import rss_kib
 from socketsvc.server.listener import Listener
-from socketsvc.server.signals import SignalWatch
+from socketsvc.server.signals import WAKE_SIGNAL, SignalWatch
+from socketsvc.systemd import Notifier
 
 log = structlog.get_logger(__name__)
 

@@ -20,18 +20,18 @@ import structlog
 from socketsvc.conf import Config, supervised
 from socketsvc.db import lifecycle
 from socketsvc.db.probe import watch_databases
+from socketsvc.logsetup import set_process_slot
 from socketsvc.methods.dispatch import Dispatcher
 from socketsvc.methods.registry import autodiscover
 from socketsvc.process.daemonize import PidFile, PidFileError, daemonize
-from socketsvc.process.logsetup import set_process_slot
 from socketsvc.process.rlimits import raise_open_files
-from socketsvc.process.systemd import under_systemd
-from socketsvc.process.worker import WAKE_SIGNAL, WorkerInfo, WorkerRole, die_with_master
+from socketsvc.process.worker import WorkerInfo, WorkerRole, die_with_master
 from socketsvc.server.control import Control
 from socketsvc.server.health import Health
 from socketsvc.server.listener import Listener, ListenerError
 from socketsvc.server.loop import Loop
-from socketsvc.server.signals import SignalWatch
+from socketsvc.server.signals import WAKE_SIGNAL, SignalWatch
+from socketsvc.systemd import under_systemd
 
 log = structlog.get_logger(__name__)
 

@@ -40,7 +40,8 @@ import structlog
 
 from socketsvc.conf import Config
 from socketsvc.db import outages
-from socketsvc.process.systemd import notify
+from socketsvc.procfs import pid_alive, rss_kib
+from socketsvc.systemd import notify
 
 log = structlog.get_logger(__name__)
 
@@ -50,7 +51,6 @@ DB_DOWN = "SOCKETSVC_DB_DOWN"
 # The notify field a worker asks its siblings to be woken with (a task is ready); the
 # master passes it on as SIGUSR1.
 WAKE = "SOCKETSVC_WAKE"
-WAKE_SIGNAL = signal.SIGUSR1
 _PR_SET_PDEATHSIG = 1
 _REPORT_EVERY = 1.0
 # A request to be recycled is repeated this often until the master acts on it.
@@ -102,26 +102,6 @@ def die_with_master(master_pid: int) -> None:
         sys.exit("socketsvc: the master process is gone")
 
 
-def rss_kib(pid: int | str = "self") -> int:
-    """Return a process's resident memory in KiB (0 if unknown)."""
-    try:
-        with open(f"/proc/{pid}/statm") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-def pid_alive(pid: int) -> bool:
-    """Return True if a process *pid* exists (one of another user's counts)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class WorkerRole:
     """What a worker process does beside serving: reports, and asks to be recycled."""
 
@@ -135,6 +115,11 @@ class WorkerRole:
         self._next_recycle_request = 0.0
         self._reported_down = ""
         self._report_path = Path(info.shared_dir) / f"worker-{info.slot}-{os.getpid()}.json"
+
+    @property
+    def slot(self) -> int:
+        """This process's slot among the daemon's worker processes."""
+        return self.info.slot
 
     def apply(self, config: Config) -> None:
         """Take (re)loaded settings: the request limit gets its jitter drawn once."""

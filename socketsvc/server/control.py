@@ -8,9 +8,9 @@ from collections.abc import Callable
 import structlog
 
 from socketsvc.conf import Config, reloaded
-from socketsvc.process.logsetup import reopen_log_files
-from socketsvc.process.worker import WAKE_SIGNAL
+from socketsvc.logsetup import reopen_log_files
 from socketsvc.server.loop import Loop
+from socketsvc.server.signals import WAKE_SIGNAL
 
 log = structlog.get_logger(__name__)
 

@@ -13,6 +13,7 @@ import dataclasses
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import django
@@ -23,11 +24,11 @@ from socketsvc.db import outages
 from socketsvc.db.stats import stats
 from socketsvc.methods.builtins import Tasks
 from socketsvc.methods.dispatch import Dispatcher
-from socketsvc.process.systemd import Notifier
-from socketsvc.process.worker import WorkerRole, rss_kib
+from socketsvc.procfs import rss_kib
 from socketsvc.server.connections import Clients
 from socketsvc.server.counters import Counters
 from socketsvc.server.threads import ThreadPool
+from socketsvc.systemd import Notifier
 
 log = structlog.get_logger(__name__)
 
@@ -49,10 +50,26 @@ class Observed(Protocol):
     def state_name(self) -> str: ...
 
 
+class Role(Protocol):
+    """This process's part in a daemon of several worker processes (``process.worker``'s
+    ``WorkerRole``): it reports its figures, reads its siblings', takes reloaded settings."""
+
+    @property
+    def slot(self) -> int: ...
+
+    def tick(
+        self, state: tuple[bool, str], build_row: Callable[[], dict[str, Any]], now: float
+    ) -> None: ...
+
+    def whole(self, own: dict[str, Any]) -> dict[str, Any]: ...
+
+    def apply(self, config: Config) -> None: ...
+
+
 class Health:
     """Readiness and liveness of one loop, told to systemd and to ``rpc.status``."""
 
-    def __init__(self, notifier: Notifier | None = None, role: WorkerRole | None = None) -> None:
+    def __init__(self, notifier: Notifier | None = None, role: Role | None = None) -> None:
         self.notifier = notifier or Notifier()
         self.role = role
         self.started = time.monotonic()
@@ -137,7 +154,7 @@ class Health:
         counters = loop.counters
         return {
             "pid": os.getpid(),
-            "slot": None if self.role is None else self.role.info.slot,
+            "slot": None if self.role is None else self.role.slot,
             "state": loop.state_name,
             "ready": self.ready,
             "uptime": round(time.monotonic() - self.started, 3),

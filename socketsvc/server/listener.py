@@ -26,7 +26,7 @@ import os
 import socket
 import stat
 
-from socketsvc.process.systemd import ActivationError, activated_socket
+from socketsvc.systemd import ActivationError, activated_socket
 
 
 class ListenerError(Exception):

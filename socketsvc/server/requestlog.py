@@ -7,8 +7,8 @@ from typing import Any
 
 import structlog
 
+from socketsvc.logsetup import direct_sink
 from socketsvc.methods.dispatch import Outcome
-from socketsvc.process.logsetup import direct_sink
 from socketsvc.server.transport import Peer
 
 log_name = "socketsvc.request"

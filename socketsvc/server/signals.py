@@ -18,6 +18,9 @@ import structlog
 
 log = structlog.get_logger(__name__)
 
+# From the master of worker processes: a sibling has a task ready and no idle task thread.
+WAKE_SIGNAL = signal.SIGUSR1
+
 
 def _ignore(signum: int, frame: FrameType | None) -> None:
     """Stop the default action; the loop reads the number from the wake-up socket."""

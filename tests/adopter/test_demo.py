@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from socketsvc.process.worker import pid_alive
+from socketsvc.procfs import pid_alive
 from tests.harness.daemon import REPO, manage, manage_env
 from tests.harness.waiting import poll
 

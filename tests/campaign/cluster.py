@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from socketsvc.process.worker import pid_alive
+from socketsvc.procfs import pid_alive
 from tests.campaign.checker import death_after
 from tests.campaign.deaths import Deaths, children
 from tests.harness import mariadb, postgres

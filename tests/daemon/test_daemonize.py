@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from socketsvc import call
-from socketsvc.process.worker import pid_alive
+from socketsvc.procfs import pid_alive
 from tests.harness.daemon import Daemon
 from tests.harness.waiting import poll
 

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from socketsvc.client import HandlerError, ServiceUnavailable, call_with, close_connections
-from socketsvc.process.worker import pid_alive
+from socketsvc.procfs import pid_alive
 from tests.harness.daemon import Daemon, RawClient
 from tests.harness.gate import Gate
 from tests.harness.notify import NotifySocket

@@ -130,6 +130,20 @@ def test_the_checker_finds_a_cycle() -> None:
     assert _cycles(graph) == [["a", "b", "c"]]
 
 
+def test_the_folders_import_one_way() -> None:
+    """No two of the package's folders (or top-level modules) import each other, even
+    through a third: the layers of docs/layout.md hold."""
+    folders: dict[str, set[str]] = {}
+    for name, targets in _graph(top_level=False).items():
+        folder = name.split(".")[1] if "." in name else "__init__"
+        edges = folders.setdefault(folder, set())
+        edges.update(t.split(".")[1] for t in targets if "." in t and t.split(".")[1] != folder)
+    for targets in list(folders.values()):
+        for target in targets:
+            folders.setdefault(target, set())
+    assert _cycles(folders) == []
+
+
 def test_database_vendors_are_a_leaf() -> None:
     """db/vendors knows databases, nothing of the daemon: it imports only the settings."""
     graph = _graph(top_level=False)

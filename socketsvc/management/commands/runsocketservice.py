@@ -13,8 +13,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
 from socketsvc.conf import get_config, reread_config
+from socketsvc.logsetup import configure_logging
 from socketsvc.methods.registry import autodiscover
-from socketsvc.process.logsetup import configure_logging
 from socketsvc.process.reloader import RELOAD_EXIT, CodeWatch, is_child, run_parent
 from socketsvc.process.run import Options, StartupError, run
 from socketsvc.process.worker import from_environment

@@ -15,7 +15,7 @@ import socket
 from datetime import timedelta
 
 from socketsvc.models import DaemonRecord
-from socketsvc.process.worker import pid_alive
+from socketsvc.procfs import pid_alive
 from socketsvc.tasks import store
 
 _FORGET_STOPPED_AFTER = timedelta(days=1)
