@@ -122,9 +122,11 @@ def test_an_idle_task_daemon_connects_only_for_its_heartbeat_and_lets_sessions_g
 
     beat = next_heartbeat(None)
     beat = next_heartbeat(beat)
-    status = daemon.call("rpc.status")
-    connects = status["db_connects"]
+    # rpc.status has the task counts read (a connection of their own) when they are older
+    # than 5 s: let that read happen before counting, the status calls below find them fresh.
+    poll(lambda: daemon.call("rpc.status")["tasks"]["counts_age"] is not None)
     watcher = poll(lambda: daemon.call("rpc.status")["tasks"]["wakes"]["session"])
+    connects = daemon.call("rpc.status")["db_connects"]
 
     def sessions_but_the_watchers() -> list:
         return [session for session in database.sessions() if session[0] != watcher]
