@@ -301,6 +301,18 @@ def find_not_json(value: object, where: str) -> tuple[str, str] | None:
     return where, _a(type(value).__name__)
 
 
+def find_not_json_argument(values: object, positional: str) -> tuple[str, str] | None:
+    """:func:`find_not_json` for call arguments: named ones (a dict) by their names,
+    positional ones (a list) as ``positional[i]``."""
+    if isinstance(values, dict):
+        for name, value in values.items():
+            found = find_not_json(value, str(name))
+            if found is not None:
+                return found
+        return None
+    return find_not_json(values, positional)
+
+
 def _a(noun: str) -> str:
     return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
 

@@ -183,14 +183,7 @@ def _encode(message: dict[str, Any]) -> bytes:
     try:
         return protocol.encode(message)
     except (TypeError, ValueError) as exc:
-        params = message.get("params", [])
-        if isinstance(params, dict):
-            found = next(
-                (hit for key, v in params.items() if (hit := protocol.find_not_json(v, key))),
-                None,
-            )
-        else:
-            found = protocol.find_not_json(params, "params")
+        found = protocol.find_not_json_argument(message.get("params", []), "params")
         where = f": {found[0]} is {found[1]}" if found else f" ({exc})"
         raise TypeError(
             f"the params of {message['method']} must be JSON{where}; "

@@ -16,7 +16,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from socketsvc.models import TaskRecord
-from socketsvc.protocol import find_not_json
+from socketsvc.protocol import find_not_json_argument
 from socketsvc.tasks import store
 from socketsvc.tasks.compat import (
     BaseTaskBackend,
@@ -134,13 +134,7 @@ def _json_arguments(task: Task[Any, Any], values: Any, kind: str) -> Any:
     try:
         return normalize_json(values)
     except TypeError as exc:
-        if isinstance(values, dict):
-            found = next(
-                (hit for key, value in values.items() if (hit := find_not_json(value, key))),
-                None,
-            )
-        else:
-            found = find_not_json(values, kind)
+        found = find_not_json_argument(values, kind)
         if found is None:
             raise
         where, type_name = found
