@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from socketsvc.procfs import pid_alive
 from tests.harness.daemon import REPO, manage, manage_env
@@ -57,16 +59,20 @@ def test_demo_runs_from_a_database_url(database, short_tmp):
         database.query(f"DROP DATABASE {name}{drop}")
 
 
-def test_demo_runs_until_ctrl_c_and_stops_the_daemon(short_tmp):
-    """Without --once the demo keeps the daemon serving until Ctrl-C, then stops it cleanly."""
+def start_demo(short_tmp: Path, **popen: Any) -> subprocess.Popen[str]:
+    """Start ``rundemo`` (daemon and web server) and return once it says it is running."""
+    with socket.socket() as probe:  # a port of its own: demos of parallel tests never share
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     demo = subprocess.Popen(
-        [sys.executable, "manage.py", "rundemo"],
+        [sys.executable, "manage.py", "rundemo", "--port", str(port)],
         cwd=REPO,
         env=manage_env({**DEMO, "SOCKETSVC_VAR_DIR": str(short_tmp)}, NOT_FROM_THE_TESTS),
         stdout=subprocess.PIPE,
         stderr=open(short_tmp / "demo.err", "wb"),
         text=True,
         start_new_session=True,
+        **popen,
     )
     shown: list[str] = []
 
@@ -82,6 +88,16 @@ def test_demo_runs_until_ctrl_c_and_stops_the_daemon(short_tmp):
             interval=0,
             why=lambda: "".join(shown) + (short_tmp / "demo.err").read_text(errors="replace"),
         )
+    except BaseException:
+        os.killpg(demo.pid, signal.SIGKILL)
+        raise
+    return demo
+
+
+def test_demo_runs_until_ctrl_c_and_stops_the_daemon(short_tmp):
+    """Without --once the demo keeps the daemon serving until Ctrl-C, then stops it cleanly."""
+    demo = start_demo(short_tmp)
+    try:
         assert (short_tmp / "socketsvc.sock").exists()
         # Ctrl-C reaches the whole foreground process group, daemon included.
         os.killpg(demo.pid, signal.SIGINT)
@@ -104,31 +120,9 @@ def _ignore_sigint() -> None:
 def test_sigterm_stops_a_demo_started_in_the_background(short_tmp):
     """Started as a background job (SIGINT ignored, inherited by its children), SIGTERM to
     rundemo stops the daemon and the web server, and rundemo exits."""
-    demo = subprocess.Popen(
-        [sys.executable, "manage.py", "rundemo"],
-        cwd=REPO,
-        env=manage_env({**DEMO, "SOCKETSVC_VAR_DIR": str(short_tmp)}, NOT_FROM_THE_TESTS),
-        stdout=subprocess.PIPE,
-        stderr=open(short_tmp / "demo.err", "wb"),
-        text=True,
-        start_new_session=True,
-        preexec_fn=_ignore_sigint,
-    )
-    shown: list[str] = []
-
-    def prompted() -> bool:
-        assert demo.stdout is not None
-        shown.append(demo.stdout.readline())
-        return "Press Ctrl-C to stop." in shown[-1]
-
+    demo = start_demo(short_tmp, preexec_fn=_ignore_sigint)
     children: list[int] = []
     try:
-        poll(
-            prompted,
-            timeout=60,
-            interval=0,
-            why=lambda: "".join(shown) + (short_tmp / "demo.err").read_text(errors="replace"),
-        )
         children = _children(demo.pid)
         assert len(children) == 2  # the daemon and runserver
 
