@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import models
-from django.db.models import Q
+from django.db.models import Case, F, Q, When
 
 
 class TaskStatus(models.TextChoices):
@@ -51,6 +51,25 @@ class TaskRecord(models.Model):
     # A periodic run: its schedule, and the slot it runs for (none for "run now").
     schedule = models.CharField(max_length=200, blank=True, default="")
     slot = models.DateTimeField(null=True, blank=True)
+    # Controls (socketsvc.tasks.limits): the keys of this call, when it expires, and the
+    # limits it runs under (concurrency, rate, time limits), as declared when enqueued.
+    unique_key = models.CharField(max_length=200, null=True, blank=True)
+    # The unique key while the task is READY or RUNNING, else NULL: the database's own
+    # index keeps one such task per key (a generated column, as MySQL has no partial index).
+    unique_active = models.GeneratedField(
+        expression=Case(
+            When(status__in=["READY", "RUNNING"], then=F("unique_key")),
+            default=None,
+            output_field=models.CharField(max_length=200, null=True),
+        ),
+        output_field=models.CharField(max_length=200, null=True),
+        db_persist=True,
+    )
+    lock_key = models.CharField(max_length=200, null=True, blank=True, db_index=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    limits = models.JSONField(default=dict, blank=True)
+    # Why a READY task is held back ("rate", "concurrency", "lock", "queue rate", ...).
+    waiting = models.CharField(max_length=32, blank=True, default="")
 
     class Meta:
         db_table = "socketsvc_task"
@@ -68,6 +87,8 @@ class TaskRecord(models.Model):
             models.Index(fields=["finished_at"], name="socketsvc_task_finished"),
             models.Index(fields=["claimed_by", "status"], name="socketsvc_task_claimed"),
             models.Index(fields=["schedule", "status"], name="socketsvc_task_schedule"),
+            # Tasks that expired before they started.
+            models.Index(fields=["status", "expires_at"], name="socketsvc_task_expiry"),
         ]
         constraints = [
             models.CheckConstraint(
@@ -77,6 +98,10 @@ class TaskRecord(models.Model):
             # One run per slot of a schedule, however many daemons decide it.
             models.UniqueConstraint(
                 fields=["schedule", "slot"], name="socketsvc_task_one_per_slot"
+            ),
+            # One READY or RUNNING task per unique key of a task function.
+            models.UniqueConstraint(
+                fields=["task_path", "unique_active"], name="socketsvc_task_unique_active"
             ),
         ]
 
@@ -133,6 +158,26 @@ class DaemonRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.hostname}:{self.pid}"
+
+
+class LimitRecord(models.Model):
+    """A limit shared by every daemon: its row is locked by each claim it decides.
+
+    ``task:<path>`` (a task's concurrency and rate), ``queue:<name>`` (a
+    queue's), ``lock:<key>`` (tasks with that lock key). ``starts`` holds the
+    latest start times a rate counts (at most its count of them).
+    """
+
+    key = models.CharField(primary_key=True, max_length=255)
+    starts = models.JSONField(default=list)
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "socketsvc_limit"
+        verbose_name = "limit"
+
+    def __str__(self) -> str:
+        return self.key
 
 
 class ScheduleRecord(models.Model):

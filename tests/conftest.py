@@ -325,9 +325,18 @@ def clean_tasks(request: pytest.FixtureRequest) -> Server:
     """
     vendor = getattr(request, "param", "mariadb")
     server: Server = request.getfixturevalue("mariadb" if vendor == "mariadb" else "postgresql")
-    for table in ("socketsvc_task", "socketsvc_worker", "socketsvc_schedule", "testapp_marker"):
+    for table in TASK_TABLES:
         server.query(f"DELETE FROM {table}", db="socketsvc_test")
     return server
+
+
+TASK_TABLES = (
+    "socketsvc_task",
+    "socketsvc_worker",
+    "socketsvc_schedule",
+    "socketsvc_limit",
+    "testapp_marker",
+)
 
 
 @pytest.fixture

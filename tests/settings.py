@@ -54,6 +54,15 @@ if os.environ.get("TEST_LOG_CAPTURE"):
         "root": {"handlers": ["capture", "console"], "level": "INFO"},
     }
 
+# The suite's tasks: the demo's queues, and one with limits of its own (tests/tasks/test_controls.py).
+TASKS = {
+    "default": {
+        "BACKEND": "socketsvc.tasks.SocketServiceBackend",
+        "QUEUES": ["default", "reports", "limited"],
+        "OPTIONS": {"QUEUE_LIMITS": {"limited": {"concurrency": 2, "rate": "20/s"}}},
+    }
+}
+
 # The same tasks on RQ: this is all a project changes to move them there
 # (the README shows it). TEST_REDIS_DB is the suite's own Redis database.
 if os.environ.get("TEST_TASKS_BACKEND") == "rq":

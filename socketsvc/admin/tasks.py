@@ -22,10 +22,12 @@ from django.contrib.admin.utils import display_for_value, flatten_fieldsets
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import URLPattern, path, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from socketsvc.models import TaskRecord, TaskStatus
+from socketsvc.tasks.limits import summary, waiting_reason
 
 _ACTIVE = (TaskStatus.READY, TaskStatus.RUNNING)
 
@@ -92,6 +94,59 @@ else:
     _ModelAdmin = admin.ModelAdmin
 
 
+ENDINGS = {
+    "socketsvc.tasks.TimeLimitExceeded": "time limit",
+    "socketsvc.tasks.TaskExpired": "expired",
+    "socketsvc.tasks.Cancelled": "cancelled",
+    "socketsvc.tasks.WorkerLost": "daemon lost",
+    "socketsvc.tasks.ResultNotStored": "result not stored",
+}
+
+
+class HeldBackFilter(admin.SimpleListFilter):
+    """READY tasks by what holds them back."""
+
+    title = "held back by"
+    parameter_name = "held"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [
+            ("rate", "rate limit"),
+            ("concurrency", "concurrency limit"),
+            ("queue", "queue limit"),
+            ("lock", "lock key"),
+            ("not_due", "not due yet"),
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
+        value = self.value()
+        if value is None:
+            return None
+        ready = queryset.filter(status=TaskStatus.READY)
+        if value == "not_due":
+            return ready.filter(waiting="", available_at__gt=timezone.now())
+        if value == "queue":
+            return ready.filter(waiting__startswith="queue ")
+        return ready.filter(waiting=value)
+
+
+class EndedByFilter(admin.SimpleListFilter):
+    """FAILED tasks by what ended them: a time limit, expiry, a cancel, a lost daemon."""
+
+    title = "ended by"
+    parameter_name = "ended"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(path.rsplit(".", 1)[-1], text) for path, text in ENDINGS.items()]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
+        value = self.value()
+        paths = {path.rsplit(".", 1)[-1]: path for path in ENDINGS}
+        if value not in paths:
+            return None
+        return queryset.filter(status=TaskStatus.FAILED, errors__icontains=f'"{paths[value]}"')
+
+
 @admin.register(TaskRecord)
 class TaskRecordAdmin(_ModelAdmin):
     """Task results: watch them, read them, cancel them, run them again."""
@@ -108,8 +163,9 @@ class TaskRecordAdmin(_ModelAdmin):
         "duration_cell",
         "attempts_cell",
         "progress_bar",
+        "held_or_ended",
     ]
-    list_filter = ["status", "queue_name", "task_path"]
+    list_filter = ["status", HeldBackFilter, EndedByFilter, "queue_name", "task_path"]
     search_fields = ["=id", "task_path"]
     date_hierarchy = "enqueued_at"
     actions = ["cancel_tasks", "run_again"]
@@ -128,6 +184,18 @@ class TaskRecordAdmin(_ModelAdmin):
                     "max_attempts",
                     "worker_ids",
                     "cancel_requested_at",
+                ]
+            },
+        ),
+        (
+            "Controls",
+            {
+                "fields": [
+                    "unique_key",
+                    "lock_key",
+                    "limits_text",
+                    "expires_at",
+                    "held_or_ended",
                 ]
             },
         ),
@@ -235,6 +303,21 @@ class TaskRecordAdmin(_ModelAdmin):
             0 if percent is None else percent,
             state["progress"],
         )
+
+    @admin.display(description="limits")
+    def limits_text(self, record: TaskRecord) -> str:
+        return summary(record.limits or {}) or "-"
+
+    @admin.display(description="held back / ended by")
+    def held_or_ended(self, record: TaskRecord) -> str:
+        """Why a READY task waits (rate, concurrency, lock, not due), or what ended a FAILED
+        one (time limit, expiry, cancel, lost daemon)."""
+        if record.status == TaskStatus.READY:
+            return waiting_reason(record) or "-"
+        if record.status == TaskStatus.FAILED and record.errors:
+            last = record.errors[-1]["exception_class_path"]
+            return ENDINGS.get(last, "an error")
+        return "-"
 
     @admin.display(description="args and kwargs")
     def arguments(self, record: TaskRecord) -> SafeString:

@@ -22,6 +22,8 @@ import inspect
 import os
 from dataclasses import dataclass, replace
 
+from asgiref.sync import async_to_sync
+
 from socketsvc import protocol
 from socketsvc.db import lifecycle, vendors
 from socketsvc.db.liveness import ConnectionLostInTransaction
@@ -132,7 +134,12 @@ class Dispatcher:
         connects_before = lifecycle.thread_connects()
         try:
             with lifecycle.request_scope(self.check_idle_after):
-                result = call.method.func(*call.bound.args, **call.bound.kwargs)
+                func = call.method.func
+                if call.method.asynchronous:
+                    # The ORM's async calls run in this thread (thread_sensitive), on the
+                    # connections the lifecycle checks and closes around the call.
+                    func = async_to_sync(func)
+                result = func(*call.bound.args, **call.bound.kwargs)
         except RPCError as exc:
             outcome = error_outcome(request, exc.code, exc.message, exc.data, type(exc).__name__)
         except BaseException as exc:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import inspect
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
 from django.core.exceptions import ImproperlyConfigured
@@ -43,6 +43,11 @@ class Method:
     binder: Binder
     # Built-in methods run on the event loop; handlers run on worker threads.
     inline: bool = False
+    # An ``async def`` handler: run to its end on an event loop in the worker thread.
+    asynchronous: bool = field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "asynchronous", inspect.iscoroutinefunction(self.func))
 
     @property
     def signature(self) -> inspect.Signature:

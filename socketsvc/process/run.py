@@ -148,6 +148,8 @@ def _serve(  # noqa: PLR0917
         watched.append(WAKE_SIGNAL)
         if tasks is not None:
             tasks.forward = role.forward_wake
+            # A run stuck past its hard limit is stopped by replacing this process.
+            tasks.replaceable = True
             # One process per daemon watches the database for its siblings: the first slot.
             tasks.wakes.watch_for_siblings(role.info.slot == 0)
     signals = SignalWatch(watched, control.on_signal)

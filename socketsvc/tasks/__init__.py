@@ -5,10 +5,11 @@
     TASKS = {"default": {"BACKEND": "socketsvc.tasks.SocketServiceBackend"}}
 
     from django.tasks import task          # on Django 5.2: from django_tasks import task
-    from socketsvc.tasks import progress, retry
+    from socketsvc.tasks import limits, progress, retry
 
     @task
     @retry(attempts=3, backoff=5.0)
+    @limits(concurrency=2, timeout=600)
     def stock_report(warehouse: str) -> dict:
         for n, product in enumerate(products, 1):
             ...
@@ -22,19 +23,34 @@
 (``TASK_WORKERS``), woken over its socket the moment a task commits.
 """
 
-from socketsvc.tasks.backend import SocketServiceBackend
+from socketsvc.tasks.backend import SocketServiceBackend, enqueue_many
+from socketsvc.tasks.limits import limits
 from socketsvc.tasks.periodic import periodic
-from socketsvc.tasks.policy import Cancelled, ResultNotStored, RetryPolicy, WorkerLost, retry
+from socketsvc.tasks.policy import (
+    Cancelled,
+    DuplicateTask,
+    ResultNotStored,
+    RetryPolicy,
+    TaskExpired,
+    TimeLimitExceeded,
+    WorkerLost,
+    retry,
+)
 from socketsvc.tasks.runtime import cancel, get_progress, progress
 
 __all__ = [
     "Cancelled",
+    "DuplicateTask",
     "ResultNotStored",
     "RetryPolicy",
     "SocketServiceBackend",
+    "TaskExpired",
+    "TimeLimitExceeded",
     "WorkerLost",
     "cancel",
+    "enqueue_many",
     "get_progress",
+    "limits",
     "periodic",
     "progress",
     "retry",

@@ -31,6 +31,31 @@ class Cancelled(BaseException):
     """
 
 
+class TimeLimitExceeded(BaseException):
+    """The run went past its time limit (``@limits(timeout=...)``).
+
+    Raised inside the task at the soft limit; recorded as the run's error when
+    the run was stopped at the hard limit. A BaseException, so a task's own
+    ``except Exception`` does not swallow it; catch it by name to clean up.
+    Retried like any failure while the task's ``@retry`` allows.
+    """
+
+
+class TaskExpired(Exception):
+    """The task was not started before it expired (``@limits(expires=...)``); it never ran."""
+
+
+class DuplicateTask(Exception):
+    """A task with the same unique key is READY or RUNNING (``on_duplicate="raise"``).
+
+    ``existing`` is that task's result id.
+    """
+
+    def __init__(self, message: str, existing: str) -> None:
+        super().__init__(message)
+        self.existing = existing
+
+
 class WorkerLost(Exception):
     """The daemon running the task stopped (killed, crashed, its host lost) before it finished."""
 
@@ -65,7 +90,7 @@ class RetryPolicy:
         """Return True if a failure with *exc* after *attempts_made* runs gets another run."""
         if isinstance(exc, Cancelled) or attempts_made >= self.attempts:
             return False
-        return isinstance(exc, (*self.retry_on, WorkerLost))
+        return isinstance(exc, (*self.retry_on, WorkerLost, TimeLimitExceeded))
 
     def delay(self, attempts_made: int) -> float:
         """Return seconds to wait before the next run, after *attempts_made* runs."""

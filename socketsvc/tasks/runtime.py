@@ -5,13 +5,16 @@ call costs no database write: the runner's housekeeping thread writes the
 latest value at most twice a second, on a connection of its own (outside the
 task's transactions, so a watcher sees it at once). :func:`cancel` marks the
 task; a READY task then fails at once, a RUNNING one raises
-:class:`~socketsvc.tasks.Cancelled` at its next :func:`progress` call.
+:class:`~socketsvc.tasks.Cancelled` at once (at its next bytecode; a task in C
+code or a system call is stopped by the hard limit, see ``@limits``), or at
+its next :func:`progress` call.
 Outside a socketsvc task (RQ, a test calling the function) :func:`progress` does
 nothing, so the same task code runs anywhere.
 """
 
 from __future__ import annotations
 
+import ctypes
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +24,7 @@ from typing import Any
 from socketsvc.models import TaskRecord
 from socketsvc.tasks import store
 from socketsvc.tasks.compat import TaskResult, TaskResultDoesNotExist, task_backends
-from socketsvc.tasks.policy import Cancelled
+from socketsvc.tasks.policy import Cancelled, TimeLimitExceeded
 from socketsvc.tasks.wake import cancel_hint
 
 _local = threading.local()
@@ -29,12 +32,26 @@ _local = threading.local()
 
 @dataclass
 class Running:
-    """A task this process is running: its cancellation flag and its latest progress."""
+    """A task this process is running: its cancellation flag, its latest progress, its time
+    limits, and how to stop it (an exception raised in its thread, or its coroutine cancelled).
+    """
 
     record_id: str
     # The claim it runs under (claimed_by, claims): its progress is written only under it.
     fence: tuple[str, int]
     cancelled: threading.Event = field(default_factory=threading.Event)
+    # Its row as claimed, and its limits by this process's monotonic clock.
+    record: Any = None
+    soft_at: float | None = None
+    hard_at: float | None = None
+    # Why it was told to stop ("time limit", "cancel"), once it was; when it was.
+    stopping: str = ""
+    stopping_at: float = 0.0
+    # While the task's own code runs: the thread running it, or how to cancel its coroutine.
+    thread_id: int | None = None
+    cancel_coroutine: Callable[[], None] | None = None
+    in_task: bool = False
+    guard: threading.Lock = field(default_factory=threading.Lock)
     pending: tuple[int, int | None, str] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     # Held while a value taken is written: two writers (the run's own last flush and the
@@ -51,6 +68,40 @@ class Running:
         with self.lock:
             pending, self.pending = self.pending, None
             return pending
+
+    def enter(self) -> None:
+        """The task's own code starts running in this thread."""
+        with self.guard:
+            self.thread_id = threading.get_ident()
+            self.in_task = True
+
+    def leave(self) -> None:
+        """The task's own code returned (or raised): nothing may be raised in it any more."""
+        with self.guard:
+            if self.in_task and self.stopping and self.cancel_coroutine is None:
+                _raise_in(self.thread_id, None)  # forget an exception not raised yet
+            self.in_task = False
+
+    def stop(self, why: str, exc: type[BaseException]) -> bool:
+        """Raise *exc* in the task's code (or cancel its coroutine), once; False if it is not
+        running its own code (it ended, or was told already)."""
+        with self.guard:
+            if not self.in_task or self.stopping:
+                return False
+            self.stopping, self.stopping_at = why, time.monotonic()
+            if self.cancel_coroutine is not None:
+                self.cancel_coroutine()
+            else:
+                _raise_in(self.thread_id, exc)
+            return True
+
+
+def _raise_in(thread_id: int | None, exc: type[BaseException] | None) -> None:
+    """Raise *exc* in the thread *thread_id* at its next bytecode (None: take it back)."""
+    if thread_id is not None:
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(
+            ctypes.c_ulong(thread_id), ctypes.py_object(exc) if exc is not None else None
+        )
 
 
 def running_here() -> Running | None:
@@ -75,6 +126,8 @@ def progress(done: int, total: int | None = None, note: str = "") -> None:
         return
     if running.cancelled.is_set():
         raise Cancelled(f"task {running.record_id} was cancelled")
+    if running.soft_at is not None and time.monotonic() >= running.soft_at:
+        raise TimeLimitExceeded(f"task {running.record_id} went past its time limit")
     if not isinstance(done, int) or (total is not None and not isinstance(total, int)):
         raise TypeError("progress(done, total): done and total must be integers")
     running.report(done, total, str(note))

@@ -12,7 +12,7 @@ run that replaced it.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,11 +20,14 @@ from django.db import connections, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from socketsvc.models import DaemonRecord, TaskRecord, TaskStatus
+from socketsvc.models import DaemonRecord, LimitRecord, TaskRecord, TaskStatus
 from socketsvc.tasks import statements
+from socketsvc.tasks.limits import Controls
 from socketsvc.tasks.statements import DatabaseNow
 
 READY, RUNNING = TaskStatus.READY, TaskStatus.RUNNING
+# Decides, inside a claim, whether a locked READY task may start (see claim()).
+Admit = Callable[[TaskRecord, datetime], Any]
 FINISHED = (TaskStatus.SUCCESSFUL, TaskStatus.FAILED)
 _PRUNE_BATCH = 1000
 _MAX_TRACEBACK = 64 * 1024
@@ -55,7 +58,7 @@ def cancelled_entry(when: str) -> dict[str, str]:
     )
 
 
-def insert(
+def new_record(
     *,
     task_path: str,
     queue_name: str,
@@ -65,13 +68,14 @@ def insert(
     kwargs: dict[str, Any],
     run_after: datetime | None,
     max_attempts: int,
-    using: str,
+    now: datetime,
+    controls: Controls | None = None,
     schedule: str = "",
     slot: datetime | None = None,
 ) -> TaskRecord:
-    """Store a new READY task (a periodic run names its *schedule* and *slot*)."""
-    now = timezone.now()
-    return TaskRecord.objects.using(using).create(
+    """Return a new READY task's row, not saved (a periodic run names its *schedule*, *slot*)."""
+    controls = controls or Controls()
+    return TaskRecord(
         id=new_id(),
         task_path=task_path,
         queue_name=queue_name,
@@ -86,6 +90,36 @@ def insert(
         max_attempts=max_attempts,
         schedule=schedule,
         slot=slot,
+        unique_key=controls.unique_key,
+        lock_key=controls.lock_key,
+        expires_at=controls.expires_at,
+        limits=controls.limits,
+    )
+
+
+def insert(record: TaskRecord, using: str) -> TaskRecord:
+    """Store a new task's row (raises IntegrityError if its unique key is taken)."""
+    record.save(using=using, force_insert=True)
+    return record
+
+
+def insert_many(records: list[TaskRecord], using: str, batch: int = 1000) -> list[TaskRecord]:
+    """Store many new tasks' rows, *batch* rows to a statement."""
+    TaskRecord.objects.using(using).bulk_create(records, batch_size=batch)
+    return records
+
+
+def active_with_key(task_path: str, unique_key: str, using: str) -> TaskRecord | None:
+    """Return the READY or RUNNING task of *task_path* holding *unique_key*, if any.
+
+    A locking read: it sees the latest committed row even inside a transaction
+    that began before that row was written (MySQL's snapshot would not).
+    """
+    return (
+        TaskRecord.objects.using(using)
+        .select_for_update()
+        .filter(task_path=task_path, unique_key=unique_key, status__in=(READY, RUNNING))
+        .first()
     )
 
 
@@ -93,20 +127,25 @@ class DeclaredLost(Exception):
     """This daemon's row was marked stopped: another daemon took (or may take) its runs."""
 
 
-def claim(
+def claim(  # noqa: PLR0917
     worker_id: str,
     backends: Collection[str],
     queues: Collection[str] | None,
     using: str,
     now: datetime | None = None,
+    admit: Admit | None = None,
 ) -> tuple[TaskRecord | None, bool]:
-    """Take the most urgent READY task that is due, marking it RUNNING for *worker_id*.
+    """Take the most urgent READY task that is due and may start, marking it RUNNING.
 
-    Returns the task (None if none was due) and whether another due task was
+    Returns the task (None if none was) and whether another due task was
     seen, so the caller rouses a second worker only when there is work for it.
     The claim holds only while *worker_id* is not marked stopped, decided in
     the claim's own transaction (a share lock on its row, which a daemon
     marking it stopped must wait for): raises DeclaredLost otherwise.
+
+    *admit* (:func:`socketsvc.tasks.daemon.limiting.admit`) decides in the same
+    transaction whether a locked task may start (expiry, keys, limits); a task
+    it holds back is passed over and the next one tried.
 
     *now* (default: the clock's) is the claim's moment, written as the run's
     ``started_at``: a claim whose commit is in doubt is found by it
@@ -114,19 +153,16 @@ def claim(
     """
     now = now or timezone.now()
     if connections[using].features.has_select_for_update_skip_locked:
-        with transaction.atomic(using=using):
-            if not statements.share_registration(using, worker_id):
-                raise DeclaredLost(worker_id)
-            found = statements.lock_due(backends, queues, using, now, limit=2)
-            if not found:
-                return None, False
-            _mark_running(found[0], worker_id, now, using)
-            return found[0], len(found) > 1
+        return _claim_skipping_locked(worker_id, backends, queues, using, now, admit)
     due = statements.due_in_order(backends, queues, using, now)
     candidates = list(due.values_list("id", flat=True)[:8])
     for n, candidate in enumerate(candidates):
         with transaction.atomic(using=using):
             # A statement the database runs alone (SQLite: one writer at a time).
+            if admit is not None:
+                record = TaskRecord.objects.using(using).filter(id=candidate, status=READY).first()
+                if record is None or not admit(record, now).admitted:
+                    continue
             if statements.take_if_registered(using, candidate, worker_id):
                 record = TaskRecord.objects.using(using).get(id=candidate)
                 _mark_running(record, worker_id, now, using)
@@ -136,12 +172,56 @@ def claim(
     return None, False
 
 
+# A claim looks at this many locked candidates at a time, for at most this many rounds (each
+# its own short transaction) while limits hold them back.
+_CLAIM_BATCH, _CLAIM_ROUNDS = 2, 8
+
+
+def _claim_skipping_locked(  # noqa: PLR0917
+    worker_id: str,
+    backends: Collection[str],
+    queues: Collection[str] | None,
+    using: str,
+    now: datetime,
+    admit: Admit | None,
+) -> tuple[TaskRecord | None, bool]:
+    for _ in range(_CLAIM_ROUNDS):
+        missing: set[str] = set()
+        with transaction.atomic(using=using):
+            if not statements.share_registration(using, worker_id):
+                raise DeclaredLost(worker_id)
+            found = statements.lock_due(backends, queues, using, now, limit=_CLAIM_BATCH)
+            if not found:
+                return None, False
+            for n, record in enumerate(found):
+                verdict = admit(record, now) if admit is not None else None
+                if verdict is None or verdict.admitted:
+                    _mark_running(record, worker_id, now, using)
+                    return record, n + 1 < len(found)
+                missing |= verdict.missing
+        if missing:
+            ensure_limit_rows(missing, using)
+    return None, True
+
+
+def ensure_limit_rows(keys: Collection[str], using: str) -> None:
+    """Create the limit rows *keys*, each in a transaction of its own: on MySQL an insert
+    that finds the row takes a shared lock, which a claim's exclusive one would deadlock
+    with, so never inside a claim."""
+    now = timezone.now()
+    with transaction.atomic(using=using):
+        LimitRecord.objects.using(using).bulk_create(
+            [LimitRecord(key=key, updated_at=now) for key in sorted(keys)], ignore_conflicts=True
+        )
+
+
 def _mark_running(record: TaskRecord, worker_id: str, now: datetime, using: str) -> None:
     record.status = RUNNING
     record.claimed_by = worker_id
     record.claims += 1
     record.started_at = record.last_attempted_at = now
     record.worker_ids = [*record.worker_ids, worker_id]
+    record.waiting = ""
     statements.update_row(
         using,
         {
@@ -151,6 +231,7 @@ def _mark_running(record: TaskRecord, worker_id: str, now: datetime, using: str)
             "started_at": now,
             "last_attempted_at": now,
             "worker_ids": record.worker_ids,
+            "waiting": "",
         },
         {"id": record.id},
     )
@@ -339,7 +420,21 @@ def lost(worker_ids: Collection[str], reason: dict[str, str], using: str) -> tup
 
 
 def _take_back(record: TaskRecord, reason: dict[str, str], using: str) -> str:
-    """Requeue a locked run that was lost (its attempt counted) or fail it; return the status."""
+    """Requeue a locked run that was lost (its attempt counted) or fail it; return the status.
+
+    A run lost after its hard time limit passed was stopped for it (its process
+    killed, see ``@limits``): its error says so.
+    """
+    hard = (record.limits or {}).get("hard_timeout")
+    started = record.started_at
+    limit = timedelta(seconds=float(hard)) if hard is not None else None
+    if limit is not None and started is not None and started + limit <= timezone.now():
+        reason = error_entry(
+            "socketsvc.tasks.TimeLimitExceeded",
+            f"socketsvc.tasks.TimeLimitExceeded: the run went past its hard limit "
+            f"({limit.total_seconds():g} s) and its process was ended (it held the interpreter, or "
+            "died on its own past the limit)\n",
+        )
     record.errors = [*record.errors, reason]
     record.claimed_by = ""
     if record.attempts < record.max_attempts and record.cancel_requested_at is None:

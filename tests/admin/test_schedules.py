@@ -98,15 +98,18 @@ def test_a_post_to_a_task_page_changes_nothing(admin_client):
     """A task's page is read-only for real: a POST to it (a crafted one with a status, too) is
     refused and writes nothing, so it cannot race the daemon or move a finished task back."""
     record = store.insert(
-        task_path="tests.testapp.tasks.add",
-        queue_name="default",
-        backend_name="default",
-        priority=0,
-        args=[1, 2],
-        kwargs={},
-        run_after=None,
-        max_attempts=1,
-        using="default",
+        store.new_record(
+            task_path="tests.testapp.tasks.add",
+            queue_name="default",
+            backend_name="default",
+            priority=0,
+            args=[1, 2],
+            kwargs={},
+            run_after=None,
+            max_attempts=1,
+            now=timezone.now(),
+        ),
+        "default",
     )
     TaskRecord.objects.filter(id=record.id).update(
         status=TaskStatus.SUCCESSFUL, finished_at=timezone.now(), return_value=3
@@ -147,15 +150,18 @@ def test_the_schedules_list_shows_next_and_last_run_as_the_admin_shows_times(
     DATETIME_FORMAT in the active time zone (not the schedule's zone, UTC here)."""
     row = schedule_row(next_slot=SLOT)
     record = store.insert(
-        task_path=DECLARED,
-        queue_name="default",
-        backend_name="default",
-        priority=0,
-        args=[],
-        kwargs={},
-        run_after=None,
-        max_attempts=1,
-        using="default",
+        store.new_record(
+            task_path=DECLARED,
+            queue_name="default",
+            backend_name="default",
+            priority=0,
+            args=[],
+            kwargs={},
+            run_after=None,
+            max_attempts=1,
+            now=timezone.now(),
+        ),
+        "default",
     )
     TaskRecord.objects.filter(id=record.id).update(schedule=row.name, enqueued_at=SLOT)
     html = admin_client.get(reverse("admin:socketsvc_schedulerecord_changelist")).content

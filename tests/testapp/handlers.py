@@ -1,5 +1,6 @@
 """Handlers that misbehave on purpose, for the daemon tests."""
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -7,6 +8,7 @@ import time
 from typing import Any
 
 import structlog
+from asgiref.sync import sync_to_async
 from django.db import DatabaseError, connection, transaction
 
 from socketsvc import handler
@@ -269,3 +271,28 @@ def campaign_call(token: str) -> str:
     CampaignCall.objects.create(token=token, pid=os.getpid())
     log.info("campaign_call", token=token)  # with the request's id and connection
     return token
+
+
+@handler
+async def async_connection_id() -> int:
+    """An async handler: the server-side id of the DB session its ORM calls use."""
+
+    def session() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(_SQL[connection.vendor]["session_id"])
+            return int(cursor.fetchone()[0])
+
+    return await sync_to_async(session)()
+
+
+@handler
+async def async_count_notes() -> int:
+    """An async handler using the async ORM."""
+    return await Note.objects.acount()
+
+
+@handler
+async def async_pause_then_query(seconds: float) -> int:
+    """Await a pause (the session idles meanwhile), then query through the async ORM."""
+    await asyncio.sleep(seconds)
+    return await Note.objects.acount()

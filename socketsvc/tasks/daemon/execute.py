@@ -20,6 +20,8 @@ then logs it with its traceback, for ``mail_admins``, Sentry and the like.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import time
 import traceback as tracebacks
@@ -29,6 +31,7 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
+from asgiref.sync import async_to_sync
 from django.db import connections
 from django.utils import timezone
 from structlog.contextvars import bound_contextvars
@@ -39,7 +42,13 @@ from socketsvc.models import TaskRecord, TaskStatus
 from socketsvc.tasks import store
 from socketsvc.tasks.backend import load_task, to_result
 from socketsvc.tasks.compat import Task, TaskContext, task_finished, task_started
-from socketsvc.tasks.policy import NO_RETRY, Cancelled, RetryPolicy, policy_of
+from socketsvc.tasks.policy import (
+    NO_RETRY,
+    Cancelled,
+    RetryPolicy,
+    TimeLimitExceeded,
+    policy_of,
+)
 from socketsvc.tasks.runtime import Running, set_running
 
 log = structlog.get_logger(__name__)
@@ -72,8 +81,8 @@ class Ending:
 def _error_of(exc: BaseException) -> dict[str, str]:
     cls = type(exc)
     path = f"{cls.__module__}.{cls.__qualname__}"
-    if isinstance(exc, Cancelled):
-        path = "socketsvc.tasks.Cancelled"
+    if cls.__module__ == "socketsvc.tasks.policy":
+        path = f"socketsvc.tasks.{cls.__qualname__}"  # as the package names it
     text = "".join(tracebacks.format_exception(exc))
     return store.error_entry(path, text)
 
@@ -88,6 +97,67 @@ def _not_stored(reason: str) -> dict[str, str]:
         "socketsvc.tasks.ResultNotStored",
         f"socketsvc.tasks.ResultNotStored: the task's result could not be stored: {reason}\n",
     )
+
+
+def _invoke(task: Task[Any, Any], record: TaskRecord, result: Any, running: Running) -> Any:
+    """Call the task's function (an ``async def`` one on an event loop of its own), marked as
+    the task's own code: a time limit or a cancel is raised only inside it."""
+    args: list[Any] = list(record.args)
+    if task.takes_context:
+        args.insert(0, TaskContext(task_result=result))
+    if not inspect.iscoroutinefunction(task.func):
+        running.enter()
+        try:
+            return task.func(*args, **record.kwargs)
+        finally:
+            running.leave()
+
+    async def call() -> Any:
+        loop, current = asyncio.get_running_loop(), asyncio.current_task()
+        assert current is not None
+
+        def cancel() -> None:
+            loop.call_soon_threadsafe(current.cancel)
+
+        running.cancel_coroutine = cancel
+        running.enter()
+        try:
+            return await task.func(*args, **record.kwargs)
+        except asyncio.CancelledError:
+            if running.stopping:
+                raise _stopped_by(running) from None
+            raise
+        finally:
+            running.leave()
+
+    # The ORM's async calls run in this thread (thread_sensitive): its connections, checked
+    # and closed by the lifecycle around the run as for any task.
+    return async_to_sync(call)()
+
+
+def _stopped_by(running: Running) -> BaseException:
+    if running.stopping == "cancel":
+        return Cancelled(f"task {running.record_id} was cancelled")
+    return TimeLimitExceeded(_over_limit(running))
+
+
+def _over_limit(running: Running) -> str:
+    limits = (running.record.limits or {}) if running.record is not None else {}
+    timeout = limits.get("timeout")
+    return (
+        f"the run went past its time limit of {timeout:g} s"
+        if timeout is not None
+        else "the run went past its time limit"
+    )
+
+
+def _explained(exc: BaseException, running: Running) -> BaseException:
+    """Give an exception raised from outside the thread (it has no arguments) its reason."""
+    if type(exc) in (TimeLimitExceeded, Cancelled) and not exc.args:
+        explained = _stopped_by(running) if running.stopping else type(exc)(_over_limit(running))
+        explained.__traceback__ = exc.__traceback__
+        return explained
+    return exc
 
 
 class RefusedWrite(Exception):
@@ -146,17 +216,13 @@ class Executor:
             with request_scope(self._check_idle_after()):
                 if not self._database_reachable():
                     ending = Ending(TaskStatus.READY, retry_in=_UNSTARTED_RETRY, unstarted=True)
-                elif task.takes_context:
-                    value = task.call(
-                        TaskContext(task_result=result), *record.args, **record.kwargs
-                    )
-                    ending = Ending(TaskStatus.SUCCESSFUL, return_value=_json(value))
                 else:
-                    value = task.call(*record.args, **record.kwargs)
+                    value = _invoke(task, record, result, running)
                     ending = Ending(TaskStatus.SUCCESSFUL, return_value=_json(value))
         except BaseException as exc:
+            running.leave()
             set_running(None)
-            ending = Ending(TaskStatus.FAILED, error=_error_of(exc))
+            ending = Ending(TaskStatus.FAILED, error=_error_of(_explained(exc, running)))
             attempts = record.attempts
             if policy.retries(attempts, exc) and attempts < record.max_attempts:
                 ending.retry_in = policy.delay(attempts)

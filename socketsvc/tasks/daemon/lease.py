@@ -101,6 +101,12 @@ class KillSwitch:
         """Cancel the deadline."""
         self._set(0.0)
 
+    def close(self) -> None:
+        """Delete the timer (disarmed)."""
+        if self._libc is not None:
+            self._libc.timer_delete(self._timer)
+            self._libc = None
+
     def _set(self, seconds: float) -> None:
         if self._libc is None:
             return

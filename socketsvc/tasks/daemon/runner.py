@@ -17,12 +17,13 @@ counts ``rpc.status`` shows.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -32,19 +33,31 @@ from django.utils import timezone
 from socketsvc.conf import Config
 from socketsvc.db import vendors
 from socketsvc.db.lifecycle import close_thread_connections, idle_wait, request_scope
+from socketsvc.models import TaskStatus
 from socketsvc.tasks import store
+from socketsvc.tasks.backend import load_task
+from socketsvc.tasks.daemon import limiting
+from socketsvc.tasks.daemon.deadlines import CANCEL, Deadlines
 from socketsvc.tasks.daemon.execute import Executor
-from socketsvc.tasks.daemon.lease import Lease
+from socketsvc.tasks.daemon.lease import KillSwitch, Lease
 from socketsvc.tasks.daemon.listen import DatabaseWakes
 from socketsvc.tasks.daemon.lost import recover_lost, this_daemon
 from socketsvc.tasks.daemon.scheduler import Scheduler
+from socketsvc.tasks.limits import QueueLimits
 from socketsvc.tasks.periodic import Schedule
+from socketsvc.tasks.policy import NO_RETRY, TimeLimitExceeded, policy_of
 from socketsvc.tasks.runtime import Running, register_writer
 from socketsvc.tasks.wake import serve_in_process
 
 log = structlog.get_logger(__name__)
 
 PROGRESS_INTERVAL = 0.5
+# A run stopped by replacing its process is retried no sooner than this.
+_FORCED_RETRY_AFTER = 1.0
+# After its hard limit, a run that kept this process from stopping it (it holds the
+# interpreter) has the process killed by the kernel this much later; the run is then taken
+# back as a lost run past its hard limit (store.lost).
+KERNEL_KILL_AFTER = 2.0
 _UNRECORDED = store.error_entry(
     "socketsvc.tasks.WorkerLost",
     "socketsvc.tasks.WorkerLost: the run ended, but how it ended could not be recorded "
@@ -54,12 +67,14 @@ _UNRECORDED = store.error_entry(
 
 @dataclass(frozen=True)
 class Served:
-    """What this daemon's runner serves: backend aliases, queues, the database, the class."""
+    """What this daemon's runner serves: backend aliases, queues, the database, the class,
+    and the queues' limits."""
 
     aliases: tuple[str, ...]
     queues: frozenset[str] | None
     database: str
     backend_class: type
+    queue_limits: dict[str, QueueLimits] = field(default_factory=dict)
 
 
 class TaskRunner:
@@ -84,6 +99,13 @@ class TaskRunner:
         # Passes a wake this process cannot serve to its siblings (set under a master).
         self.forward: Callable[[], None] | None = None
         self.running: dict[str, Running] = {}
+        self.deadlines = Deadlines(self.running, self.stop_hard)
+        # Set in a worker process under a master: a run stuck past its hard limit is stopped
+        # by ending this process (the master starts another). Alone, it cannot be.
+        self.replaceable = False
+        self._admit = functools.partial(
+            limiting.admit, using=served.database, queues=served.queue_limits
+        )
         self.counts: dict[str, int] = {}
         self.counts_at = 0.0
         self._lock = threading.Lock()
@@ -102,6 +124,12 @@ class TaskRunner:
         # could not be written: housekeeping puts them right (see _settle_doubts).
         self._doubtful_claims: list[tuple[str, datetime]] = []
         self._unrecorded: list[Any] = []
+        # Runs recorded as stopped past their hard limit while their thread went on, and the
+        # threads that ran them (each leaves once its run returns, if it ever does).
+        self._forced_out: set[str] = set()
+        self._retired: set[str] = set()
+        self._run_threads: dict[str, str] = {}
+        self._thread_state = threading.local()
 
     # -- the daemon's side ---------------------------------------------------------
 
@@ -110,6 +138,7 @@ class TaskRunner:
         serve_in_process(self)
         register_writer(self._house.set)
         self.wakes.start()
+        self.deadlines.start()
         self._spawn(self._hold_lease, "socketsvc-tasks-lease")
         self._spawn(self._keep_house, "socketsvc-tasks-house")
         for n in range(self.config.TASK_WORKERS):
@@ -132,10 +161,11 @@ class TaskRunner:
             self.forward()
 
     def cancel_hint(self, record_id: str) -> None:
-        """A running task was asked to stop: its next progress() raises Cancelled."""
+        """A running task was asked to stop: Cancelled is raised in it."""
         running = self.running.get(record_id)
         if running is not None:
             running.cancelled.set()
+            self.deadlines.poke()
 
     def begin_drain(self) -> None:
         """Claim nothing more, schedule nothing more; running tasks go on until they end."""
@@ -163,6 +193,7 @@ class TaskRunner:
         deadline = time.monotonic() + timeout
         self.scheduler.stop(timeout)
         self.wakes.stop()
+        self.deadlines.stop()
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         serve_in_process(None)
@@ -202,7 +233,7 @@ class TaskRunner:
                     self._renewed.clear()
                     self._renewed.wait(self.config.TASK_HEARTBEAT)
                     continue
-                record = None
+                record, more = None, False
                 try:
                     record, more = self._claim()
                     if record is not None:
@@ -211,34 +242,150 @@ class TaskRunner:
                         self._run(record)
                 finally:
                     self.lease.release()
-                if record is None:
+                if threading.current_thread().name in self._retired:
+                    return  # its run was abandoned past its hard limit; another took its place
+                if record is None and not more:
                     self._sleep(wakes)
         finally:
             close_thread_connections()
 
     def _run(self, record: Any) -> None:
-        running = Running(record.id, (record.claimed_by, record.claims))
+        running = Running(record.id, (record.claimed_by, record.claims), record=record)
+        limits = record.limits or {}
+        started = time.monotonic()
+        if limits.get("timeout") is not None:
+            running.soft_at = started + float(limits["timeout"])
+        if limits.get("hard_timeout") is not None:
+            running.hard_at = started + float(limits["hard_timeout"])
         self.running[record.id] = running
+        self._run_threads[record.id] = threading.current_thread().name
+        if running.soft_at is not None or running.hard_at is not None:
+            self.deadlines.poke()
         recorded = False
+        switch = self._run_switch() if self.replaceable and running.hard_at is not None else None
+        if switch is not None and running.hard_at is not None:
+            # A run holding the interpreter (one long C call) keeps every thread of this process
+            # from acting, stop_hard included: the kernel ends the process a little later.
+            switch.arm(running.hard_at + KERNEL_KILL_AFTER - time.monotonic())
         try:
             recorded = self.executor.run(record, running)
         except Exception:
             log.exception("task_run_failed", task_id=record.id)
         finally:
-            if not recorded:
+            if switch is not None:
+                switch.disarm()
+            if not recorded and record.id not in self._forced_out:
                 # Still RUNNING under our claim, and nobody else will look at it while
                 # this process lives: housekeeping takes it back as a lost run.
                 with self._lock:
                     self._unrecorded.append(record)
                 self._house.set()
             self.running.pop(record.id, None)
+            self._run_threads.pop(record.id, None)
+        if limiting.needs(record, self.served.queue_limits):
+            self._safely(lambda: self._released(record))
+
+    def stop_hard(self, running: Running, why: str) -> None:
+        """A run is still going past its hard limit (or a cancel's grace): stop it by force.
+
+        In a worker process under a master: its ending is recorded (retried if
+        its policy allows, not before this process is gone), the other runs of
+        this process are taken back as lost, and the process ends at once; the
+        master starts another. Alone, a thread cannot be stopped: its ending is
+        recorded (no retry, since it may still be running), whatever it writes
+        later is refused, and a new worker thread takes its place.
+        """
+        record = running.record
+        self._forced_out.add(record.id)
+        cancelled = why == CANCEL
+        limit = (record.limits or {}).get("hard_timeout")
+        what = (
+            "cancelled; it did not stop" if cancelled else f"went past its hard limit ({limit:g} s)"
+        )
+        fields = {"task_id": record.id, "task": record.task_path, "attempt": record.attempts}
+        if self.replaceable:
+            self.begin_drain()
+            text = f"the run {what} and was stopped: its worker process (pid {os.getpid()}) ended"
+            self._safely(lambda: self._write_forced(record, text, cancelled, retry=True))
+            for other in list(self.running.values()):
+                if other is not running and other.record is not None:
+                    self._safely(lambda o=other: self._take_back_replaced(o.record, record))
+            log.error(
+                "task_stopped_hard",
+                **fields,
+                why=why,
+                hint="this worker process ends now; the master starts another",
+            )
+            os.kill(os.getpid(), signal.SIGKILL)
+            return
+        text = (
+            f"the run {what}; it could not be stopped (no worker processes: run the daemon "
+            "with --processes 2 or more to stop such runs), and goes on in its thread, its "
+            "result ignored"
+        )
+        self._safely(lambda: self._write_forced(record, text, cancelled, retry=False))
+        thread = self._run_threads.get(record.id)
+        if thread is not None:
+            self._retired.add(thread)
+        self._spawn(self._work, f"socketsvc-task-{len(self._threads) + 1}")
+        log.error(
+            "task_not_stoppable",
+            **fields,
+            why=why,
+            hint="without --processes a run stuck in C code or a system call cannot be stopped; "
+            "it was recorded FAILED and a new worker thread took its place",
+        )
+
+    def _write_forced(self, record: Any, text: str, cancelled: bool, retry: bool) -> None:
+        path = "socketsvc.tasks.Cancelled" if cancelled else "socketsvc.tasks.TimeLimitExceeded"
+        error = store.error_entry(path, f"{path}: {text}\n")
+        retry_at = None
+        if retry and not cancelled and record.attempts < record.max_attempts:
+            try:
+                policy = policy_of(load_task(record.task_path).func)
+            except (ImportError, TypeError):
+                policy = NO_RETRY
+            if policy.retries(record.attempts, TimeLimitExceeded()):
+                # Not before this process is gone (it ends right after this write).
+                delay = max(_FORCED_RETRY_AFTER, policy.delay(record.attempts))
+                retry_at = timezone.now() + timedelta(seconds=delay)
+        store.finish(
+            record,
+            record.claimed_by,
+            status=TaskStatus.FAILED,
+            using=self.served.database,
+            error=error,
+            retry_at=retry_at,
+        )
+
+    def _take_back_replaced(self, record: Any, culprit: Any) -> None:
+        reason = store.error_entry(
+            "socketsvc.tasks.WorkerLost",
+            f"socketsvc.tasks.WorkerLost: its worker process (pid {os.getpid()}) was replaced "
+            f"to stop task {culprit.id} ({culprit.task_path}), stuck past its hard limit\n",
+        )
+        store.abandon(record, record.claimed_by, reason, self.served.database)
+
+    def _run_switch(self) -> KillSwitch:
+        """Return this worker thread's kernel timer for the hard limits of its runs."""
+        switch: KillSwitch | None = getattr(self._thread_state, "switch", None)
+        if switch is None:
+            switch = self._thread_state.switch = KillSwitch()
+        return switch
+
+    def _released(self, record: Any) -> None:
+        """A run under a concurrency limit or a lock key ended: wake the next one it held."""
+        if limiting.released(record, self.served.database, self.served.queue_limits):
+            self.wake(record.queue_name)
 
     def _claim(self) -> tuple[Any, bool]:
         served = self.served
         worker_id, now = self.worker.id, timezone.now()
         try:
             with request_scope(self.config.DB_CHECK_AFTER_IDLE):
-                return store.claim(worker_id, served.aliases, served.queues, served.database, now)
+                return store.claim(
+                    worker_id, served.aliases, served.queues, served.database, now, self._admit
+                )
         except store.DeclaredLost:
             self._lost(holding=1)
             return None, False
@@ -412,9 +559,12 @@ class TaskRunner:
                 if now >= next_recovery:
                     next_recovery = now + self.config.TASK_HEARTBEAT
                     self._safely(self._recover)
+                    self._safely(self._expire)
+                    if self.running:
+                        self._safely(self._learn_cancels)
                     if self._doubtful_claims or self._unrecorded:
                         self._safely(self._settle_doubts)
-                if self.config.TASK_RETENTION is not None and now >= next_prune:
+                if now >= next_prune:
                     next_prune = now + 3600.0
                     self._safely(self._prune)
                 if self._counts_wanted:
@@ -475,7 +625,19 @@ class TaskRunner:
             with self._lock:
                 self._unrecorded.pop(0)
 
+    def _expire(self) -> None:
+        """Fail READY tasks that expired before a claim reached them."""
+        expired = limiting.expire_due(timezone.now(), self.served.database)
+        if expired:
+            log.info("tasks_expired", expired=expired)
+
+    def _learn_cancels(self) -> None:
+        """Learn of cancels asked on other hosts (this host's come over the socket)."""
+        for record_id in store.cancel_requested(list(self.running), self.served.database):
+            self.cancel_hint(record_id)
+
     def _prune(self) -> None:
+        limiting.prune(timedelta(days=1), self.served.database)
         retention = self.config.TASK_RETENTION
         if retention is not None:
             deleted = store.prune(timedelta(seconds=retention), self.served.database)

@@ -29,6 +29,7 @@ from socketsvc.models import ScheduleRecord, TaskRecord, TaskStatus
 from socketsvc.tasks import store
 from socketsvc.tasks.backend import SocketServiceBackend, to_result
 from socketsvc.tasks.compat import task_enqueued
+from socketsvc.tasks.limits import controls_for, limits_of
 from socketsvc.tasks.periodic import MAX_CATCH_UP, Schedule, ScheduleError
 from socketsvc.tasks.policy import policy_of
 
@@ -87,19 +88,23 @@ def enqueue_run(schedule: Schedule, database: str, slot: datetime | None) -> Tas
     run_after = None
     if slot is not None and schedule.jitter:
         run_after = slot + timedelta(seconds=random.uniform(0, schedule.jitter))  # noqa: S311
-    record = store.insert(
+    now = timezone.now()
+    args, kwargs = list(schedule.args), dict(schedule.kwargs)
+    record = store.new_record(
         task_path=schedule.task_path,
         queue_name=task.queue_name,
         backend_name=task.backend,
         priority=task.priority,
-        args=list(schedule.args),
-        kwargs=dict(schedule.kwargs),
+        args=args,
+        kwargs=kwargs,
         run_after=run_after,
         max_attempts=policy_of(task.func).attempts,
-        using=database,
+        now=now,
+        controls=controls_for(limits_of(task.func), args, kwargs, now),
         schedule=schedule.name,
         slot=slot,
     )
+    store.insert(record, database)
     task_enqueued.send(SocketServiceBackend, task_result=to_result(record, task))
     return record
 

@@ -9,6 +9,7 @@ from socketsvc.conf import Config
 from socketsvc.tasks.backend import SocketServiceBackend
 from socketsvc.tasks.compat import task_backends
 from socketsvc.tasks.daemon.runner import Served, TaskRunner
+from socketsvc.tasks.limits import QueueLimits
 from socketsvc.tasks.periodic import discover
 
 
@@ -33,11 +34,20 @@ def served(config: Config) -> Served | None:
         queues = None  # a backend with QUEUES=[] takes any queue name
     else:
         queues = frozenset().union(*(backend.queues for backend in ours))
+    limits: dict[str, QueueLimits] = {}
+    for backend in ours:
+        for queue, declared in backend.queue_limits.items():
+            if limits.setdefault(queue, declared) != declared:
+                raise ImproperlyConfigured(
+                    f"the socketsvc TASKS backends declare different QUEUE_LIMITS for queue "
+                    f"{queue!r}; they share one task table"
+                )
     return Served(
         tuple(backend.alias for backend in ours),
         queues,
         databases.pop(),
         SocketServiceBackend,
+        limits,
     )
 
 

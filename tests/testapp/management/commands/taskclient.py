@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -16,7 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from socketsvc.tasks import cancel, get_progress
+from socketsvc.tasks import DuplicateTask, cancel, enqueue_many, get_progress
 from socketsvc.tasks.compat import task_backends, task_enqueued
 from tests.testapp import tasks
 
@@ -88,6 +89,26 @@ class Command(BaseCommand):
             if atomic == "rollback":
                 transaction.set_rollback(True)
         return _describe(result)
+
+    def do_enqueue_many(self, task: str, calls: list[list[Any]]) -> list[str]:
+        """Enqueue *task* once per ``[args, kwargs]`` of *calls* in one bulk call; its ids."""
+        found = import_string(task) if "." in task else getattr(tasks, task)
+        return [result.id for result in enqueue_many(found, [(a, k) for a, k in calls])]
+
+    def do_enqueue_times(
+        self, task: str, args: list[Any], times: int, pause: float = 0.0
+    ) -> dict[str, Any]:
+        """Enqueue the same call *times* times; the ids returned, and how many raised
+        DuplicateTask."""
+        found = import_string(task) if "." in task else getattr(tasks, task)
+        ids, duplicates = [], 0
+        for _ in range(times):
+            try:
+                ids.append(found.enqueue(*args).id)
+            except DuplicateTask:
+                duplicates += 1
+            time.sleep(pause)
+        return {"ids": ids, "duplicates": duplicates}
 
     def do_result(self, id: str) -> dict[str, Any]:
         return _describe(task_backends["default"].get_result(id))
