@@ -10,7 +10,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 
-from socketsvc.conf import get_config
+from socketsvc.conf import get_config, supervised
 from socketsvc.db.vendors import ops_for
 
 _SHARED_TMP_DIRS = ("/tmp", "/var/tmp", "/dev/shm")  # noqa: S108 (detecting, not using)
@@ -126,3 +126,37 @@ def check_databases(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
         vendor = str(database.get("ENGINE", "")).rsplit(".", 1)[-1]
         messages.extend(ops_for(vendor).check(alias, database, config))
     return messages
+
+
+@register("socketsvc")
+def check_time_limits(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Tasks with time limits run by a daemon without worker processes: the hard limit cannot
+    stop a run stuck in C code or a system call there (``socketsvc.W007``)."""
+    try:
+        config = get_config()
+    except ImproperlyConfigured:
+        return []  # reported by check_socket
+    if supervised(config) or not any(
+        "socketsvc" in str(options.get("BACKEND", ""))
+        for options in (getattr(settings, "TASKS", {}) or {}).values()
+    ):
+        return []
+    from django.utils.module_loading import autodiscover_modules
+
+    from socketsvc.tasks.limits import TIMED
+
+    autodiscover_modules("tasks")
+    if not TIMED:
+        return []
+    names = ", ".join(sorted(TIMED)[:5]) + (" ..." if len(TIMED) > 5 else "")
+    return [
+        Warning(
+            f"Tasks declare time limits ({names}), and SOCKETSVC['PROCESSES'] is 1: the soft "
+            "limit stops a run at its next Python bytecode, but a run stuck in C code or a "
+            "system call cannot be stopped in one process; at its hard limit it is recorded "
+            "FAILED (not retried) and goes on in its thread, its result ignored.",
+            hint="Run the daemon with worker processes (PROCESSES = 2 or more, or "
+            "--processes 2): a stuck run is then stopped by replacing its process.",
+            id="socketsvc.W007",
+        )
+    ]

@@ -94,7 +94,12 @@ class SocketServiceBackend(BaseTaskBackend):
             with transaction.atomic(using=self.database):
                 return [self.enqueue(task, args, kwargs) for args, kwargs in calls]
         now = timezone.now()
-        records = [self._record(task, args, kwargs, now) for args, kwargs in calls]
+        # Each a microsecond after the one before: enqueued in the order given (the order
+        # tasks of one priority start in, and the order tasks of one lock key run in).
+        records = [
+            self._record(task, args, kwargs, now + timedelta(microseconds=n))
+            for n, (args, kwargs) in enumerate(calls)
+        ]
         with transaction.atomic(using=self.database):
             store.insert_many(records, self.database)
         results = [to_result(record, task) for record in records]

@@ -183,9 +183,16 @@ def limits(
     def attach(target: F) -> F:
         func = getattr(target, "func", target)  # a Task, or its function
         setattr(func, _ATTRIBUTE, declared)
+        if declared.hard_after is not None:
+            name = getattr(func, "__qualname__", getattr(func, "__name__", repr(func)))
+            TIMED[f"{getattr(func, '__module__', '')}.{name}"] = declared
         return target
 
     return attach
+
+
+# The task functions imported so far that declare a time limit (for ``manage.py check``).
+TIMED: dict[str, Limits] = {}
 
 
 def limits_of(func: Any) -> Limits:
@@ -242,7 +249,8 @@ class QueueLimits:
 
 def queue_limits(options: Mapping[str, Any], alias: str) -> dict[str, QueueLimits]:
     """Read ``OPTIONS["QUEUE_LIMITS"]``: ``{"payments": {"concurrency": 3, "rate": "5/s"}}``."""
-    declared = options.get("QUEUE_LIMITS") or {}
+    declared = options.get("QUEUE_LIMITS")
+    declared = {} if declared is None else declared
     if not isinstance(declared, Mapping):
         raise ImproperlyConfigured(f"TASKS[{alias!r}]['OPTIONS']['QUEUE_LIMITS'] must be a dict")
     found: dict[str, QueueLimits] = {}

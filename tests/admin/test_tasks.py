@@ -274,3 +274,35 @@ def test_a_button_names_either_a_method_or_a_task():
         Button("shop.restock", "Both", task=tasks.add)
     with pytest.raises(ImproperlyConfigured, match="one of them"):
         Button(label="Neither")
+
+
+def test_a_tasks_controls_show_on_its_page_and_why_it_waits_in_the_list(admin_client):
+    """Its unique key, limits and expiry on its page; "held back by" and "ended by" columns
+    and filters in the list (rate, concurrency, lock, not due; time limit, expired)."""
+    from datetime import timedelta
+
+    from tests.testapp import controlled
+
+    unique = controlled.unique_run.enqueue("nightly", 1, 0.0)
+    rated = controlled.rated.enqueue(1)
+    TaskRecord.objects.filter(id=rated.id).update(
+        waiting="rate", available_at=timezone.now() + timedelta(seconds=5)
+    )
+    later = tasks.add.using(run_after=timezone.now() + timedelta(hours=1)).enqueue(1, 1)
+    timed = controlled.busy_loop.enqueue()
+    TaskRecord.objects.filter(id=timed.id).update(
+        status=TaskStatus.FAILED,
+        errors=[{"exception_class_path": "socketsvc.tasks.TimeLimitExceeded", "traceback": "x"}],
+    )
+    page = admin_client.get(change(unique.id)).content.decode()
+    assert "nightly" in page
+    page = admin_client.get(change(timed.id)).content.decode()
+    assert "timeout 1 s, hard timeout 4 s" in page
+    assert "time limit" in page
+    listed = admin_client.get(changelist() + "?held=rate").content.decode()
+    assert rated.id[:8] in listed and later.id[:8] not in listed
+    listed = admin_client.get(changelist() + "?held=not_due").content.decode()
+    assert later.id[:8] in listed and rated.id[:8] not in listed
+    listed = admin_client.get(changelist() + "?ended=TimeLimitExceeded").content.decode()
+    assert timed.id[:8] in listed and unique.id[:8] not in listed
+    assert "held back by" in listed and "ended by" in listed

@@ -9,7 +9,11 @@ start; the product's code is never changed. Each break undoes one guarantee:
   marked stopped, so a resumed daemon runs on as if nothing had happened;
 * ``cancel``: a cancel only flags a task, so one cancelled before it started still runs;
 * ``doubt``: a claim whose commit is in doubt is never put back, so the task it took stays
-  RUNNING under a daemon that does not run it.
+  RUNNING under a daemon that does not run it;
+* ``unique``: an enqueue stores no unique key, so a second task with the key is made (and
+  run) while one runs;
+* ``limits``: a claim admits every task, whatever its lock key, concurrency or rate;
+* ``time_limit``: no time limit is enforced, neither inside the task nor by the kernel.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-BREAKS = ("lease", "cancel", "doubt")
+BREAKS = ("lease", "cancel", "doubt", "unique", "limits", "time_limit")
 
 
 def apply() -> None:
@@ -43,6 +47,23 @@ def apply() -> None:
         store.renew = renew
         statements.share_registration = lambda using, worker_id: True
         statements.take_if_registered = _take_unfenced(statements)
+    elif name == "unique":
+        from socketsvc.tasks import backend, store
+
+        def insert_plainly(self: Any, task: Any, record: Any) -> None:
+            record.unique_key = None
+            store.insert(record, self.database)
+
+        backend.SocketServiceBackend._insert_unique = insert_plainly  # type: ignore[method-assign]
+    elif name == "limits":
+        from socketsvc.tasks.daemon import limiting
+
+        limiting._held_until = lambda *args, **kwargs: None
+    elif name == "time_limit":
+        from socketsvc.tasks.daemon import deadlines, runner
+
+        deadlines.Deadlines._check = lambda self, running, now: 5.0  # type: ignore[method-assign]
+        runner.KERNEL_KILL_AFTER = 10**6
     elif name == "doubt":
         from socketsvc.tasks import store
 

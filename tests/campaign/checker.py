@@ -43,6 +43,11 @@ class Task:
     cancel_requested_at: float | None
     schedule: str
     slot: float | None
+    unique_key: str | None = None
+    lock_key: str | None = None
+    enqueued_at: float = 0.0
+    limits: dict[str, Any] = field(default_factory=dict)
+    args: list[Any] = field(default_factory=list)
 
 
 @dataclass
@@ -72,6 +77,8 @@ class History:
     # A daemon has this long to put back what a claim in doubt took (the lease: by then a
     # process that could not reach the database is gone, and others take its runs back).
     doubt_within: float = 6.0
+    # When each task's enqueue() returned to its client (by then its row was committed).
+    enqueue_returned: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -111,6 +118,11 @@ def check(history: History) -> list[Verdict]:
         _periodic_every_slot(history),
         _calls(history),
         _in_doubt(history),
+        _unique(history),
+        _serial(history, runs_of),
+        _concurrency(history),
+        _rate(history),
+        _time_limit(history),
     ]
 
 
@@ -246,5 +258,140 @@ def _in_doubt(history: History) -> Verdict:
             verdict.violations.append(
                 f"{cut.task_id}: the claim of pid {cut.pid} was cut at {cut.at:.3f}; not put "
                 f"back, its process {how}"
+            )
+    return verdict
+
+
+def _overlaps(runs: list[Run], deaths: dict[int, list[float]]) -> list[tuple[Run, Run]]:
+    """Return the pairs of *runs* that were inside at the same time."""
+    ordered = sorted(runs, key=lambda run: run.started)
+    found = []
+    for n, first in enumerate(ordered):
+        ended = end_of(first, deaths)
+        for then in ordered[n + 1 :]:
+            if then.started >= ended:
+                break
+            found.append((first, then))
+    return found
+
+
+def _runs_by_key(history: History, kind: str) -> dict[str, list[Run]]:
+    """Return the runs of *kind* by the key their task was declared with (its first argument:
+    what the task declared, whatever the system stored)."""
+    grouped: dict[str, list[Run]] = defaultdict(list)
+    for run in history.runs:
+        task = history.tasks.get(run.task_id)
+        if run.kind == kind and task is not None and task.args:
+            grouped[str(task.args[0])].append(run)
+    return grouped
+
+
+def _describe_pair(first: Run, then: Run, deaths: dict[int, list[float]]) -> str:
+    return (
+        f"{first.task_id} attempt {first.attempt} (ended {end_of(first, deaths):.3f}) and "
+        f"{then.task_id} attempt {then.attempt} (started {then.started:.3f})"
+    )
+
+
+def _unique(history: History) -> Verdict:
+    verdict = Verdict("unique", "runs of tasks with one unique key never overlap")
+    for key, runs in _runs_by_key(history, "unique").items():
+        for first, then in _overlaps(runs, history.deaths):
+            verdict.violations.append(f"{key}: {_describe_pair(first, then, history.deaths)}")
+    return verdict
+
+
+def _serial(history: History, runs_of: dict[str, list[Run]]) -> Verdict:
+    verdict = Verdict(
+        "serial",
+        "runs of tasks with one lock key never overlap, and a run claimed after an earlier "
+        "task of its key was enqueued starts after that task's last run ended",
+    )
+    grouped = _runs_by_key(history, "serial")
+    for key, runs in grouped.items():
+        for first, then in _overlaps(runs, history.deaths):
+            verdict.violations.append(f"{key}: {_describe_pair(first, then, history.deaths)}")
+        tasks = [history.tasks[task_id] for task_id in sorted({run.task_id for run in runs})]
+        keyed = [history.tasks[task_id] for task_id in {run.task_id for run in runs}]
+        for later in tasks:
+            for run in runs_of.get(later.id, []):
+                for earlier in keyed:
+                    returned = history.enqueue_returned.get(earlier.id, math.inf)
+                    if earlier.enqueued_at >= later.enqueued_at or returned > run.claimed_at:
+                        continue
+                    last = max(
+                        (end_of(r, history.deaths) for r in runs_of.get(earlier.id, [])),
+                        default=-math.inf,
+                    )
+                    if last > run.started:
+                        verdict.violations.append(
+                            f"{key}: {later.id} attempt {run.attempt} started "
+                            f"{run.started:.3f}, before {earlier.id} (enqueued earlier) "
+                            f"ended {last:.3f}"
+                        )
+    return verdict
+
+
+def _limited(history: History, name: str) -> tuple[list[Run], Any]:
+    runs = [run for run in history.runs if run.kind == "limited"]
+    task = next((history.tasks[run.task_id] for run in runs if run.task_id in history.tasks), None)
+    return runs, None if task is None else task.limits.get(name)
+
+
+def _concurrency(history: History) -> Verdict:
+    verdict = Verdict("concurrency", "no more runs of a limited task at once than its limit")
+    runs, limit = _limited(history, "concurrency")
+    if limit is None:
+        return verdict
+    events = []
+    for run in runs:
+        events += [(run.started, 1, run), (end_of(run, history.deaths), -1, run)]
+    inside = 0
+    for moment, step, run in sorted(events, key=lambda event: (event[0], event[1])):
+        inside += step
+        if inside > limit:
+            verdict.violations.append(
+                f"{inside} runs inside at {moment:.3f} (limit {limit}), {run.task_id} started"
+            )
+    return verdict
+
+
+def _rate(history: History) -> Verdict:
+    verdict = Verdict("rate", "no window of a rate's period holds more claims than its count")
+    runs, rate = _limited(history, "rate")
+    if rate is None:
+        return verdict
+    count, period = int(rate[0]), float(rate[1])
+    claims = sorted({(run.claimed_at, run.task_id) for run in runs})
+    for n, (first, _) in enumerate(claims):
+        within = [c for c in claims[n:] if c[0] < first + period]
+        if len(within) > count:
+            verdict.violations.append(
+                f"{len(within)} claims in the {period:g} s from {first:.6f} (limit {count})"
+            )
+    return verdict
+
+
+# After its hard limit, a run holding the interpreter has its process killed by the kernel
+# within socketsvc.tasks.daemon.runner.KERNEL_KILL_AFTER (2 s); plus room for the claim's
+# moment, taken before its transaction began.
+_HARD_SLACK = 2.0 + 1.5
+
+
+def _time_limit(history: History) -> Verdict:
+    verdict = Verdict(
+        "time_limit", "a run with a hard time limit ends (or its process does) by that limit"
+    )
+    slack = _HARD_SLACK
+    for run in history.runs:
+        task = history.tasks.get(run.task_id)
+        hard = None if task is None else task.limits.get("hard_timeout")
+        if hard is None:
+            continue
+        ended = end_of(run, history.deaths)
+        if ended > run.claimed_at + float(hard) + slack:
+            verdict.violations.append(
+                f"{run.task_id} attempt {run.attempt} (pid {run.pid}) ended "
+                f"{ended - run.claimed_at:.1f} s after its claim (hard limit {hard:g} s)"
             )
     return verdict

@@ -30,7 +30,9 @@ def read_history(cluster: Cluster, record: Record, paused_at: float) -> History:
     slots: dict[float, list[str]] = defaultdict(list)
     as_text = cluster.server.as_text("return_value")  # the JSON's text, on either server
     for row in cluster.query(
-        f"SELECT id, status, max_attempts, {as_text}, cancel_requested_at, schedule, slot "
+        f"SELECT id, status, max_attempts, {as_text}, cancel_requested_at, schedule, slot, "
+        f"unique_key, lock_key, enqueued_at, {cluster.server.as_text('limits')}, "
+        f"{cluster.server.as_text('args')} "
         "FROM socketsvc_task"
     ):
         task = Task(
@@ -41,6 +43,11 @@ def read_history(cluster: Cluster, record: Record, paused_at: float) -> History:
             cancel_requested_at=_epoch(row[4]),
             schedule=row[5],
             slot=_epoch(row[6]),
+            unique_key=row[7],
+            lock_key=row[8],
+            enqueued_at=_epoch(row[9]) or 0.0,
+            limits=_json(row[10]) or {},
+            args=_json(row[11]) or [],
         )
         tasks[task.id] = task
         if task.schedule == SCHEDULE and task.slot is not None:
@@ -90,7 +97,16 @@ def read_history(cluster: Cluster, record: Record, paused_at: float) -> History:
         cuts=cuts,
         put_back=put_back,
         doubt_within=LEASE,
+        enqueue_returned=_first_returned(record),
     )
+
+
+def _first_returned(record: Record) -> dict[str, float]:
+    """Return when each task's first enqueue returned (a unique task may be returned again)."""
+    returned: dict[str, float] = {}
+    for enqueued in record.enqueued:
+        returned.setdefault(enqueued.task_id, enqueued.at)
+    return returned
 
 
 def _pid_of(worker_id: str) -> int:

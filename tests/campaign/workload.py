@@ -17,7 +17,21 @@ from typing import Any
 
 # Kinds of task, and how often each is picked. A long task is likely to be in flight when
 # its daemon is frozen or killed, so that its run is taken over while it still runs.
-KINDS = {"quick": 4, "slow": 3, "long": 1, "failing": 1, "retried": 2, "cancelled": 2}
+# The controlled kinds (tests/testapp/campaign.py) share a few keys, so that their tasks
+# meet; a timed task that sleeps has its worker process replaced, so it is rare.
+KINDS = {
+    "quick": 4,
+    "slow": 3,
+    "long": 1,
+    "failing": 1,
+    "retried": 2,
+    "cancelled": 2,
+    "unique": 2,
+    "serial": 2,
+    "limited": 2,
+    "timed": 0.3,
+}
+KEYS = ("k0", "k1", "k2")
 
 
 @dataclass
@@ -119,6 +133,14 @@ class Workload:
             return campaign.slow.enqueue(round(rng.uniform(2.0, 5.0), 2))
         if kind == "failing":
             return campaign.failing.enqueue(round(rng.uniform(0.0, 0.3), 2))
+        if kind == "unique":
+            return campaign.unique.enqueue(rng.choice(KEYS), round(rng.uniform(0.1, 0.6), 2))
+        if kind == "serial":
+            return campaign.serial.enqueue(rng.choice(KEYS), round(rng.uniform(0.05, 0.3), 2))
+        if kind == "limited":
+            return campaign.limited.enqueue(round(rng.uniform(0.1, 0.4), 2))
+        if kind == "timed":
+            return campaign.timed.enqueue("sleep" if rng.random() < 0.2 else "busy")
         return campaign.retried.enqueue(rng.randint(0, 3))
 
     # -- the canceller ----------------------------------------------------------------

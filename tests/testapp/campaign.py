@@ -18,7 +18,7 @@ from typing import Any
 
 from django.db import connections
 
-from socketsvc.tasks import periodic, progress, retry
+from socketsvc.tasks import limits, periodic, progress, retry
 
 try:
     from django.tasks import TaskContext, task
@@ -132,6 +132,55 @@ def retried(context: TaskContext, fail_first: int) -> str:
             _fail(f"attempt {attempt} fails on purpose")
 
     return _recorded(context, "retried", work)
+
+
+@task(takes_context=True)
+@retry(attempts=2, backoff=0.0)
+@limits(unique_key=lambda key, seconds: key)
+def unique(context: TaskContext, key: str, seconds: float) -> str:
+    """One READY or RUNNING task per *key* (enqueueing again gives that one)."""
+    return _recorded(context, "unique", lambda attempt: _steps(seconds))
+
+
+@task(takes_context=True)
+@retry(attempts=2, backoff=0.0)
+@limits(lock_key=lambda key, seconds: key)
+def serial(context: TaskContext, key: str, seconds: float) -> str:
+    """Tasks of one *key* run one at a time, in the order they were enqueued."""
+    return _recorded(context, "serial", lambda attempt: _steps(seconds))
+
+
+# The limits the checker holds the "limited" runs to.
+LIMITED_CONCURRENCY, LIMITED_RATE = 2, 5
+
+
+@task(takes_context=True)
+@retry(attempts=2, backoff=0.0)
+@limits(concurrency=LIMITED_CONCURRENCY, rate=f"{LIMITED_RATE}/s")
+def limited(context: TaskContext, seconds: float) -> str:
+    """At most two at once and five starts a second, on both daemons together."""
+    return _recorded(context, "limited", lambda attempt: _steps(seconds))
+
+
+# The time limits of the "timed" runs (the checker holds each run's end to them).
+TIMED_SOFT, TIMED_HARD = 0.5, 1.5
+
+
+def _overrun(mode: str) -> None:
+    if mode == "busy":  # pure Python: the soft limit stops it
+        deadline = time.monotonic() + 3 * TIMED_HARD
+        while time.monotonic() < deadline:
+            pass
+    else:  # in a system call: only the hard limit (its process replaced) stops it
+        time.sleep(60)
+
+
+@task(takes_context=True)
+@retry(attempts=2, backoff=0.0)
+@limits(timeout=TIMED_SOFT, hard_timeout=TIMED_HARD)
+def timed(context: TaskContext, mode: str) -> str:
+    """Overrun its time limit: in Python ("busy") or in a system call ("sleep")."""
+    return _recorded(context, "timed", lambda attempt: _overrun(mode))
 
 
 @task(takes_context=True)
