@@ -423,7 +423,8 @@ def _take_back(record: TaskRecord, reason: dict[str, str], using: str) -> str:
     """Requeue a locked run that was lost (its attempt counted) or fail it; return the status.
 
     A run lost after its hard time limit passed was stopped for it (its process
-    killed, see ``@limits``): its error says so.
+    ended, see ``@limits``), and a run cancelled meanwhile was stopped by its
+    cancel: its error says so.
     """
     hard = (record.limits or {}).get("hard_timeout")
     started = record.started_at
@@ -435,6 +436,8 @@ def _take_back(record: TaskRecord, reason: dict[str, str], using: str) -> str:
             f"({limit.total_seconds():g} s) and its process was ended (it held the interpreter, or "
             "died on its own past the limit)\n",
         )
+    if record.cancel_requested_at is not None:
+        reason = cancelled_entry("while it ran; its process ended before the run did")
     record.errors = [*record.errors, reason]
     record.claimed_by = ""
     if record.attempts < record.max_attempts and record.cancel_requested_at is None:

@@ -263,7 +263,8 @@ def _in_doubt(history: History) -> Verdict:
 
 
 def _overlaps(runs: list[Run], deaths: dict[int, list[float]]) -> list[tuple[Run, Run]]:
-    """Return the pairs of *runs* that were inside at the same time."""
+    """Return the pairs of *runs* of different tasks that were inside at the same time (two
+    runs of one task are no_overlap's)."""
     ordered = sorted(runs, key=lambda run: run.started)
     found = []
     for n, first in enumerate(ordered):
@@ -271,7 +272,8 @@ def _overlaps(runs: list[Run], deaths: dict[int, list[float]]) -> list[tuple[Run
         for then in ordered[n + 1 :]:
             if then.started >= ended:
                 break
-            found.append((first, then))
+            if then.task_id != first.task_id:
+                found.append((first, then))
     return found
 
 

@@ -37,7 +37,15 @@ def _wait_all_finished(db, timeout: float = 120.0) -> None:
         )
         return rows[0][0] == 0
 
-    poll(left, timeout, interval=0.1, why=lambda: "tasks still READY or RUNNING")
+    def state() -> str:
+        rows = db.query(
+            "SELECT id, status, waiting, available_at, lock_key, claimed_by, enqueued_at "
+            "FROM socketsvc_task WHERE status IN ('READY', 'RUNNING') ORDER BY enqueued_at",
+            db="socketsvc_test",
+        )
+        return "tasks still READY or RUNNING:\n" + "\n".join(map(str, rows[:20]))
+
+    poll(left, timeout, interval=0.1, why=state)
 
 
 def _statuses(db) -> dict[str, int]:

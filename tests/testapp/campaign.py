@@ -64,16 +64,18 @@ def _recorded(context: TaskContext, kind: str, work: Callable[[int], None]) -> s
     pid = os.getpid()
     value = f"{result.id}:{attempt}:{pid}"
     claimed = result.last_attempted_at.timestamp()
-    # The start is recorded before any work: a run with no start record did nothing.
-    _execute(
-        "INSERT INTO testapp_campaignrun "
-        "(task_id, attempt, kind, pid, claimed_at, started, ended, outcome, value) "
-        "VALUES (%s, %s, %s, %s, %s, %s, NULL, '', '')",
-        [result.id, attempt, kind, pid, claimed, time.time()],
-        patient=False,
-    )
     outcome = "error"
     try:
+        # The start is recorded before any work: a run with no start record did nothing.
+        # Inside the try: an INSERT that committed but whose reply was lost (a session
+        # killed, the server restarted) raises, and the row it left still gets its end.
+        _execute(
+            "INSERT INTO testapp_campaignrun "
+            "(task_id, attempt, kind, pid, claimed_at, started, ended, outcome, value) "
+            "VALUES (%s, %s, %s, %s, %s, %s, NULL, '', '')",
+            [result.id, attempt, kind, pid, claimed, time.time()],
+            patient=False,
+        )
         work(attempt)
         outcome = "ok"
         return value

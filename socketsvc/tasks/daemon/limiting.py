@@ -235,31 +235,35 @@ def released(record: TaskRecord, using: str, queues: Mapping[str, QueueLimits]) 
 
     Takes each limit's row first, so a claim that parks a task because of this
     run either saw the run end or parked before this looks (never in between).
+    The parked task is found by a plain read and changed by a conditional
+    update, not locked with SKIP LOCKED: a claim scanning past parked rows
+    holds each for an instant, and skipping it would lose the wake. One parked
+    but due already is being looked at by a claim: nothing to wake then.
     Returns True if a task was woken.
     """
     held = [need for need in needs(record, queues) if need.lock or need.concurrency is not None]
     if not held:
         return False
     woken = False
-    skip = connections[using].features.has_select_for_update_skip_locked
     with transaction.atomic(using=using):
         _lock_rows([need.key for need in held], using)
+        now = timezone.now()
         for need in held:
-            parked = (
-                TaskRecord.objects.using(using)
-                .filter(need.same, status=TaskStatus.READY, waiting=need.reason)
+            tasks = TaskRecord.objects.using(using)
+            first = (
+                tasks.filter(need.same, status=TaskStatus.READY, waiting=need.reason)
                 .exclude(id=record.id)
                 .order_by("enqueued_at", "id")
+                .values_list("id", "available_at")
+                .first()
             )
-            if skip:
-                parked = parked.select_for_update(skip_locked=True)
-            first = parked.values_list("id", flat=True)[:1]
-            ids = list(first)
-            if ids:
-                TaskRecord.objects.using(using).filter(id__in=ids).update(
-                    available_at=timezone.now(), waiting=""
+            if first is None or first[1] <= now:
+                continue
+            woken |= bool(
+                tasks.filter(id=first[0], status=TaskStatus.READY, waiting=need.reason).update(
+                    available_at=now, waiting=""
                 )
-                woken = True
+            )
     return woken
 
 

@@ -35,7 +35,6 @@ from socketsvc.db import vendors
 from socketsvc.db.lifecycle import close_thread_connections, idle_wait, request_scope
 from socketsvc.models import TaskStatus
 from socketsvc.tasks import store
-from socketsvc.tasks.backend import load_task
 from socketsvc.tasks.daemon import limiting
 from socketsvc.tasks.daemon.deadlines import CANCEL, Deadlines
 from socketsvc.tasks.daemon.execute import Executor
@@ -45,15 +44,12 @@ from socketsvc.tasks.daemon.lost import recover_lost, this_daemon
 from socketsvc.tasks.daemon.scheduler import Scheduler
 from socketsvc.tasks.limits import QueueLimits
 from socketsvc.tasks.periodic import Schedule
-from socketsvc.tasks.policy import NO_RETRY, TimeLimitExceeded, policy_of
 from socketsvc.tasks.runtime import Running, register_writer
 from socketsvc.tasks.wake import serve_in_process
 
 log = structlog.get_logger(__name__)
 
 PROGRESS_INTERVAL = 0.5
-# A run stopped by replacing its process is retried no sooner than this.
-_FORCED_RETRY_AFTER = 1.0
 # After its hard limit, a run that kept this process from stopping it (it holds the
 # interpreter) has the process killed by the kernel this much later; the run is then taken
 # back as a lost run past its hard limit (store.lost).
@@ -288,12 +284,17 @@ class TaskRunner:
     def stop_hard(self, running: Running, why: str) -> None:
         """A run is still going past its hard limit (or a cancel's grace): stop it by force.
 
-        In a worker process under a master: its ending is recorded (retried if
-        its policy allows, not before this process is gone), the other runs of
-        this process are taken back as lost, and the process ends at once; the
-        master starts another. Alone, a thread cannot be stopped: its ending is
-        recorded (no retry, since it may still be running), whatever it writes
-        later is refused, and a new worker thread takes its place.
+        In a worker process under a master, the process ends at once (SIGKILL)
+        and the master starts another. Nothing is written first: the run, and
+        any other run of this process, stay RUNNING under its claim until the
+        process is gone, then a sibling takes them back as lost runs (at once,
+        by pid), recording a run past its hard limit as TimeLimitExceeded and a
+        cancelled one as Cancelled (:func:`socketsvc.tasks.store.lost`): nothing
+        released can start again while this process still runs.
+
+        Alone, a thread cannot be stopped: its ending is recorded (no retry,
+        since it may still be running), whatever it writes later is refused,
+        and a new worker thread takes its place.
         """
         record = running.record
         self._forced_out.add(record.id)
@@ -305,16 +306,13 @@ class TaskRunner:
         fields = {"task_id": record.id, "task": record.task_path, "attempt": record.attempts}
         if self.replaceable:
             self.begin_drain()
-            text = f"the run {what} and was stopped: its worker process (pid {os.getpid()}) ended"
-            self._safely(lambda: self._write_forced(record, text, cancelled, retry=True))
-            for other in list(self.running.values()):
-                if other is not running and other.record is not None:
-                    self._safely(lambda o=other: self._take_back_replaced(o.record, record))
             log.error(
                 "task_stopped_hard",
                 **fields,
                 why=why,
-                hint="this worker process ends now; the master starts another",
+                running=sorted(self.running),
+                hint="this worker process ends now; the master starts another, and its runs "
+                "are taken back once it is gone",
             )
             os.kill(os.getpid(), signal.SIGKILL)
             return
@@ -323,7 +321,7 @@ class TaskRunner:
             "with --processes 2 or more to stop such runs), and goes on in its thread, its "
             "result ignored"
         )
-        self._safely(lambda: self._write_forced(record, text, cancelled, retry=False))
+        self._safely(lambda: self._write_forced(record, text, cancelled))
         thread = self._run_threads.get(record.id)
         if thread is not None:
             self._retired.add(thread)
@@ -336,35 +334,16 @@ class TaskRunner:
             "it was recorded FAILED and a new worker thread took its place",
         )
 
-    def _write_forced(self, record: Any, text: str, cancelled: bool, retry: bool) -> None:
+    def _write_forced(self, record: Any, text: str, cancelled: bool) -> None:
+        """Record a run this process gave up on as FAILED (never retried: it may go on)."""
         path = "socketsvc.tasks.Cancelled" if cancelled else "socketsvc.tasks.TimeLimitExceeded"
-        error = store.error_entry(path, f"{path}: {text}\n")
-        retry_at = None
-        if retry and not cancelled and record.attempts < record.max_attempts:
-            try:
-                policy = policy_of(load_task(record.task_path).func)
-            except (ImportError, TypeError):
-                policy = NO_RETRY
-            if policy.retries(record.attempts, TimeLimitExceeded()):
-                # Not before this process is gone (it ends right after this write).
-                delay = max(_FORCED_RETRY_AFTER, policy.delay(record.attempts))
-                retry_at = timezone.now() + timedelta(seconds=delay)
         store.finish(
             record,
             record.claimed_by,
             status=TaskStatus.FAILED,
             using=self.served.database,
-            error=error,
-            retry_at=retry_at,
+            error=store.error_entry(path, f"{path}: {text}\n"),
         )
-
-    def _take_back_replaced(self, record: Any, culprit: Any) -> None:
-        reason = store.error_entry(
-            "socketsvc.tasks.WorkerLost",
-            f"socketsvc.tasks.WorkerLost: its worker process (pid {os.getpid()}) was replaced "
-            f"to stop task {culprit.id} ({culprit.task_path}), stuck past its hard limit\n",
-        )
-        store.abandon(record, record.claimed_by, reason, self.served.database)
 
     def _run_switch(self) -> KillSwitch:
         """Return this worker thread's kernel timer for the hard limits of its runs."""
