@@ -93,21 +93,34 @@ class SocketServiceBackend(BaseTaskBackend):
         if limits_of(task.func).unique_key is not None:
             with transaction.atomic(using=self.database):
                 return [self.enqueue(task, args, kwargs) for args, kwargs in calls]
-        now = timezone.now()
-        # Each a microsecond after the one before: enqueued in the order given (the order
-        # tasks of one priority start in, and the order tasks of one lock key run in).
-        records = [
-            self._record(task, args, kwargs, now + timedelta(microseconds=n))
-            for n, (args, kwargs) in enumerate(calls)
-        ]
+        declared, now = limits_of(task.func), timezone.now()
+        rows: list[dict[str, Any]] = []
+        for n, (args, kwargs) in enumerate(calls):
+            # Each a microsecond after the one before: enqueued in the order given (the order
+            # tasks of one priority start in, and the order tasks of one lock key run in).
+            at = now + timedelta(microseconds=n)
+            row = {
+                "id": store.new_id(),
+                "args": _json_arguments(task, list(args), "args"),
+                "kwargs": _json_arguments(task, dict(kwargs), "kwargs"),
+                "enqueued_at": at,
+                "available_at": task.run_after if task.run_after is not None else at,
+            }
+            controls = controls_for(declared, row["args"], row["kwargs"], at)
+            row["lock_key"], row["expires_at"] = controls.lock_key, controls.expires_at
+            rows.append(row)
+        if not rows:
+            return []
+        # What every row has in common, from the first call.
+        common = self._record(task, rows[0]["args"], rows[0]["kwargs"], now)
         with transaction.atomic(using=self.database):
-            store.insert_many(records, self.database)
-        results = [to_result(record, task) for record in records]
+            store.insert_many(common, rows, self.database)
+        shared = _result_task(task, self.alias, task.run_after)
+        results = [_ready_result(shared, self.alias, row) for row in rows]
         for result in results:
             task_enqueued.send(type(self), task_result=result)
-        if records:
-            queue = task.queue_name
-            transaction.on_commit(lambda: wake(queue), using=self.database)
+        queue = task.queue_name
+        transaction.on_commit(lambda: wake(queue), using=self.database)
         return results
 
     def _record(self, task: Task[Any, Any], args: Any, kwargs: Any, now: Any) -> TaskRecord:
@@ -184,6 +197,32 @@ def load_task(task_path: str) -> Task[Any, Any]:
     if not isinstance(task, Task):
         raise TypeError(f"{task_path} is not a Task (was @task removed?)")
     return task
+
+
+def _result_task(task: Task[Any, Any], backend: str, run_after: datetime | None) -> Any:
+    return task.using(
+        priority=task.priority, queue_name=task.queue_name, run_after=run_after, backend=backend
+    )
+
+
+def _ready_result(task: Task[Any, Any], backend: str, row: dict[str, Any]) -> TaskResult[Any]:
+    """Return the TaskResult of a task just enqueued by enqueue_many (its *row*'s values)."""
+    result: TaskResult[Any] = TaskResult(
+        task=task,
+        id=row["id"],
+        status=TaskResultStatus.READY,
+        enqueued_at=row["enqueued_at"],
+        started_at=None,
+        finished_at=None,
+        last_attempted_at=None,
+        args=row["args"],
+        kwargs=row["kwargs"],
+        backend=backend,
+        errors=[],
+        worker_ids=[],
+    )
+    object.__setattr__(result, "_return_value", None)
+    return result
 
 
 def to_result(record: TaskRecord, task: Task[Any, Any] | None = None) -> TaskResult[Any]:

@@ -341,14 +341,21 @@ def test_a_task_not_started_before_it_expires_never_runs(
 
 @pytest.mark.parametrize("clean_tasks", VENDORS, indirect=True)
 def test_bulk_enqueue_stores_every_task_and_each_runs(clean_tasks, start_daemon, taskclient):
-    """enqueue_many: 1,000 results in order, every task run once."""
+    """enqueue_many: 1,000 results in order, every task run once; arguments with quotes,
+    backslashes, percent signs and non-ASCII text arrive as they were given."""
     daemon = start_daemon(clean_tasks.url(), TASK_WORKERS=4)
     client = taskclient(clean_tasks.url(), daemon.socket)
     ids = client.ask("enqueue_many", task="add", calls=[[[n, 1], {}] for n in range(1000)])
     assert len(set(ids)) == 1000
+    keys = ["it's", 'say "hi"', "back\\slash", "100%s %d", "straße ✓", "(a), (b)"]
+    client.ask("enqueue_many", task="mark", calls=[[[], {"key": key}] for key in keys])
     _wait_all_finished(clean_tasks)
-    assert _statuses(clean_tasks) == {"SUCCESSFUL": 1000}
+    assert _statuses(clean_tasks) == {"SUCCESSFUL": 1000 + len(keys)}
     assert client.result(ids[7])["return_value"] == 8
+    marked = clean_tasks.query(
+        f"SELECT {clean_tasks.quote('key')} FROM testapp_marker", db="socketsvc_test"
+    )
+    assert sorted(row[0] for row in marked) == sorted(keys)
 
 
 @pytest.mark.parametrize("clean_tasks", VENDORS, indirect=True)

@@ -124,6 +124,22 @@ class VendorOps:
         """Return the largest statement the server takes on this connection (None: no limit)."""
         return None
 
+    def insert_rows(
+        self, conn: BaseDatabaseWrapper, table: str, columns: list[str], rows: list[list[Any]]
+    ) -> None:
+        """Insert *rows* (values prepared for *conn*, in *columns*' order) into *table*, fast.
+
+        Here: ``executemany()`` a thousand rows at a time (MySQLdb sends each
+        thousand as one multi-row INSERT; SQLite runs them in its own loop).
+        """
+        quote = conn.ops.quote_name
+        names = ", ".join(quote(column) for column in columns)
+        places = ", ".join(["%s"] * len(columns))
+        sql = f"INSERT INTO {quote(table)} ({names}) VALUES ({places})"  # noqa: S608
+        with conn.cursor() as cursor:
+            for start in range(0, len(rows), 1000):
+                cursor.executemany(sql, rows[start : start + 1000])
+
     def check(self, alias: str, database: Mapping[str, Any], config: Config) -> list[CheckMessage]:
         """Return system-check messages about one ``DATABASES`` entry of this vendor."""
         return []

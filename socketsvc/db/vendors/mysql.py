@@ -11,6 +11,8 @@ from django.db import DatabaseError, InterfaceError
 from socketsvc.db.vendors.base import VendorOps, peer_closed
 
 if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
+
     from socketsvc.conf import Config
 
 # Client and server codes that mean the connection is gone or could not be
@@ -56,8 +58,50 @@ def _numeric_code(exc: BaseException) -> int | None:
     return None
 
 
+# The size of one INSERT of many rows (well below any max_allowed_packet).
+_INSERT_BYTES = 1 << 20
+
+
 class MySQLOps(VendorOps):
     """mysqlclient on MySQL or MariaDB."""
+
+    def insert_rows(
+        self, conn: BaseDatabaseWrapper, table: str, columns: list[str], rows: list[list[Any]]
+    ) -> None:
+        """Insert *rows* as multi-row INSERTs of at most ``_INSERT_BYTES`` each, built here.
+
+        MySQLdb escapes every parameter of every row in Python; a column whose
+        value is the very same object in each row is escaped once.
+        """
+        if not rows:
+            return
+        literal = conn.connection.literal
+        first = rows[0]
+        once = [
+            literal(first[n]).decode() if all(row[n] is first[n] for row in rows) else None
+            for n in range(len(columns))
+        ]
+        quote = conn.ops.quote_name
+        head = f"INSERT INTO {quote(table)} ({', '.join(quote(c) for c in columns)}) VALUES "  # noqa: S608
+        values: list[str] = []
+        size = 0
+        with conn.cursor() as cursor:
+            for row in rows:
+                text = (
+                    "("
+                    + ", ".join(
+                        kept if kept is not None else literal(value).decode()
+                        for kept, value in zip(once, row, strict=True)
+                    )
+                    + ")"
+                )
+                values.append(text)
+                size += len(text) + 2
+                if size >= _INSERT_BYTES:
+                    cursor.execute(head + ", ".join(values))
+                    values, size = [], 0
+            if values:
+                cursor.execute(head + ", ".join(values))
 
     vendor = "mysql"
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import DatabaseError, InterfaceError
 
 if TYPE_CHECKING:
-    pass
+    from django.db.backends.base.base import BaseDatabaseWrapper
 
 from socketsvc.db.vendors.base import VendorOps, is_connect_failure, peer_closed
 
@@ -53,6 +53,19 @@ MISCONFIGURED = {
 
 class PostgreSQLOps(VendorOps):
     """psycopg on PostgreSQL."""
+
+    def insert_rows(
+        self, conn: BaseDatabaseWrapper, table: str, columns: list[str], rows: list[list[Any]]
+    ) -> None:
+        """Insert *rows* with ``COPY … FROM STDIN``: one stream, no SQL to build or parse."""
+        quote = conn.ops.quote_name
+        names = ", ".join(quote(column) for column in columns)
+        with (
+            conn.cursor() as cursor,
+            cursor.cursor.copy(f"COPY {quote(table)} ({names}) FROM STDIN") as copy,
+        ):
+            for row in rows:
+                copy.write_row(row)
 
     vendor = "postgresql"
 
