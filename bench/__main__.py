@@ -24,12 +24,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import hotpath, report, taskbench, taskreport
+from bench import bulk, hotpath, report, taskbench, taskreport
 from bench.goals import socketsvc_clean, tasks_clean
 from bench.measure import dead_connections, measure_idle_connections, run_rounds
 from bench.model import FULL, SMOKE, Plan, Results, TaskResults
 from bench.servers import start_servers, wait_ready
-from bench.stack import Stack
+from bench.stack import DB_NAME, Stack
 
 # The targets whose failed requests after dead DB sessions are counted.
 DEAD_CONNECTION_TARGETS = (
@@ -62,12 +62,26 @@ def tasks_only(plan: Plan, docs: str | None, keep: bool, only: frozenset[str] | 
         stack.start_database()
         tasks = taskbench.run(stack, plan, only)
         print(taskreport.text(tasks))
+        many = _bulk(stack, plan)
         if docs is not None:
             taskreport.write_section(tasks, Path(docs))
-            print(f"wrote the task section of {docs}/benchmarks.md and {taskreport.CHART}")
+            if many is not None:
+                bulk.write_section(many, Path(docs))
+            print(f"wrote the task sections of {docs}/benchmarks.md and {taskreport.CHART}")
         return 0 if tasks_clean(tasks) else 1
     finally:
         stack.stop()
+
+
+def _bulk(stack: Stack, plan: Plan) -> dict[str, Any] | None:
+    """Measure bulk enqueue (not in the smoke run); print and return its figures."""
+    if not plan.full:
+        return None
+    print("bulk enqueue", flush=True)
+    env = {**stack.env(), "SOCKETSVC_SOCKET": stack.socket_path("bulk")}
+    many = bulk.run(stack.db.url(DB_NAME), env)
+    print(bulk.text(many))
+    return many
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,10 +164,13 @@ def main(argv: list[str] | None = None) -> int:
             tasks,
         )
         print(report.text(results))
+        many = _bulk(stack, plan)
         if plan.full:
             docs = options.docs or str(report.DOCS)
             mariadb = str(stack.db.query("SELECT VERSION()")[0][0])
             report.write(results, Path(docs), mariadb)
+            if many is not None:
+                bulk.write_section(many, Path(docs))
             print(f"wrote {docs}/benchmarks.md, benchmarks.png and {taskreport.CHART}")
         return 0 if socketsvc_clean(results) and tasks_clean(tasks) else 1
     finally:

@@ -4,11 +4,12 @@
     .venv/bin/python -m bench.bulk --docs docs  # and put the table into docs/benchmarks.md
 
 Per database, in a fresh Django process (``--probe``): the time of
-``enqueue_many()`` of 10,000 tasks (the task benchmark's ``lookup``) (one transaction, one INSERT per
-1,000, best of three), of the ORM's own ``bulk_create()`` of the same 10,000
-rows (the floor), and of 1,000 ``enqueue()`` calls one after the other, beside
+``enqueue_many()`` of 10,000 tasks (the task benchmark's ``lookup``; one
+transaction, best of three), of the ORM's own ``bulk_create()`` of the same
+10,000 rows, and of 1,000 ``enqueue()`` calls one after the other, beside
 django-tasks-db's ``enqueue()`` (it has no bulk call). The PostgreSQL figures
 use the local server at 127.0.0.1:5432 (a database of their own, dropped after).
+``python -m bench`` (the full run, and ``--tasks-only``) runs it too.
 """
 
 from __future__ import annotations
@@ -164,8 +165,9 @@ def section(results: dict[str, Any]) -> str:
     """Return the section of benchmarks.md."""
     return (
         f"{BEGIN}\n## Bulk enqueue\n\n"
-        f"`socketsvc.tasks.enqueue_many()` stores {BULK:,} tasks in one transaction (one "
-        "INSERT per 1,000 rows, one wake-up), against the ORM's own `bulk_create()` of the "
+        f"`socketsvc.tasks.enqueue_many()` stores {BULK:,} tasks in one transaction (`COPY` on "
+        "PostgreSQL, multi-row INSERTs on MySQL/MariaDB; one wake-up), against the ORM's own "
+        "`bulk_create()` of the "
         f"same rows and against {ONE_BY_ONE:,} `enqueue()` calls one after the other; best of "
         f"{ROUNDS}, in one Django process, measured by `python -m bench.bulk`.\n\n"
         f"{text(results)}\n{END}"

@@ -12,10 +12,11 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS, IntegrityError, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
+from socketsvc.db import vendors
 from socketsvc.models import TaskRecord
 from socketsvc.protocol import find_not_json_argument
 from socketsvc.tasks import store
@@ -143,13 +144,23 @@ class SocketServiceBackend(BaseTaskBackend):
         """Insert a task with a unique key; return the READY or RUNNING one holding the key
         instead, if there is one (a unique index decides, so two hosts at once make one)."""
         key = str(record.unique_key)
-        for _ in range(_UNIQUE_TRIES):
+        alone = not transaction.get_connection(self.database).in_atomic_block
+        for attempt in range(_UNIQUE_TRIES):
+            last = attempt == _UNIQUE_TRIES - 1
             try:
                 with transaction.atomic(using=self.database):
                     store.insert(record, self.database)
             except IntegrityError:
-                with transaction.atomic(using=self.database):
-                    existing = store.active_with_key(record.task_path, key, self.database)
+                # A plain read first: a locking one would wait for (and could deadlock with)
+                # the daemon finishing that very task. The last try locks, to see past a
+                # REPEATABLE READ snapshot taken before that task was enqueued.
+                existing = store.active_with_key(record.task_path, key, self.database, last)
+            except DatabaseError as exc:
+                # A deadlock with a daemon changing the task that holds the key: in
+                # autocommit nothing else was rolled back, so try again.
+                if not (alone and vendors.is_conflict(exc)) or last:
+                    raise
+                continue
             else:
                 return None
             if existing is None:

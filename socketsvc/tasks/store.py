@@ -138,18 +138,22 @@ def insert_many(common: TaskRecord, rows: list[dict[str, Any]], using: str) -> N
     )
 
 
-def active_with_key(task_path: str, unique_key: str, using: str) -> TaskRecord | None:
+def active_with_key(
+    task_path: str, unique_key: str, using: str, locking: bool = False
+) -> TaskRecord | None:
     """Return the READY or RUNNING task of *task_path* holding *unique_key*, if any.
 
-    A locking read: it sees the latest committed row even inside a transaction
-    that began before that row was written (MySQL's snapshot would not).
+    *locking*: a locking read, which sees the latest committed row even inside a
+    transaction whose snapshot was taken before that row was written (MySQL's
+    REPEATABLE READ); it waits for a transaction changing the row.
     """
-    return (
-        TaskRecord.objects.using(using)
-        .select_for_update()
-        .filter(task_path=task_path, unique_key=unique_key, status__in=(READY, RUNNING))
-        .first()
+    found = TaskRecord.objects.using(using).filter(
+        task_path=task_path, unique_key=unique_key, status__in=(READY, RUNNING)
     )
+    if locking:
+        with transaction.atomic(using=using):
+            return found.select_for_update().first()
+    return found.first()
 
 
 class DeclaredLost(Exception):

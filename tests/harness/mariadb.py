@@ -61,8 +61,10 @@ class MariaDB(ThrowawayServer):
     unknown_database_code = 1049
     code_label = "MySQL error"
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, options: tuple[str, ...] = ()) -> None:
         super().__init__(base, base / "error.log")
+        # Beyond SERVER_OPTIONS (small, for a fast start); later ones win.
+        self.options = options
         self.datadir = base / "data"
         self.socket = str(base / "m.sock")
         self.pid_file = base / "m.pid"
@@ -99,6 +101,7 @@ class MariaDB(ThrowawayServer):
             [
                 "mariadbd",
                 *SERVER_OPTIONS,
+                *self.options,
                 f"--datadir={self.datadir}",
                 f"--socket={self.socket}",
                 f"--pid-file={self.pid_file}",
