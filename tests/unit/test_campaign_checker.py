@@ -12,9 +12,28 @@ from tests.campaign.checker import Cut, History, Run, Task, check
 from tests.campaign.workload import Call
 
 
-def run(task_id: str, attempt: int, started: float, ended: float | None, pid: int = 10) -> Run:
+def run(  # noqa: PLR0917
+    task_id: str,
+    attempt: int,
+    started: float,
+    ended: float | None,
+    pid: int = 10,
+    kind: str = "slow",
+) -> Run:
     value = f"{task_id}:{attempt}:{pid}"
-    return Run(task_id, attempt, "slow", pid, started - 0.001, started, ended, "ok", value)
+    return Run(task_id, attempt, kind, pid, started - 0.001, started, ended, "ok", value)
+
+
+LIMITS = {"concurrency": 2, "rate": [5, 1.0]}
+
+
+def controlled(task_id: str, args: list[object], at: float, **fields: object) -> Task:
+    """A SUCCESSFUL task under @limits, enqueued at *at*."""
+    task = Task(task_id, "SUCCESSFUL", 1, f"{task_id}:1:10", None, "", None, enqueued_at=at)
+    task.args = list(args)
+    for name, value in fields.items():
+        setattr(task, name, value)
+    return task
 
 
 def clean() -> History:
@@ -25,6 +44,16 @@ def clean() -> History:
             "t2": Task("t2", "SUCCESSFUL", 2, "t2:2:11", None, "", None),
             "p1": Task("p1", "SUCCESSFUL", 1, "p1:1:10", None, "campaign.tick", 100.0),
             "p2": Task("p2", "SUCCESSFUL", 1, "p2:1:10", None, "campaign.tick", 101.0),
+            # Controlled tasks: two of one unique key, two of one lock key, three limited to
+            # two at once and five starts a second, one with a hard limit of 1.5 s.
+            "u1": controlled("u1", ["k0", 0.1], 9.0),
+            "u2": controlled("u2", ["k0", 0.1], 11.2),
+            "s1": controlled("s1", ["k1", 0.1], 20.0),
+            "s2": controlled("s2", ["k1", 0.1], 20.1),
+            "l1": controlled("l1", [0.1], 29.0, limits=LIMITS),
+            "l2": controlled("l2", [0.1], 29.0, limits=LIMITS),
+            "l3": controlled("l3", [0.1], 29.0, limits=LIMITS),
+            "x1": controlled("x1", ["busy"], 39.0, limits={"hard_timeout": 1.5}),
         },
         runs=[
             run("t1", 1, 1.0, 2.0),
@@ -32,6 +61,14 @@ def clean() -> History:
             run("t2", 2, 5.0, 6.0, pid=11),
             run("p1", 1, 100.0, 100.1),
             run("p2", 1, 101.0, 101.1),
+            run("u1", 1, 10.0, 11.0, kind="unique"),
+            run("u2", 1, 11.5, 12.0, kind="unique"),
+            run("s1", 1, 21.0, 22.0, kind="serial"),
+            run("s2", 1, 22.5, 23.0, kind="serial"),
+            run("l1", 1, 30.0, 31.0, kind="limited"),
+            run("l2", 1, 30.2, 31.2, kind="limited"),
+            run("l3", 1, 31.1, 32.0, kind="limited"),
+            run("x1", 1, 40.0, 41.0, kind="timed"),
         ],
         deaths={12: [4.0]},
         calls=[Call("c1", "a", "ok", "c1"), Call("c2", "b", "ServiceUnavailable")],
@@ -42,6 +79,7 @@ def clean() -> History:
         cuts=[Cut(0.5, "t1", 10), Cut(3.0, "t2", 12)],
         put_back={("t1", 10)},
         doubt_within=6.0,
+        enqueue_returned={"s1": 20.05, "s2": 20.15},
     )
 
 
@@ -72,7 +110,35 @@ CASES = {
     "calls": lambda h: h.effects.update({"c2": 2}),
     # The claimant never put the task back and lived on.
     "in_doubt": lambda h: h.put_back.clear(),
+    # A second task of key k0 ran while the first did.
+    "unique": lambda h: setattr(h.runs[6], "started", 10.5),
+    # The later task of key k1 ran while the earlier one did.
+    "serial": lambda h: setattr(h.runs[8], "started", 21.5),
+    # A third limited run inside at once.
+    "concurrency": lambda h: _add_limited(h, [(30.1, 30.5)]),
+    # Seven claims within one second, never more than two runs inside.
+    "rate": lambda h: _add_limited(h, [(31.3 + n / 10, 31.35 + n / 10) for n in range(6)]),
+    # The run with a 1.5 s hard limit ran 6 s.
+    "time_limit": lambda h: setattr(h.runs[12], "ended", 46.0),
 }
+
+
+def _add_limited(history: History, spans: list[tuple[float, float]]) -> None:
+    for n, (started, ended) in enumerate(spans):
+        task_id = f"lx{n}"
+        history.tasks[task_id] = controlled(task_id, [0.1], 29.0, limits=LIMITS)
+        history.runs.append(run(task_id, 1, started, ended, kind="limited"))
+
+
+def test_a_run_claimed_before_an_earlier_task_of_its_key_was_enqueued_may_run_first():
+    """Order is owed only once the earlier task's enqueue returned: a run claimed before
+    that (the earlier row not committed yet) may start first, as long as none overlap."""
+
+    def claimed_early(h: History) -> None:
+        h.enqueue_returned["s1"] = 30.0  # s1's enqueue returned after s2's run was claimed
+        h.runs[7].started, h.runs[7].ended = 24.0, 25.0  # s1 ran after s2
+
+    assert violations(broken(claimed_early))["serial"] == 0
 
 
 @pytest.mark.parametrize("invariant", sorted(CASES))
@@ -95,3 +161,13 @@ def test_a_reused_pid_ends_each_run_with_the_death_of_the_process_it_ran_in():
     that death been missed, the later one would be taken (an overlap, never a hidden one)."""
     assert violations(broken(lambda h: h.deaths.update({12: [0.5, 4.0, 50.0]})))["no_overlap"] == 0
     assert violations(broken(lambda h: h.deaths.update({12: [0.5, 50.0]})))["no_overlap"] == 1
+
+
+def test_a_run_that_overtook_an_earlier_committed_task_of_its_key_is_counted():
+    """s1 was enqueued (and its enqueue returned) before s2's run was claimed, yet ran after
+    it: no overlap, but out of order."""
+
+    def overtaken(h: History) -> None:
+        h.runs[7].started, h.runs[7].ended = 24.0, 25.0
+
+    assert violations(broken(overtaken))["serial"] == 1
