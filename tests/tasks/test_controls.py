@@ -387,3 +387,19 @@ def test_an_async_task_is_cancelled_at_its_time_limit(clean_tasks, start_daemon,
     assert done["errors"][-1]["exception_class_path"] == "socketsvc.tasks.TimeLimitExceeded"
     assert not any(e.get("event") == "task_not_stoppable" for e in daemon.log_events())
     assert daemon.process.poll() is None
+
+
+def test_an_async_task_idle_past_wait_timeout_still_queries_and_gets_its_result_recorded(
+    private_mariadb, start_daemon, taskclient
+):
+    """wait_timeout=2: an async task awaits 3.5 s, then queries through the async ORM; the
+    session it had is gone, the lifecycle replaces it, and the result is recorded."""
+    private_mariadb.set_wait_timeout(2)
+    daemon = start_daemon(private_mariadb.url(), conn_max_age="none", TASK_WORKERS=1)
+    client = taskclient(private_mariadb.url(), daemon.socket)
+    warm = client.enqueue(T + "async_count", "warm")  # the worker's session, left idle
+    assert client.finished(warm["id"])["status"] == "SUCCESSFUL"
+    idle = client.enqueue(T + "async_pause_then_count", 3.5)
+    done = client.finished(idle["id"])
+    assert done["status"] == "SUCCESSFUL", done["errors"]
+    assert done["return_value"] == 1

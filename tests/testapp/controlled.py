@@ -163,3 +163,10 @@ def counts_with_progress(total: int) -> int:
         progress(n, total)
         time.sleep(0.01)
     return total
+
+
+@task
+async def async_pause_then_count(seconds: float) -> int:
+    """Await a pause with no query (the session idles past wait_timeout), then query."""
+    await asyncio.sleep(seconds)
+    return await Marker.objects.acount()
