@@ -190,19 +190,37 @@ def claim(  # noqa: PLR0917
     due = statements.due_in_order(backends, queues, using, now)
     candidates = list(due.values_list("id", flat=True)[:8])
     for n, candidate in enumerate(candidates):
-        with transaction.atomic(using=using):
-            # A statement the database runs alone (SQLite: one writer at a time).
-            if admit is not None:
-                record = TaskRecord.objects.using(using).filter(id=candidate, status=READY).first()
-                if record is None or not admit(record, now).admitted:
-                    continue
-            if statements.take_if_registered(using, candidate, worker_id):
-                record = TaskRecord.objects.using(using).get(id=candidate)
-                _mark_running(record, worker_id, now, using)
-                return record, n + 1 < len(candidates)
+        if _take_one(candidate, worker_id, using, now, admit):
+            record = TaskRecord.objects.using(using).get(id=candidate)
+            return record, n + 1 < len(candidates)
     if candidates and not statements.registered(using, worker_id):
         raise DeclaredLost(worker_id)
     return None, False
+
+
+def _take_one(
+    candidate: str, worker_id: str, using: str, now: datetime, admit: Admit | None
+) -> bool:
+    """Claim *candidate* where there is no SKIP LOCKED (SQLite: one writer at a time, so the
+    transaction runs alone); True if it was taken."""
+    for _ in range(2):
+        missing: set[str] = set()
+        with transaction.atomic(using=using):
+            if admit is not None:
+                record = TaskRecord.objects.using(using).filter(id=candidate, status=READY).first()
+                verdict = admit(record, now) if record is not None else None
+                if verdict is None or not verdict.admitted:
+                    missing = set(verdict.missing) if verdict is not None else set()
+                    if not missing:
+                        return False
+            if not missing and statements.take_if_registered(using, candidate, worker_id):
+                record = TaskRecord.objects.using(using).get(id=candidate)
+                _mark_running(record, worker_id, now, using)
+                return True
+        if not missing:
+            return False
+        ensure_limit_rows(missing, using)
+    return False
 
 
 # A claim looks at this many locked candidates at a time, for at most this many rounds (each

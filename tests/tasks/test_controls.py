@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -403,3 +404,17 @@ def test_an_async_task_idle_past_wait_timeout_still_queries_and_gets_its_result_
     done = client.finished(idle["id"])
     assert done["status"] == "SUCCESSFUL", done["errors"]
     assert done["return_value"] == 1
+
+
+def test_limits_hold_on_sqlite_too(sqlite_url, start_daemon, taskclient):
+    """The demo's database: a concurrency limit, a lock key and a rate on SQLite (no SKIP
+    LOCKED: each claim runs alone) — every task runs, within its limits."""
+    daemon = start_daemon(sqlite_url, TASK_WORKERS=4)
+    client = taskclient(sqlite_url, daemon.socket)
+    queued = [client.enqueue(T + "limited_run", seq, 0.1)["id"] for seq in range(8)]
+    queued += [client.enqueue(T + "serial_run", "one", seq, 0.05)["id"] for seq in range(4)]
+    queued += [client.enqueue(T + "rated", seq)["id"] for seq in range(12)]
+    done = [client.finished(task_id, timeout=60) for task_id in queued]
+    assert {result["status"] for result in done} == {"SUCCESSFUL"}
+    rated = sorted(datetime.fromisoformat(result["started_at"]).timestamp() for result in done[12:])
+    assert rated[-1] - rated[0] >= 1.0  # 12 starts at 10 a second cannot take less
