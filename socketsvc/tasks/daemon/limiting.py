@@ -259,10 +259,13 @@ def released(record: TaskRecord, using: str, queues: Mapping[str, QueueLimits]) 
             )
             if first is None or first[1] <= now:
                 continue
+            # Only while it is not due yet: one that became due meanwhile may be locked by a
+            # claim waiting for this limit's row, and (READ COMMITTED reading the committed
+            # row for an UPDATE's WHERE) a row that does not match is passed, not waited for.
             woken |= bool(
-                tasks.filter(id=first[0], status=TaskStatus.READY, waiting=need.reason).update(
-                    available_at=now, waiting=""
-                )
+                tasks.filter(
+                    id=first[0], status=TaskStatus.READY, waiting=need.reason, available_at__gt=now
+                ).update(available_at=now, waiting="")
             )
     return woken
 
