@@ -250,6 +250,10 @@ def _claim_skipping_locked(  # noqa: PLR0917
                     _mark_running(record, worker_id, now, using)
                     return record, n + 1 < len(found)
                 missing |= verdict.missing
+                # The limit rows of the task held back are locked now: a claim that went on
+                # to the next task's (another limit's rows) could take two limits' rows in
+                # the opposite order of another claim, and deadlock. The next round does.
+                break
         if missing:
             ensure_limit_rows(missing, using)
     return None, True

@@ -20,7 +20,10 @@ A task held back is *parked*, not failed: it stays READY, says why in
 run holding the limit ends (concurrency, lock: :func:`released` wakes the
 next), with a recheck after ``PARK_RECHECK`` in case that wake was lost. The
 other due tasks held back by the same limit are parked with it in one
-statement, so a claim does not look at each of them in turn.
+statement, so a claim does not look at each of them in turn (for a lock key:
+those enqueued after it). A claim takes the limit rows of one task only, in
+key order, then ends its transaction: two claims never hold two limits' rows
+in opposite orders.
 """
 
 from __future__ import annotations
@@ -186,13 +189,15 @@ def _park(  # noqa: PLR0917
     """Hold *record* back until *until*, with the due tasks held back by the same limit."""
     at = datetime.fromtimestamp(until, tz=UTC)
     ids = [record.id]
-    if not need.lock and connections[using].features.has_select_for_update_skip_locked:
+    if connections[using].features.has_select_for_update_skip_locked:
+        same = _due(using, now).filter(need.same).exclude(id=record.id)
+        if need.lock:  # those of the key enqueued after it wait behind it
+            same = same.filter(
+                Q(enqueued_at__gt=record.enqueued_at)
+                | Q(enqueued_at=record.enqueued_at, id__gt=record.id)
+            )
         ids += list(
-            _due(using, now)
-            .filter(need.same)
-            .exclude(id=record.id)
-            .select_for_update(skip_locked=True)
-            .values_list("id", flat=True)[:PARK_BATCH]
+            same.select_for_update(skip_locked=True).values_list("id", flat=True)[:PARK_BATCH]
         )
     TaskRecord.objects.using(using).filter(id__in=ids, status=TaskStatus.READY).update(
         available_at=at, waiting=reason
