@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -48,6 +49,8 @@ class Task:
     enqueued_at: float = 0.0
     limits: dict[str, Any] = field(default_factory=dict)
     args: list[Any] = field(default_factory=list)
+    # The text of each error the task's row holds.
+    errors: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -243,14 +246,26 @@ def _calls(history: History) -> Verdict:
     return verdict
 
 
+def _taken_back_from(task: Task | None, pid: int) -> bool:
+    """Return True if *task*'s errors say another daemon took its run back from the daemon
+    whose process was *pid* (declared lost: its lease expired, e.g. while it was frozen)."""
+    if task is None:
+        return False
+    lost = re.compile(rf"WorkerLost: the daemon running this task \([^)]*:{pid}\b")
+    return any(lost.search(error) for error in task.errors)
+
+
 def _in_doubt(history: History) -> Verdict:
     verdict = Verdict(
         "in_doubt",
         "a task taken by a claim whose commit was cut is put back by the daemon that took it "
-        "(unless that process ended first)",
+        "(unless that process ended first, or its daemon was declared lost and the run taken "
+        "back from it)",
     )
     for cut in history.cuts:
         if (cut.task_id, cut.pid) in history.put_back:
+            continue
+        if _taken_back_from(history.tasks.get(cut.task_id), cut.pid):
             continue
         died = death_after(cut.pid, cut.at, history.deaths)
         if died - cut.at > history.doubt_within:

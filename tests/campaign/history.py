@@ -32,7 +32,7 @@ def read_history(cluster: Cluster, record: Record, paused_at: float) -> History:
     for row in cluster.query(
         f"SELECT id, status, max_attempts, {as_text}, cancel_requested_at, schedule, slot, "
         f"unique_key, lock_key, enqueued_at, {cluster.server.as_text('limits')}, "
-        f"{cluster.server.as_text('args')} "
+        f"{cluster.server.as_text('args')}, {cluster.server.as_text('errors')} "
         "FROM socketsvc_task"
     ):
         task = Task(
@@ -48,6 +48,7 @@ def read_history(cluster: Cluster, record: Record, paused_at: float) -> History:
             enqueued_at=_epoch(row[9]) or 0.0,
             limits=_json(row[10]) or {},
             args=_json(row[11]) or [],
+            errors=[str(error.get("traceback", "")) for error in _json(row[12]) or []],
         )
         tasks[task.id] = task
         if task.schedule == SCHEDULE and task.slot is not None:

@@ -171,3 +171,27 @@ def test_a_run_that_overtook_an_earlier_committed_task_of_its_key_is_counted():
         h.runs[7].started, h.runs[7].ended = 24.0, 25.0
 
     assert violations(broken(overtaken))["serial"] == 1
+
+
+def test_a_cut_claim_taken_back_from_a_daemon_declared_lost_is_not_its_to_put_back():
+    """pid 10's claim of t1 was cut and pid 10 never put it back, but its daemon was declared
+    lost (frozen past its lease) and another took the run back, naming it: the task was
+    delivered the designed way. Without that error the invariant counts it."""
+
+    def declared_lost(h: History) -> None:
+        h.put_back.clear()
+        h.tasks["t1"].errors = [
+            "socketsvc.tasks.WorkerLost: the daemon running this task (vm:10) stopped before it "
+            "finished\n"
+        ]
+
+    assert violations(broken(declared_lost))["in_doubt"] == 0
+
+    def another_daemon_lost(h: History) -> None:
+        h.put_back.clear()
+        h.tasks["t1"].errors = [
+            "socketsvc.tasks.WorkerLost: the daemon running this task (vm:101) stopped before "
+            "it finished\n"
+        ]
+
+    assert violations(broken(another_daemon_lost))["in_doubt"] == 1
