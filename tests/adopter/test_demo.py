@@ -59,6 +59,12 @@ def test_demo_runs_from_a_database_url(database, short_tmp):
         database.query(f"DROP DATABASE {name}{drop}")
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    """In the demo's process: Ctrl-C (SIGINT) does what it does at a terminal, even when the
+    suite itself runs with SIGINT ignored (a background job of a script inherits that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_demo(short_tmp: Path, **popen: Any) -> subprocess.Popen[str]:
     """Start ``rundemo`` (daemon and web server) and return once it says it is running."""
     with socket.socket() as probe:  # a port of its own: demos of parallel tests never share
@@ -72,7 +78,7 @@ def start_demo(short_tmp: Path, **popen: Any) -> subprocess.Popen[str]:
         stderr=open(short_tmp / "demo.err", "wb"),
         text=True,
         start_new_session=True,
-        **popen,
+        **{"preexec_fn": _ctrl_c_as_in_a_terminal, **popen},
     )
     shown: list[str] = []
 
@@ -101,7 +107,12 @@ def test_demo_runs_until_ctrl_c_and_stops_the_daemon(short_tmp):
         assert (short_tmp / "socketsvc.sock").exists()
         # Ctrl-C reaches the whole foreground process group, daemon included.
         os.killpg(demo.pid, signal.SIGINT)
-        assert demo.wait(30) == 0
+        try:
+            code = demo.wait(30)
+        except subprocess.TimeoutExpired:
+            err = (short_tmp / "demo.err").read_text(errors="replace")
+            raise AssertionError(f"the demo did not stop within 30 s:\n{err[-6000:]}") from None
+        assert code == 0
         assert not (short_tmp / "socketsvc.sock").exists()
     finally:
         if demo.poll() is None:
