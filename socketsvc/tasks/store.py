@@ -260,9 +260,9 @@ def _claim_skipping_locked(  # noqa: PLR0917
 
 
 def ensure_limit_rows(keys: Collection[str], using: str) -> None:
-    """Create the limit rows *keys*, each in a transaction of its own: on MySQL an insert
-    that finds the row takes a shared lock, which a claim's exclusive one would deadlock
-    with, so never inside a claim."""
+    """Create the limit rows *keys* in a transaction of their own, never inside a claim's: on
+    MySQL an insert that finds the row takes a shared lock, which a claim's exclusive one
+    would deadlock with."""
     now = timezone.now()
     with transaction.atomic(using=using):
         LimitRecord.objects.using(using).bulk_create(
