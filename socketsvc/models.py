@@ -15,6 +15,9 @@ class TaskStatus(models.TextChoices):
     RUNNING = "RUNNING", "Running"
     FAILED = "FAILED", "Failed"
     SUCCESSFUL = "SUCCESSFUL", "Successful"
+    # A workflow's step whose earlier steps have not all succeeded yet: never claimed. The
+    # framework knows it as READY (it has not started).
+    WAITING = "WAITING", "Waiting for earlier steps"
 
 
 class TaskRecord(models.Model):
@@ -70,6 +73,12 @@ class TaskRecord(models.Model):
     limits = models.JSONField(default=dict, blank=True)
     # Why a READY task is held back ("rate", "concurrency", "lock", "queue rate", ...).
     waiting = models.CharField(max_length=32, blank=True, default="")
+    # A workflow's step (socketsvc.tasks.workflows): its workflow, how many of the steps
+    # it follows have yet to succeed (it is WAITING until none), and its place in the
+    # graph ({"step": n, "next": [ids], "input": shape, "receive": how, "role": ...}).
+    workflow_id = models.CharField(max_length=32, null=True, blank=True, db_index=True)
+    pending = models.PositiveIntegerField(default=0)
+    flow = models.JSONField(default=dict, blank=True)
 
     class Meta:
         db_table = "socketsvc_task"
@@ -178,6 +187,48 @@ class LimitRecord(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class WorkflowStatus(models.TextChoices):
+    """Where a workflow stands."""
+
+    RUNNING = "RUNNING", "Running"
+    SUCCESSFUL = "SUCCESSFUL", "Successful"
+    FAILED = "FAILED", "Failed"
+    CANCELLED = "CANCELLED", "Cancelled"
+
+
+class WorkflowRecord(models.Model):
+    """A chain, group or chord of tasks enqueued together; its steps are task rows.
+
+    ``pending`` counts the steps whose results make its return value that have
+    not succeeded yet: the last of them to succeed, in its own finishing
+    transaction, makes the workflow SUCCESSFUL. ``graph`` is what was enqueued,
+    as drawn: ``{"tree": ..., "output": shape, "on_error": id}``.
+    """
+
+    id = models.CharField(primary_key=True, max_length=32, editable=False)
+    name = models.CharField(max_length=200)
+    backend_name = models.CharField("backend", max_length=64)
+    status = models.CharField(
+        max_length=10, choices=WorkflowStatus.choices, default=WorkflowStatus.RUNNING
+    )
+    pending = models.PositiveIntegerField(default=0)
+    steps = models.PositiveIntegerField(default=0)
+    graph = models.JSONField(default=dict)
+    # Why it failed: the step that failed and its error's class; or who cancelled it.
+    reason = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "socketsvc_workflow"
+        verbose_name = "workflow"
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "finished_at"], name="socketsvc_workflow_done")]
+
+    def __str__(self) -> str:
+        return f"Workflow {self.name} ({self.id[:8]})"
 
 
 class ScheduleRecord(models.Model):

@@ -331,6 +331,7 @@ def clean_tasks(request: pytest.FixtureRequest) -> Server:
 
 
 TASK_TABLES = (
+    "socketsvc_workflow",
     "socketsvc_task",
     "socketsvc_worker",
     "socketsvc_schedule",

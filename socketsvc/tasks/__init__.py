@@ -37,6 +37,14 @@ from socketsvc.tasks.policy import (
     retry,
 )
 from socketsvc.tasks.runtime import cancel, get_progress, progress
+from socketsvc.tasks.workflows.canvas import Step, chain, chord, group, step
+from socketsvc.tasks.workflows.state import (
+    WorkflowDoesNotExist,
+    WorkflowResult,
+    WorkflowStep,
+    cancel_workflow,
+    get_workflow,
+)
 
 __all__ = [
     "Cancelled",
@@ -44,14 +52,24 @@ __all__ = [
     "ResultNotStored",
     "RetryPolicy",
     "SocketServiceBackend",
+    "Step",
     "TaskExpired",
     "TimeLimitExceeded",
     "WorkerLost",
+    "WorkflowDoesNotExist",
+    "WorkflowResult",
+    "WorkflowStep",
     "cancel",
+    "cancel_workflow",
+    "chain",
+    "chord",
     "enqueue_many",
     "get_progress",
+    "get_workflow",
+    "group",
     "limits",
     "periodic",
     "progress",
     "retry",
+    "step",
 ]

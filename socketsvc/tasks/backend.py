@@ -17,7 +17,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from socketsvc.db import vendors
-from socketsvc.models import TaskRecord
+from socketsvc.models import TaskRecord, TaskStatus
 from socketsvc.protocol import find_not_json_argument
 from socketsvc.tasks import store
 from socketsvc.tasks.compat import (
@@ -69,7 +69,7 @@ class SocketServiceBackend(BaseTaskBackend):
         task's result instead (or raises DuplicateTask, as the task declares).
         """
         self.validate_task(task)
-        record = self._record(task, args, kwargs, timezone.now())
+        record = self.record_of(task, args, kwargs, timezone.now())
         if record.unique_key is None:
             store.insert(record, self.database)
         else:
@@ -113,7 +113,7 @@ class SocketServiceBackend(BaseTaskBackend):
         if not rows:
             return []
         # What every row has in common, from the first call.
-        common = self._record(task, rows[0]["args"], rows[0]["kwargs"], now)
+        common = self.record_of(task, rows[0]["args"], rows[0]["kwargs"], now)
         with transaction.atomic(using=self.database):
             store.insert_many(common, rows, self.database)
         shared = _result_task(task, self.alias, task.run_after)
@@ -124,7 +124,8 @@ class SocketServiceBackend(BaseTaskBackend):
         transaction.on_commit(lambda: wake(queue), using=self.database)
         return results
 
-    def _record(self, task: Task[Any, Any], args: Any, kwargs: Any, now: Any) -> TaskRecord:
+    def record_of(self, task: Task[Any, Any], args: Any, kwargs: Any, now: Any) -> TaskRecord:
+        """Return the new row of a call of *task* (not saved): its arguments checked as JSON."""
         args = _json_arguments(task, list(args), "args")
         kwargs = _json_arguments(task, dict(kwargs), "kwargs")
         return store.new_record(
@@ -248,7 +249,10 @@ def to_result(record: TaskRecord, task: Task[Any, Any] | None = None) -> TaskRes
             backend=record.backend_name,
         ),
         id=record.id,
-        status=TaskResultStatus(record.status),
+        # A workflow's WAITING step has not started: READY, as the framework knows it.
+        status=TaskResultStatus(
+            TaskStatus.READY if record.status == TaskStatus.WAITING else record.status
+        ),
         enqueued_at=record.enqueued_at,
         started_at=record.started_at,
         finished_at=record.finished_at,

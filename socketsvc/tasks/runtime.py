@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from socketsvc.models import TaskRecord
-from socketsvc.tasks import store
+from socketsvc.tasks import entries, store
 from socketsvc.tasks.compat import TaskResult, TaskResultDoesNotExist, task_backends
 from socketsvc.tasks.policy import Cancelled, TimeLimitExceeded
 from socketsvc.tasks.wake import cancel_hint
@@ -170,7 +170,7 @@ def cancel(result_id: str, backend: str = "default") -> TaskResult[Any]:
     Both end FAILED with :class:`~socketsvc.tasks.Cancelled`. A finished task is
     left as it is. Returns the task's result as it now stands.
     """
-    reason = store.error_entry(
+    reason = entries.error_entry(
         "socketsvc.tasks.Cancelled",
         f"socketsvc.tasks.Cancelled: cancelled at {time.strftime('%Y-%m-%d %H:%M:%S')}\n",
     )

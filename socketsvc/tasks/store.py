@@ -23,40 +23,21 @@ from django.utils import timezone
 from socketsvc.db import vendors
 from socketsvc.models import DaemonRecord, LimitRecord, TaskRecord, TaskStatus
 from socketsvc.tasks import statements
+from socketsvc.tasks.entries import cancelled_entry, error_entry
 from socketsvc.tasks.limits import Controls
 from socketsvc.tasks.statements import DatabaseNow
+from socketsvc.tasks.workflows import fanin
 
 READY, RUNNING = TaskStatus.READY, TaskStatus.RUNNING
 # Decides, inside a claim, whether a locked READY task may start (see claim()).
 Admit = Callable[[TaskRecord, datetime], Any]
 FINISHED = (TaskStatus.SUCCESSFUL, TaskStatus.FAILED)
 _PRUNE_BATCH = 1000
-_MAX_TRACEBACK = 64 * 1024
 
 
 def new_id() -> str:
     """Return a fresh task id (32 hex digits)."""
     return uuid.uuid4().hex
-
-
-def error_entry(exception_class_path: str, traceback: str) -> dict[str, str]:
-    """Return one entry of a task's ``errors`` (the framework's TaskError fields).
-
-    A NUL becomes ``\\x00`` (PostgreSQL's jsonb refuses it) and a traceback
-    longer than ``_MAX_TRACEBACK`` characters keeps its start and its end.
-    """
-    text = traceback.replace("\x00", "\\x00")
-    if len(text) > _MAX_TRACEBACK:
-        half = _MAX_TRACEBACK // 2
-        text = f"{text[:half]}\n[... {len(text) - 2 * half} characters cut ...]\n{text[-half:]}"
-    return {"exception_class_path": exception_class_path, "traceback": text}
-
-
-def cancelled_entry(when: str) -> dict[str, str]:
-    """Return the error entry of a cancel that took effect *when* (e.g. "before it started")."""
-    return error_entry(
-        "socketsvc.tasks.Cancelled", f"socketsvc.tasks.Cancelled: cancelled {when}\n"
-    )
 
 
 def new_record(
@@ -206,8 +187,12 @@ def _take_one(
     for _ in range(2):
         missing: set[str] = set()
         with transaction.atomic(using=using):
+            found = TaskRecord.objects.using(using).filter(id=candidate, status=READY).first()
+            if found is not None and not fanin.may_start(found, using):
+                fanin.refuse(found, using)
+                return False
             if admit is not None:
-                record = TaskRecord.objects.using(using).filter(id=candidate, status=READY).first()
+                record = found
                 verdict = admit(record, now) if record is not None else None
                 if verdict is None or not verdict.admitted:
                     missing = set(verdict.missing) if verdict is not None else set()
@@ -245,6 +230,9 @@ def _claim_skipping_locked(  # noqa: PLR0917
             if not found:
                 return None, False
             for n, record in enumerate(found):
+                if not fanin.may_start(record, using):
+                    fanin.refuse(record, using)
+                    return None, True
                 verdict = admit(record, now) if admit is not None else None
                 if verdict is None or verdict.admitted:
                     _mark_running(record, worker_id, now, using)
@@ -323,11 +311,21 @@ def finish(
     ours = _fence(record, worker_id)
     if error is None and retry_at is None:
         now = timezone.now()
-        done = statements.update_row(
-            using,
-            {"status": status, "finished_at": now, "return_value": return_value, "claimed_by": ""},
-            ours,
-        )
+        with transaction.atomic(using=using):
+            done = statements.update_row(
+                using,
+                {
+                    "status": status,
+                    "finished_at": now,
+                    "return_value": return_value,
+                    "claimed_by": "",
+                },
+                ours,
+            )
+            if done and record.workflow_id:
+                # Its workflow moves on in the same transaction: recorded once, moved on once.
+                record.return_value = return_value
+                fanin.succeeded(record, using)
         if not done:
             return None
         record.status, record.finished_at, record.return_value = status, now, return_value
@@ -361,6 +359,8 @@ def finish(
                 "return_value",
             ]
         )
+        if locked.status == TaskStatus.FAILED:
+            fanin.failed(locked, using)
         return locked
 
 
@@ -393,6 +393,8 @@ def put_back(
                 "available_at",
             ]
         )
+        if locked.status == TaskStatus.FAILED:
+            fanin.failed(locked, using)
         return locked
 
 
@@ -407,11 +409,13 @@ def request_cancel(record_id: str, reason: dict[str, str], using: str) -> TaskRe
             return record
         now = timezone.now()
         record.cancel_requested_at = now
-        if record.status == READY:
+        if record.status in (READY, TaskStatus.WAITING):
             record.status = TaskStatus.FAILED
             record.finished_at = now
             record.errors = [*record.errors, reason]
         record.save(update_fields=["cancel_requested_at", "status", "finished_at", "errors"])
+        if record.status == TaskStatus.FAILED:
+            fanin.failed(record, using)
         return record
 
 
@@ -501,6 +505,8 @@ def _take_back(record: TaskRecord, reason: dict[str, str], using: str) -> str:
     else:
         record.status, record.finished_at = TaskStatus.FAILED, timezone.now()
     record.save(update_fields=["errors", "claimed_by", "status", "available_at", "finished_at"])
+    if record.status == TaskStatus.FAILED:
+        fanin.failed(record, using)
     return str(record.status)
 
 

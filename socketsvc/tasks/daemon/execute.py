@@ -39,7 +39,7 @@ from structlog.contextvars import bound_contextvars
 from socketsvc.db import outages, vendors
 from socketsvc.db.lifecycle import request_scope
 from socketsvc.models import TaskRecord, TaskStatus
-from socketsvc.tasks import store
+from socketsvc.tasks import entries, store
 from socketsvc.tasks.backend import load_task, to_result
 from socketsvc.tasks.compat import Task, TaskContext, task_finished, task_started
 from socketsvc.tasks.policy import (
@@ -84,7 +84,7 @@ def _error_of(exc: BaseException) -> dict[str, str]:
     if cls.__module__ == "socketsvc.tasks.policy":
         path = f"socketsvc.tasks.{cls.__qualname__}"  # as the package names it
     text = "".join(tracebacks.format_exception(exc))
-    return store.error_entry(path, text)
+    return entries.error_entry(path, text)
 
 
 def _json(value: Any) -> Any:
@@ -93,7 +93,7 @@ def _json(value: Any) -> Any:
 
 
 def _not_stored(reason: str) -> dict[str, str]:
-    return store.error_entry(
+    return entries.error_entry(
         "socketsvc.tasks.ResultNotStored",
         f"socketsvc.tasks.ResultNotStored: the task's result could not be stored: {reason}\n",
     )

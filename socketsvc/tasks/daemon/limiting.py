@@ -39,8 +39,9 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from socketsvc.models import LimitRecord, TaskRecord, TaskStatus
-from socketsvc.tasks import store
+from socketsvc.tasks import entries
 from socketsvc.tasks.limits import QueueLimits
+from socketsvc.tasks.workflows import fanin
 
 log = structlog.get_logger(__name__)
 
@@ -210,7 +211,7 @@ def _due(using: str, now: datetime) -> QuerySet[TaskRecord]:
 
 
 def _expire(record: TaskRecord, now: datetime, using: str) -> None:
-    reason = store.error_entry(
+    reason = entries.error_entry(
         "socketsvc.tasks.TaskExpired",
         f"socketsvc.tasks.TaskExpired: not started before it expired at "
         f"{record.expires_at:%Y-%m-%d %H:%M:%S} UTC; it never ran\n",
@@ -219,6 +220,7 @@ def _expire(record: TaskRecord, now: datetime, using: str) -> None:
     record.errors = [*record.errors, reason]
     record.waiting = ""
     record.save(using=using, update_fields=["status", "finished_at", "errors", "waiting"])
+    fanin.failed(record, using)
     log.warning("task_expired", task_id=record.id, task=record.task_path)
 
 

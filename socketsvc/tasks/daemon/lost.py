@@ -16,7 +16,7 @@ from datetime import timedelta
 
 from socketsvc.models import DaemonRecord
 from socketsvc.procfs import pid_alive
-from socketsvc.tasks import store
+from socketsvc.tasks import entries, store
 
 _FORGET_STOPPED_AFTER = timedelta(days=1)
 
@@ -70,7 +70,7 @@ def recover_lost(me: DaemonRecord, database: str) -> tuple[int, int, str]:
         return 0, 0, ""
     marked = store.mark_stopped(list(gone), database) if gone else set()
     names = ", ".join(str(gone[id]) for id in sorted(marked)) or "a daemon no longer recorded"
-    reason = store.error_entry(
+    reason = entries.error_entry(
         "socketsvc.tasks.WorkerLost",
         f"socketsvc.tasks.WorkerLost: the daemon running this task ({names}) stopped "
         "before it finished\n",

@@ -34,7 +34,7 @@ from socketsvc.conf import Config
 from socketsvc.db import vendors
 from socketsvc.db.lifecycle import close_thread_connections, idle_wait, request_scope
 from socketsvc.models import TaskStatus
-from socketsvc.tasks import store
+from socketsvc.tasks import entries, store
 from socketsvc.tasks.daemon import limiting
 from socketsvc.tasks.daemon.deadlines import CANCEL, Deadlines
 from socketsvc.tasks.daemon.execute import Executor
@@ -54,7 +54,7 @@ PROGRESS_INTERVAL = 0.5
 # interpreter) has the process killed by the kernel this much later; the run is then taken
 # back as a lost run past its hard limit (store.lost).
 KERNEL_KILL_AFTER = 2.0
-_UNRECORDED = store.error_entry(
+_UNRECORDED = entries.error_entry(
     "socketsvc.tasks.WorkerLost",
     "socketsvc.tasks.WorkerLost: the run ended, but how it ended could not be recorded "
     "(see the daemon's log); taken back as a lost run\n",
@@ -280,6 +280,8 @@ class TaskRunner:
             self._run_threads.pop(record.id, None)
         if limiting.needs(record, self.served.queue_limits):
             self._safely(lambda: self._released(record))
+        if record.workflow_id:
+            self.wake()  # its ending may have made the steps after it READY
 
     def stop_hard(self, running: Running, why: str) -> None:
         """A run is still going past its hard limit (or a cancel's grace): stop it by force.
@@ -342,7 +344,7 @@ class TaskRunner:
             record.claimed_by,
             status=TaskStatus.FAILED,
             using=self.served.database,
-            error=store.error_entry(path, f"{path}: {text}\n"),
+            error=entries.error_entry(path, f"{path}: {text}\n"),
         )
 
     def _run_switch(self) -> KillSwitch:

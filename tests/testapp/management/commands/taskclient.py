@@ -17,7 +17,18 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from socketsvc.tasks import DuplicateTask, cancel, enqueue_many, get_progress
+from socketsvc.tasks import (
+    DuplicateTask,
+    cancel,
+    cancel_workflow,
+    chain,
+    chord,
+    enqueue_many,
+    get_progress,
+    get_workflow,
+    group,
+    step,
+)
 from socketsvc.tasks.compat import task_backends, task_enqueued
 from tests.testapp import tasks
 
@@ -50,6 +61,34 @@ def _describe(result: Any) -> dict[str, Any]:
     if result.status == "SUCCESSFUL":
         described["return_value"] = result.return_value
     return described
+
+
+def _canvas(spec: dict[str, Any]) -> Any:
+    """``{"step": path, "args", "kwargs", "as"}``, ``{"chain": [...]}``, ``{"group": [...]}``,
+    ``{"chord": [group, callback]}``."""
+    if "step" in spec:
+        made = step(import_string(spec["step"]), *spec.get("args", []), **spec.get("kwargs", {}))
+        return made.result_as(spec["as"]) if "as" in spec else made
+    if "chain" in spec:
+        return chain(*map(_canvas, spec["chain"]))
+    if "group" in spec:
+        return group(*map(_canvas, spec["group"]))
+    header, callback = spec["chord"]
+    return chord(_canvas(header), _canvas(callback))
+
+
+def _workflow(result: Any) -> dict[str, Any]:
+    return {
+        "id": result.id,
+        "name": result.name,
+        "status": result.status,
+        "steps": [
+            {"id": s.id, "task": s.task, "status": s.status, "on_error": s.on_error}
+            for s in result.steps
+        ],
+        "reason": result.reason,
+        "return_value": result.return_value if result.status == "SUCCESSFUL" else None,
+    }
 
 
 class Command(BaseCommand):
@@ -118,6 +157,30 @@ class Command(BaseCommand):
 
     def do_cancel(self, id: str) -> dict[str, Any]:
         return _describe(cancel(id))
+
+    def do_workflow(
+        self,
+        spec: dict[str, Any],
+        on_error: dict[str, Any] | None = None,
+        name: str | None = None,
+        atomic: str | None = None,
+    ) -> dict[str, Any]:
+        """Enqueue the workflow *spec* describes (see :func:`_canvas`); its state."""
+        canvas = _canvas(spec)
+        handler = _canvas(on_error) if on_error is not None else None
+        if atomic is None:
+            return _workflow(canvas.enqueue(name=name, on_error=handler))
+        with transaction.atomic():
+            result = canvas.enqueue(name=name, on_error=handler)
+            if atomic == "rollback":
+                transaction.set_rollback(True)
+        return {"id": result.id}
+
+    def do_workflow_state(self, id: str) -> dict[str, Any]:
+        return _workflow(get_workflow(id))
+
+    def do_cancel_workflow(self, id: str) -> dict[str, Any]:
+        return _workflow(cancel_workflow(id))
 
     def do_enqueued_signals(self) -> list[str]:
         return list(_enqueued)
