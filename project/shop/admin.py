@@ -2,12 +2,15 @@
 
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import QuerySet, Sum
 from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
 
 from socketsvc.admin import Action, Button, SocketServiceAdminMixin
 
+from . import tasks
 from .models import (
     LowStockReport,
     Product,
@@ -45,6 +48,23 @@ class StockMovementInline(ReadOnlyInline):
 class SupplierAdmin(admin.ModelAdmin):
     list_display = ["name", "email", "lead_time_days"]
     search_fields = ["name", "email"]
+    actions = ["stock_take"]
+
+    @admin.action(description="Stock-take: count each supplier in parallel, then merge (workflow)")
+    def stock_take(self, request: HttpRequest, queryset: QuerySet[Supplier]) -> None:
+        """Start the stock-take workflow of the selected suppliers; link to its graph."""
+        flow = tasks.stock_take(list(queryset.order_by("name").values_list("pk", flat=True)))
+        started = flow.enqueue(name=f"Stock-take of {queryset.count()} supplier(s)")
+        url = reverse("admin:socketsvc_workflowrecord_change", args=[started.id])
+        self.message_user(
+            request,
+            format_html(
+                'Stock-take started: <a href="{}">watch its workflow</a> (each supplier counted '
+                "in parallel, then merged and filed).",
+                url,
+            ),
+            messages.SUCCESS,
+        )
 
 
 @admin.register(Product)

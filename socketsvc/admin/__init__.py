@@ -28,6 +28,7 @@ from socketsvc.admin.messages import describe_failure, describe_result
 from socketsvc.admin.mixin import SocketServiceAdminMixin
 from socketsvc.admin.schedules import ScheduleRecordAdmin
 from socketsvc.admin.tasks import TaskRecordAdmin
+from socketsvc.admin.workflows import WorkflowRecordAdmin
 
 __all__ = [
     "Action",
@@ -35,6 +36,7 @@ __all__ = [
     "ScheduleRecordAdmin",
     "SocketServiceAdminMixin",
     "TaskRecordAdmin",
+    "WorkflowRecordAdmin",
     "describe_failure",
     "describe_result",
 ]

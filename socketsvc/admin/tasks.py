@@ -170,7 +170,19 @@ class TaskRecordAdmin(_ModelAdmin):
     date_hierarchy = "enqueued_at"
     actions = ["cancel_tasks", "run_again"]
     fieldsets = [
-        (None, {"fields": ["id", "task_path", "status_badge", "progress_bar", "backend_name"]}),
+        (
+            None,
+            {
+                "fields": [
+                    "id",
+                    "task_path",
+                    "status_badge",
+                    "progress_bar",
+                    "workflow_link",
+                    "backend_name",
+                ]
+            },
+        ),
         ("Queue", {"fields": ["queue_name", "priority", "run_after", "available_at"]}),
         (
             "Runs",
@@ -303,6 +315,18 @@ class TaskRecordAdmin(_ModelAdmin):
             0 if percent is None else percent,
             state["progress"],
         )
+
+    @admin.display(description="workflow")
+    def workflow_link(self, record: TaskRecord) -> SafeString | str:
+        """Link to the workflow this task is a step of (its graph), if it is one."""
+        if not record.workflow_id:
+            return "-"
+        url = reverse(
+            f"{self.admin_site.name}:socketsvc_workflowrecord_change", args=[record.workflow_id]
+        )
+        step = (record.flow or {}).get("step", 0) + 1
+        role = "on error" if (record.flow or {}).get("role") == "on_error" else f"step {step}"
+        return format_html('<a href="{}">{}</a> ({})', url, record.workflow_id[:8], role)
 
     @admin.display(description="limits")
     def limits_text(self, record: TaskRecord) -> str:

@@ -21,12 +21,13 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from socketsvc.db import vendors
-from socketsvc.models import DaemonRecord, LimitRecord, TaskRecord, TaskStatus
+from socketsvc.models import DaemonRecord, LimitRecord, TaskRecord, TaskStatus, WorkflowRecord
 from socketsvc.tasks import statements
 from socketsvc.tasks.entries import cancelled_entry, error_entry
 from socketsvc.tasks.limits import Controls
 from socketsvc.tasks.statements import DatabaseNow
 from socketsvc.tasks.workflows import fanin
+from socketsvc.tasks.workflows import state as workflow_state
 
 READY, RUNNING = TaskStatus.READY, TaskStatus.RUNNING
 # Decides, inside a claim, whether a locked READY task may start (see claim()).
@@ -543,13 +544,28 @@ def release_doubtful_claim(worker_id: str, claimed_at: datetime, using: str) -> 
     return put_back(record, worker_id, record.available_at, using)
 
 
-def prune(older_than: timedelta, using: str) -> int:
-    """Delete finished tasks that ended more than *older_than* ago; return how many."""
+def prune(older_than: timedelta, using: str, dry_run: bool = False) -> int:
+    """Delete finished tasks that ended more than *older_than* ago; return how many.
+
+    A workflow's steps go only with their workflow: once it finished that long
+    ago and none of its steps is left to run (see :func:`workflows.state.prunable`).
+    """
     cutoff = timezone.now() - older_than
-    old = TaskRecord.objects.using(using).filter(status__in=FINISHED, finished_at__lt=cutoff)
+    old = TaskRecord.objects.using(using).filter(
+        status__in=FINISHED, finished_at__lt=cutoff, workflow_id__isnull=True
+    )
+    if dry_run:
+        return old.count() + sum(
+            TaskRecord.objects.using(using).filter(workflow_id__in=batch).count()
+            for batch in workflow_state.prunable(cutoff, using, _PRUNE_BATCH)
+        )
     deleted = 0
     while batch := list(old.values_list("id", flat=True)[:_PRUNE_BATCH]):
         deleted += TaskRecord.objects.using(using).filter(id__in=batch).delete()[0]
+    for batch in workflow_state.prunable(cutoff, using, _PRUNE_BATCH):
+        with transaction.atomic(using=using):
+            deleted += TaskRecord.objects.using(using).filter(workflow_id__in=batch).delete()[0]
+            WorkflowRecord.objects.using(using).filter(id__in=batch).delete()
     return deleted
 
 

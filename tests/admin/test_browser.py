@@ -303,3 +303,97 @@ def test_a_schedule_is_paused_and_run_now_from_the_admin(shop):
         status = wait_for(driver, '.field-status_badge [data-socketsvc-field="status"]')
         WebDriverWait(driver, 20, poll_frequency=0.2).until(lambda d: status.text == "Successful")
         assert "test.tick" in driver.page_source or "tick" in driver.title
+
+
+# What each step's box shows, by step id, as the page has it now.
+_STATES = """
+return Array.from(document.querySelectorAll('g[data-step]')).map(function (g) {
+    var state = (g.getAttribute('class').match(/socketsvc-node-(waiting|ready|running|successful|failed|cancelled)/) || [])[1];
+    return [g.getAttribute('data-step'), state];
+});
+"""
+WORKFLOW_SCREENSHOT = REPO / "docs" / "workflow-graph.png"
+
+
+def start_stock_take(driver, server: DevServer) -> None:
+    """Run the suppliers' "Stock-take" action on every supplier; open the workflow's page."""
+    log_in(driver, server, "/admin/shop/supplier/")
+    wait_for(driver, "#action-toggle").click()
+    select_action(driver, "stock_take")
+    assert message(driver, "success").startswith("Stock-take started: watch its workflow")
+    click_and_load(driver, wait_for(driver, "ul.messagelist a"))
+    wait_for(driver, "svg.socketsvc-graph")
+
+
+def test_a_workflow_started_from_the_admin_is_drawn_changing_colour_step_by_step(shop, short_tmp):
+    """The demo's stock-take (4 suppliers counted in parallel, then merged, then filed): its
+    graph recolours each box as the daemon moves on, without a reload; the merge turns
+    green only after every count did; a box opens its step's page, which links back."""
+    with chromium() as driver:
+        start_stock_take(driver, shop.server)
+        driver.execute_script("window.socketsvcSamePage = true;")
+        order = [step for step, _ in driver.execute_script(_STATES)]
+        counts, merge, filed = order[:-2], order[-2], order[-1]
+        assert len(counts) == 4
+        seen: list[dict[str, str]] = []
+        shot = WORKFLOW_SCREENSHOT if WRITE_SCREENSHOTS else short_tmp / WORKFLOW_SCREENSHOT.name
+
+        def finished(driver) -> bool:
+            seen.append(dict(driver.execute_script(_STATES)))
+            states = set(seen[-1].values())
+            if not shot.exists() and {"successful", "running"} <= states:
+                assert driver.save_screenshot(str(shot))  # the picture in the docs: mid-way
+            return states == {"successful"}
+
+        WebDriverWait(driver, 60, poll_frequency=0.1).until(finished)
+        assert driver.execute_script("return window.socketsvcSamePage === true;")  # no reload
+        assert seen[0][merge] == "waiting" and seen[0][filed] == "waiting"
+        assert any(snapshot[c] == "running" for snapshot in seen for c in counts)
+        for snapshot in seen:
+            if snapshot[merge] != "waiting":
+                assert all(snapshot[c] == "successful" for c in counts), snapshot
+            if snapshot[filed] != "waiting":
+                assert snapshot[merge] == "successful", snapshot
+        distinct = [s for n, s in enumerate(seen) if n == 0 or s != seen[n - 1]]
+        assert len(distinct) >= 4, distinct  # it changed step by step, not all at once
+        status = wait_for(driver, '[data-socketsvc-field="workflow-status"]')
+        WebDriverWait(driver, 10, poll_frequency=0.1).until(lambda d: status.text == "Successful")
+        box = driver.find_element(By.CSS_SELECTOR, f'g[data-step="{merge}"]')
+        click_and_load(driver, box)
+        assert "merge_stock_counts" in driver.title
+        back = wait_for(driver, ".field-workflow_link a")
+        click_and_load(driver, back)
+        wait_for(driver, f'g[data-step="{merge}"]')
+
+
+def test_a_workflow_cancelled_from_the_admin_never_starts_another_step(shop):
+    """Cancel while the counts run: the workflow is Cancelled, the running counts stop, and
+    the merge and the filing never start (read from the daemon's database)."""
+    with chromium() as driver:
+        start_stock_take(driver, shop.server)
+
+        def counting(driver) -> bool:
+            return "running" in dict(driver.execute_script(_STATES)).values()
+
+        WebDriverWait(driver, 30, poll_frequency=0.1).until(counting)
+        order = [step for step, _ in driver.execute_script(_STATES)]
+        click_and_load(
+            driver, driver.find_element(By.CSS_SELECTOR, "[data-socketsvc-cancel-workflow]")
+        )
+        status = wait_for(driver, '[data-socketsvc-field="workflow-status"]')
+        assert status.text == "Cancelled"
+        rows = shop.db._query
+        WebDriverWait(driver, 30, poll_frequency=0.2).until(
+            lambda d: (
+                not rows(
+                    "SELECT id FROM socketsvc_task WHERE status IN ('READY', 'RUNNING', 'WAITING')"
+                )
+            )
+        )
+        started = dict(rows("SELECT id, started_at FROM socketsvc_task"))
+        assert started[order[-2]] is None and started[order[-1]] is None
+        states = dict(rows("SELECT id, status FROM socketsvc_task"))
+        assert all(states[step] in ("FAILED", "SUCCESSFUL") for step in order[:-2])
+        assert states[order[-2]] == states[order[-1]] == "FAILED"
+        workflow = rows("SELECT status FROM socketsvc_workflow")
+        assert workflow == [("CANCELLED",)]

@@ -8,7 +8,6 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from socketsvc.models import TaskRecord, TaskStatus
 from socketsvc.tasks import store
 from socketsvc.tasks.compat import task_backends
 
@@ -44,16 +43,7 @@ class Command(BaseCommand):
         if not isinstance(database, str):
             raise CommandError(f"TASKS[{options['backend']!r}] is not a socketsvc backend")
         if options["dry_run"]:
-            from django.utils import timezone
-
-            count = (
-                TaskRecord.objects.using(database)
-                .filter(
-                    status__in=(TaskStatus.SUCCESSFUL, TaskStatus.FAILED),
-                    finished_at__lt=timezone.now() - age,
-                )
-                .count()
-            )
+            count = store.prune(age, database, dry_run=True)
             self.stdout.write(
                 f"{count} finished task result(s) older than {shown} would be deleted"
             )

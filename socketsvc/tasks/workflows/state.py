@@ -10,7 +10,7 @@ step's result, or the list of results of a group that ends it.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -177,6 +177,32 @@ def cancel_workflow(workflow_id: str, backend: str = "default", by: str = "") ->
     for record_id in running:
         transaction.on_commit(lambda record_id=record_id: cancel_hint(record_id), using=using)  # type: ignore[misc]
     return get_workflow(workflow_id, backend)
+
+
+def prunable(cutoff: datetime, using: str, batch: int) -> Iterator[list[str]]:
+    """Yield, *batch* at a time, the workflows that finished before *cutoff* and have no step
+    left to run (an on_error step may still run after its workflow failed)."""
+    after = ""
+    while True:
+        ids = list(
+            WorkflowRecord.objects.using(using)
+            .filter(finished_at__lt=cutoff, id__gt=after)
+            .exclude(status=WorkflowStatus.RUNNING)
+            .order_by("id")
+            .values_list("id", flat=True)[:batch]
+        )
+        if not ids:
+            return
+        after = ids[-1]
+        busy = set(
+            TaskRecord.objects.using(using)
+            .filter(workflow_id__in=ids)
+            .exclude(status__in=(TaskStatus.SUCCESSFUL, TaskStatus.FAILED))
+            .values_list("workflow_id", flat=True)
+        )
+        done = [workflow_id for workflow_id in ids if workflow_id not in busy]
+        if done:
+            yield done
 
 
 def get_step_workflow(result_id: str, backend: str = "default") -> WorkflowResult | None:
