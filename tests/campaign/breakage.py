@@ -13,7 +13,9 @@ start; the product's code is never changed. Each break undoes one guarantee:
 * ``unique``: an enqueue stores no unique key, so a second task with the key is made (and
   run) while one runs;
 * ``limits``: a claim admits every task, whatever its lock key, concurrency or rate;
-* ``time_limit``: no time limit is enforced, neither inside the task nor by the kernel.
+* ``time_limit``: no time limit is enforced, neither inside the task nor by the kernel;
+* ``fanin``: a workflow's step starts as soon as any one step it follows succeeded (its
+  counter not counted down), as a fan-in that polls one member would.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-BREAKS = ("lease", "cancel", "doubt", "unique", "limits", "time_limit")
+BREAKS = ("lease", "cancel", "doubt", "unique", "limits", "time_limit", "fanin")
 
 
 def apply() -> None:
@@ -64,6 +66,20 @@ def apply() -> None:
 
         deadlines.Deadlines._check = lambda self, running, now: 5.0  # type: ignore[method-assign]
         runner.KERNEL_KILL_AFTER = 10**6
+    elif name == "fanin":
+        from socketsvc.models import TaskRecord
+        from socketsvc.tasks.workflows import fanin
+
+        original = fanin.succeeded
+
+        def succeeded(record: Any, using: str) -> list[str]:
+            following = list((record.flow or {}).get("next") or ())
+            TaskRecord.objects.using(using).filter(id__in=following, pending__gt=1).update(
+                pending=1
+            )
+            return original(record, using)
+
+        fanin.succeeded = succeeded
     elif name == "doubt":
         from socketsvc.tasks import store
 

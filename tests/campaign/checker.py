@@ -51,6 +51,17 @@ class Task:
     args: list[Any] = field(default_factory=list)
     # The text of each error the task's row holds.
     errors: list[str] = field(default_factory=list)
+    workflow_id: str | None = None
+    flow: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Workflow:
+    id: str
+    status: str
+    finished_at: float | None
+    reason: dict[str, Any] = field(default_factory=dict)
+    on_error: str | None = None
 
 
 @dataclass
@@ -82,6 +93,7 @@ class History:
     doubt_within: float = 6.0
     # When each task's enqueue() returned to its client (by then its row was committed).
     enqueue_returned: dict[str, float] = field(default_factory=dict)
+    workflows: dict[str, Workflow] = field(default_factory=dict)
 
 
 @dataclass
@@ -126,6 +138,8 @@ def check(history: History) -> list[Verdict]:
         _concurrency(history),
         _rate(history),
         _time_limit(history),
+        _flow_order(history, runs_of),
+        _flow_outcome(history, runs_of),
     ]
 
 
@@ -411,4 +425,118 @@ def _time_limit(history: History) -> Verdict:
                 f"{run.task_id} attempt {run.attempt} (pid {run.pid}) ended "
                 f"{ended - run.claimed_at:.1f} s after its claim (hard limit {hard:g} s)"
             )
+    return verdict
+
+
+def _flow_input(shape: Any, results: dict[str, Any]) -> Any:
+    if shape is None:
+        return None
+    if "one" in shape:
+        return results.get(shape["one"])
+    return [_flow_input(inner, results) for inner in shape["all"]]
+
+
+def _flow_refs(shape: Any) -> list[str]:
+    if shape is None:
+        return []
+    if "one" in shape:
+        return [shape["one"]]
+    return [ref for inner in shape["all"] for ref in _flow_refs(inner)]
+
+
+def _successful_run(task: Task, runs_of: dict[str, list[Run]]) -> Run | None:
+    """The run whose value a SUCCESSFUL task stored (None if there is none)."""
+    if task.status != "SUCCESSFUL":
+        return None
+    return next(
+        (
+            run
+            for run in runs_of.get(task.id, [])
+            if run.outcome == "ok" and run.value == task.return_value
+        ),
+        None,
+    )
+
+
+def _flow_order(history: History, runs_of: dict[str, list[Run]]) -> Verdict:
+    verdict = Verdict(
+        "flow_order",
+        "no workflow step starts before every step it follows succeeded; it receives their "
+        "results, in order (a chord's callback: every member's)",
+    )
+    for task in history.tasks.values():
+        shape = task.flow.get("input")
+        if task.workflow_id is None or shape is None:
+            continue
+        runs = runs_of.get(task.id, [])
+        if not runs:
+            continue
+        results: dict[str, Any] = {}
+        for ref in _flow_refs(shape):
+            earlier = history.tasks.get(ref)
+            done = _successful_run(earlier, runs_of) if earlier is not None else None
+            if earlier is None or done is None:
+                state = "missing" if earlier is None else earlier.status
+                verdict.violations.append(
+                    f"{task.id} ran though the step {ref} it follows is {state}"
+                )
+                continue
+            results[ref] = earlier.return_value
+            first = runs[0]
+            if done.ended is not None and first.started < done.ended:
+                verdict.violations.append(
+                    f"{task.id}: started {first.started:.6f}, before the step {ref} it follows "
+                    f"ended ({done.ended:.6f})"
+                )
+        received = task.args[0] if task.args else None
+        wanted = _flow_input(shape, results)
+        if len(results) == len(set(_flow_refs(shape))) and received != wanted:
+            verdict.violations.append(f"{task.id} received {received!r}, not {wanted!r}")
+    return verdict
+
+
+def _flow_outcome(history: History, runs_of: dict[str, list[Run]]) -> Verdict:
+    verdict = Verdict(
+        "flow_outcome",
+        "a workflow ends as its steps did: SUCCESSFUL when all succeeded (on_error never runs), "
+        "FAILED naming a failed step (on_error released once); after it failed or was "
+        "cancelled no step is claimed",
+    )
+    steps: dict[str, list[Task]] = defaultdict(list)
+    for task in history.tasks.values():
+        if task.workflow_id is not None:
+            steps[task.workflow_id].append(task)
+    for workflow in history.workflows.values():
+        members = [t for t in steps[workflow.id] if t.flow.get("role") != "on_error"]
+        handlers = [t for t in steps[workflow.id] if t.flow.get("role") == "on_error"]
+        where = f"workflow {workflow.id} ({workflow.status})"
+        if workflow.status == "SUCCESSFUL":
+            bad = [t.id for t in members if t.status != "SUCCESSFUL"]
+            if bad or handlers:
+                verdict.violations.append(
+                    f"{where}: steps {bad} not SUCCESSFUL, on_error {handlers}"
+                )
+        elif workflow.status == "FAILED":
+            failed = history.tasks.get(workflow.reason.get("step", ""))
+            if failed is None or failed.status != "FAILED":
+                verdict.violations.append(
+                    f"{where}: its failed step {workflow.reason} did not fail"
+                )
+            if workflow.on_error is not None:
+                handler = history.tasks.get(workflow.on_error)
+                if handler is None or not runs_of.get(handler.id):
+                    verdict.violations.append(f"{where}: its on_error step never ran")
+                elif handler.args and handler.args[0].get("step") != workflow.reason.get("step"):
+                    verdict.violations.append(f"{where}: on_error received {handler.args[0]}")
+        elif workflow.status != "CANCELLED":
+            verdict.violations.append(f"{where} did not end")
+            continue
+        if workflow.status in ("FAILED", "CANCELLED") and workflow.finished_at is not None:
+            for task in members:
+                for run in runs_of.get(task.id, []):
+                    if run.claimed_at > workflow.finished_at:
+                        verdict.violations.append(
+                            f"{where}: step {task.id} claimed {run.claimed_at:.6f}, after the "
+                            f"workflow ended ({workflow.finished_at:.6f})"
+                        )
     return verdict

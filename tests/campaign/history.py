@@ -7,7 +7,7 @@ from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
-from tests.campaign.checker import Cut, History, Run, Task
+from tests.campaign.checker import Cut, History, Run, Task, Workflow
 from tests.campaign.cluster import LEASE, SCHEDULE, Cluster
 from tests.campaign.workload import Record
 
@@ -29,11 +29,12 @@ def read_history(cluster: Cluster, record: Record, paused_at: float) -> History:
     tasks = {}
     slots: dict[float, list[str]] = defaultdict(list)
     as_text = cluster.server.as_text("return_value")  # the JSON's text, on either server
+    as_reason, as_graph = cluster.server.as_text("reason"), cluster.server.as_text("graph")
     for row in cluster.query(
         f"SELECT id, status, max_attempts, {as_text}, cancel_requested_at, schedule, slot, "
         f"unique_key, lock_key, enqueued_at, {cluster.server.as_text('limits')}, "
-        f"{cluster.server.as_text('args')}, {cluster.server.as_text('errors')} "
-        "FROM socketsvc_task"
+        f"{cluster.server.as_text('args')}, {cluster.server.as_text('errors')}, workflow_id, "
+        f"{cluster.server.as_text('flow')} FROM socketsvc_task"
     ):
         task = Task(
             id=row[0],
@@ -49,10 +50,24 @@ def read_history(cluster: Cluster, record: Record, paused_at: float) -> History:
             limits=_json(row[10]) or {},
             args=_json(row[11]) or [],
             errors=[str(error.get("traceback", "")) for error in _json(row[12]) or []],
+            workflow_id=row[13],
+            flow=_json(row[14]) or {},
         )
         tasks[task.id] = task
         if task.schedule == SCHEDULE and task.slot is not None:
             slots[task.slot].append(task.id)
+    workflows = {
+        row[0]: Workflow(
+            id=row[0],
+            status=row[1],
+            finished_at=_epoch(row[2]),
+            reason=_json(row[3]) or {},
+            on_error=(_json(row[4]) or {}).get("on_error"),
+        )
+        for row in cluster.query(
+            f"SELECT id, status, finished_at, {as_reason}, {as_graph} FROM socketsvc_workflow"
+        )
+    }
     runs = [
         Run(
             task_id=row[0],
@@ -99,6 +114,7 @@ def read_history(cluster: Cluster, record: Record, paused_at: float) -> History:
         put_back=put_back,
         doubt_within=LEASE,
         enqueue_returned=_first_returned(record),
+        workflows=workflows,
     )
 
 

@@ -85,6 +85,10 @@ def rows(outcome: Outcome) -> list[tuple[str, str]]:
         ("enqueue() calls", enqueues),
         ("tasks by kind", _counts(kinds)),
         ("tasks by final status", _counts(statuses, ("SUCCESSFUL", "FAILED"))),
+        (
+            "workflows by status",
+            _counts(Counter(w.status for w in history.workflows.values()), ("SUCCESSFUL",)),
+        ),
         ("runs recorded", f"{len(history.runs)} ({killed} ended by their process's death)"),
         ("cancels, by status then", _counts(cancels)),
         ("faults by kind", _counts(faults, KINDS)),

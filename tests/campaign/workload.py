@@ -30,6 +30,7 @@ KINDS = {
     "serial": 2,
     "limited": 2,
     "timed": 0.3,
+    "workflow": 1,
 }
 KEYS = ("k0", "k1", "k2")
 
@@ -40,6 +41,13 @@ class Enqueued:
     kind: str
     at: float
     took: float  # seconds enqueue() took (its wake-up included)
+
+
+@dataclass
+class Flow:
+    workflow_id: str
+    shape: str
+    at: float
 
 
 @dataclass
@@ -65,6 +73,7 @@ class Record:
     enqueue_failures: int = 0
     cancels: list[Cancel] = field(default_factory=list)
     calls: list[Call] = field(default_factory=list)
+    workflows: list[Flow] = field(default_factory=list)
 
 
 class Workload:
@@ -109,6 +118,9 @@ class Workload:
                 try:
                     # Each enqueue in Django's request cycle, as a web request's would be.
                     with request_scope():
+                        if kind == "workflow":
+                            self._enqueue_workflow(campaign, rng)
+                            continue
                         result = self._enqueue(campaign, kind, rng)
                 except Exception:
                     with self._lock:
@@ -122,6 +134,42 @@ class Workload:
                         self._to_cancel.append((now + rng.uniform(0.0, 1.5), result.id))
         finally:
             connections.close_all()
+
+    def _enqueue_workflow(self, campaign: Any, rng: random.Random) -> None:
+        """A chain, a chord or a chain of groups; one in four has a failing step and one in
+        two an on_error step; one in eight is cancelled a little later."""
+        from socketsvc.tasks import chain, chord, group, step
+
+        def one(first: bool = False) -> Any:
+            seconds = round(rng.uniform(0.0, 0.3), 2)
+            return (
+                step(campaign.flow_step, None, seconds)
+                if first
+                else step(campaign.flow_step, seconds)
+            )
+
+        shape = rng.choice(("chain", "chord", "groups"))
+        if shape == "chain":
+            parts = [one(True), *(one() for _ in range(rng.randint(1, 3)))]
+        elif shape == "chord":
+            members = [one(True) for _ in range(rng.randint(2, 12))]
+            parts = [chord(group(*members), step(campaign.flow_join))]
+        else:
+            parts = [
+                group(*(one(True) for _ in range(rng.randint(2, 4)))),
+                step(campaign.flow_join),
+                group(*(one() for _ in range(rng.randint(1, 3)))),
+            ]
+        if rng.random() < 0.25:
+            parts.append(step(campaign.flow_failing, round(rng.uniform(0.0, 0.2), 2)))
+            parts.append(one())
+        handler = step(campaign.flow_on_error) if rng.random() < 0.5 else None
+        flow = chain(*parts).enqueue(name=shape, on_error=handler)
+        now = time.time()
+        with self._lock:
+            self.record.workflows.append(Flow(flow.id, shape, now))
+            if rng.random() < 0.125:
+                self._to_cancel.append((now + rng.uniform(0.0, 1.5), f"workflow:{flow.id}"))
 
     @staticmethod
     def _enqueue(campaign: Any, kind: str, rng: random.Random) -> Any:
@@ -149,7 +197,7 @@ class Workload:
         from django.db import connections
 
         from socketsvc.db.lifecycle import request_scope
-        from socketsvc.tasks import cancel
+        from socketsvc.tasks import cancel, cancel_workflow
 
         try:
             while not self._stop.wait(0.02):
@@ -158,6 +206,13 @@ class Workload:
                     due = [item for item in self._to_cancel if item[0] <= now]
                     self._to_cancel = [item for item in self._to_cancel if item[0] > now]
                 for _, task_id in due:
+                    if task_id.startswith("workflow:"):
+                        try:
+                            with request_scope():
+                                cancel_workflow(task_id.removeprefix("workflow:"))
+                        except Exception:
+                            pass  # the database is down: this cancel never happened
+                        continue
                     try:
                         with request_scope():
                             result = cancel(task_id)

@@ -185,6 +185,37 @@ def timed(context: TaskContext, mode: str) -> str:
     return _recorded(context, "timed", lambda attempt: _overrun(mode))
 
 
+# -- workflows: each step records its run and returns its value; a step after others
+# receives theirs (the checker compares what it received with what they returned).
+
+
+@task(takes_context=True)
+@retry(attempts=2, backoff=0.0)
+def flow_step(context: TaskContext, received: Any, seconds: float) -> str:
+    """A step of a chain or a group (its first argument: what it received, None first)."""
+    return _recorded(context, "flow", lambda attempt: _steps(seconds))
+
+
+@task(takes_context=True)
+def flow_failing(context: TaskContext, received: Any, seconds: float) -> str:
+    """A step that fails (no retries): its workflow fails."""
+    return _recorded(context, "flow", lambda attempt: (_steps(seconds), _fail("on purpose")))
+
+
+@task(takes_context=True)
+@retry(attempts=2, backoff=0.0)
+def flow_join(context: TaskContext, results: list[Any]) -> str:
+    """A chord's callback: receives every member's result, in member order."""
+    return _recorded(context, "flow_join", lambda attempt: _steps(0.05))
+
+
+@task(takes_context=True)
+@retry(attempts=2, backoff=0.0)
+def flow_on_error(context: TaskContext, info: dict[str, Any]) -> str:
+    """A workflow's on_error step."""
+    return _recorded(context, "flow_on_error", lambda attempt: None)
+
+
 @task(takes_context=True)
 def tick(context: TaskContext) -> str:
     """The campaign's periodic task (every second, every slot caught up, runs may overlap)."""

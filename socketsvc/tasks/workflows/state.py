@@ -148,7 +148,6 @@ def cancel_workflow(workflow_id: str, backend: str = "default", by: str = "") ->
     not run. A finished workflow is left as it is. Returns the workflow as it now stands.
     """
     using = _database(backend)
-    now = timezone.now()
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     with transaction.atomic(using=using):
         workflow = (
@@ -156,6 +155,7 @@ def cancel_workflow(workflow_id: str, backend: str = "default", by: str = "") ->
         )
         if workflow is None:
             raise WorkflowDoesNotExist(workflow_id)
+        now = timezone.now()  # once it is ours: a claim that came first has a claim time before
         running: list[str] = []
         if workflow.status == WorkflowStatus.RUNNING:
             workflow.status, workflow.finished_at = WorkflowStatus.CANCELLED, now
