@@ -176,12 +176,17 @@ def section(results: dict[str, Any]) -> str:
 
 def write_section(results: dict[str, Any], docs: Path) -> None:
     """Put the section into ``benchmarks.md`` (replacing the old one)."""
+    put_section(docs, BEGIN, END, section(results))
+
+
+def put_section(docs: Path, begin: str, end: str, new: str) -> None:
+    """Put *new* (which starts with *begin* and ends with *end*) into ``benchmarks.md``,
+    in place of the section between those markers, or at its end."""
     page = docs / "benchmarks.md"
     old = page.read_text() if page.exists() else "# Benchmarks\n"
-    new = section(results)
-    if BEGIN in old and END in old:
-        head, _, rest = old.partition(BEGIN)
-        page.write_text(head + new + rest.partition(END)[2])
+    if begin in old and end in old:
+        head, _, rest = old.partition(begin)
+        page.write_text(head + new + rest.partition(end)[2])
     else:
         page.write_text(f"{old.rstrip()}\n\n{new}\n")
 

@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from tests.campaign.checker import Cut, History, Run, Task, check
+from tests.campaign.checker import Cut, History, Run, Task, Workflow, check
 from tests.campaign.workload import Call
 
 
@@ -54,6 +54,16 @@ def clean() -> History:
             "l2": controlled("l2", [0.1], 29.0, limits=LIMITS),
             "l3": controlled("l3", [0.1], 29.0, limits=LIMITS),
             "x1": controlled("x1", ["busy"], 39.0, limits={"hard_timeout": 1.5}),
+            # A chord (f1, f2, then fj with both results) that succeeded; a chain (g1 failed,
+            # so g2 never started) whose on_error step h ran.
+            **_steps("w1", {"f1": None, "f2": None}, "fj", ["f1", "f2"]),
+            "g1": flow_step("g1", "w2", "FAILED", None),
+            "g2": flow_step("g2", "w2", "FAILED", {"one": "g1"}),
+            "h": flow_step("h", "w2", "SUCCESSFUL", None, role="on_error", args=[{"step": "g1"}]),
+        },
+        workflows={
+            "w1": Workflow("w1", "SUCCESSFUL", 53.0),
+            "w2": Workflow("w2", "FAILED", 61.0, reason={"step": "g1"}, on_error="h"),
         },
         runs=[
             run("t1", 1, 1.0, 2.0),
@@ -69,6 +79,11 @@ def clean() -> History:
             run("l2", 1, 30.2, 31.2, kind="limited"),
             run("l3", 1, 31.1, 32.0, kind="limited"),
             run("x1", 1, 40.0, 41.0, kind="timed"),
+            run("f1", 1, 50.0, 51.0, kind="flow"),
+            run("f2", 1, 50.2, 51.2, kind="flow"),
+            run("fj", 1, 52.0, 52.1, kind="flow_join"),
+            Run("g1", 1, "flow", 10, 59.9, 60.0, 60.5, "ValueError", ""),
+            run("h", 1, 62.0, 62.1, kind="flow_on_error"),
         ],
         deaths={12: [4.0]},
         calls=[Call("c1", "a", "ok", "c1"), Call("c2", "b", "ServiceUnavailable")],
@@ -81,6 +96,32 @@ def clean() -> History:
         doubt_within=6.0,
         enqueue_returned={"s1": 20.05, "s2": 20.15},
     )
+
+
+def flow_step(  # noqa: PLR0917
+    task_id: str,
+    workflow: str,
+    status: str,
+    shape: dict[str, object] | None,
+    role: str = "",
+    args: list[object] | None = None,
+) -> Task:
+    value = f"{task_id}:1:10" if status == "SUCCESSFUL" else None
+    task = Task(task_id, status, 2, value, None, "", None, workflow_id=workflow)
+    task.flow = {"input": shape, **({"role": role} if role else {})}
+    task.args = list(args or [])
+    return task
+
+
+def _steps(
+    workflow: str, members: dict[str, None], callback: str, order: list[str]
+) -> dict[str, Task]:
+    found = {name: flow_step(name, workflow, "SUCCESSFUL", None) for name in members}
+    shape = {"all": [{"one": name} for name in order]}
+    found[callback] = flow_step(
+        callback, workflow, "SUCCESSFUL", shape, args=[[f"{name}:1:10" for name in order]]
+    )
+    return found
 
 
 def violations(history: History) -> dict[str, int]:
@@ -120,6 +161,13 @@ CASES = {
     "rate": lambda h: _add_limited(h, [(31.3 + n / 10, 31.35 + n / 10) for n in range(6)]),
     # The run with a 1.5 s hard limit ran 6 s.
     "time_limit": lambda h: setattr(h.runs[12], "ended", 46.0),
+    # The chord's callback started before its second member ended.
+    "flow_order": lambda h: setattr(h.runs[15], "started", 51.1),
+    # A workflow FAILED though the step it names succeeded.
+    "flow_outcome": lambda h: (
+        setattr(h.workflows["w1"], "status", "FAILED")
+        or h.workflows["w1"].reason.update({"step": "f1"})
+    ),
 }
 
 
@@ -195,3 +243,21 @@ def test_a_cut_claim_taken_back_from_a_daemon_declared_lost_is_not_its_to_put_ba
         ]
 
     assert violations(broken(another_daemon_lost))["in_doubt"] == 1
+
+
+def test_a_callback_given_its_members_results_out_of_order_is_counted():
+    """A chord's callback must receive the members' results in member order."""
+
+    def swapped(h: History) -> None:
+        h.tasks["fj"].args = [["f2:1:10", "f1:1:10"]]
+
+    assert violations(broken(swapped))["flow_order"] == 1
+
+
+def test_a_step_claimed_after_its_workflow_was_cancelled_is_counted():
+    """Once a workflow is cancelled, no step of it is claimed."""
+
+    def claimed_late(h: History) -> None:
+        h.workflows["w1"].status, h.workflows["w1"].finished_at = "CANCELLED", 51.95
+
+    assert violations(broken(claimed_late)) == {**violations(clean()), "flow_outcome": 1}
