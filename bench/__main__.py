@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import bulk, hotpath, report, taskbench, taskreport
+from bench import bulk, fanin, hotpath, report, taskbench, taskreport
 from bench.goals import socketsvc_clean, tasks_clean
 from bench.measure import dead_connections, measure_idle_connections, run_rounds
 from bench.model import FULL, SMOKE, Plan, Results, TaskResults
@@ -63,10 +63,13 @@ def tasks_only(plan: Plan, docs: str | None, keep: bool, only: frozenset[str] | 
         tasks = taskbench.run(stack, plan, only)
         print(taskreport.text(tasks))
         many = _bulk(stack, plan)
+        chords = _fanin(stack, plan)
         if docs is not None:
             taskreport.write_section(tasks, Path(docs))
             if many is not None:
                 bulk.write_section(many, Path(docs))
+            if chords is not None:
+                fanin.write_section(chords, Path(docs))
             print(f"wrote the task sections of {docs}/benchmarks.md and {taskreport.CHART}")
         return 0 if tasks_clean(tasks) else 1
     finally:
@@ -82,6 +85,16 @@ def _bulk(stack: Stack, plan: Plan) -> dict[str, Any] | None:
     many = bulk.run(stack.db.url(DB_NAME), env)
     print(bulk.text(many))
     return many
+
+
+def _fanin(stack: Stack, plan: Plan) -> dict[str, Any] | None:
+    """Measure a chord's fan-in (not in the smoke run); print and return its figures."""
+    if not plan.full:
+        return None
+    print("workflows: a chord's fan-in", flush=True)
+    chords = fanin.run(stack.db.url(DB_NAME), stack.env(conn_max_age=60), stack.base)
+    print(fanin.text(chords))
+    return chords
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,12 +178,15 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(report.text(results))
         many = _bulk(stack, plan)
+        chords = _fanin(stack, plan)
         if plan.full:
             docs = options.docs or str(report.DOCS)
             mariadb = str(stack.db.query("SELECT VERSION()")[0][0])
             report.write(results, Path(docs), mariadb)
             if many is not None:
                 bulk.write_section(many, Path(docs))
+            if chords is not None:
+                fanin.write_section(chords, Path(docs))
             print(f"wrote {docs}/benchmarks.md, benchmarks.png and {taskreport.CHART}")
         return 0 if socketsvc_clean(results) and tasks_clean(tasks) else 1
     finally:
