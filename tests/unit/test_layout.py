@@ -23,14 +23,15 @@ PUBLIC = [
     (
         "socketsvc.tasks",
         "SocketServiceBackend periodic retry RetryPolicy progress get_progress cancel Cancelled "
-        "WorkerLost ResultNotStored",
+        "WorkerLost ResultNotStored chain group chord step get_workflow cancel_workflow "
+        "WorkflowResult WorkflowDoesNotExist",
     ),
     ("socketsvc.tasks.backend", "SocketServiceBackend"),
     ("socketsvc.admin", "Action Button SocketServiceAdminMixin"),
     ("socketsvc.testing", "InProcess InProcessMixin in_process LiveService LiveServiceMixin"),
     ("socketsvc.testing.pytest_plugin", ""),
     ("socketsvc.contrib.rq", "Job"),
-    ("socketsvc.models", "TaskRecord ScheduleRecord DaemonRecord"),
+    ("socketsvc.models", "TaskRecord ScheduleRecord DaemonRecord WorkflowRecord"),
     ("socketsvc.conf", "get_config"),
 ]
 

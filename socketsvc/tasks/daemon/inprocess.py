@@ -21,6 +21,9 @@ from socketsvc.tasks.daemon.lost import this_daemon
 from socketsvc.tasks.daemon.serving import served
 from socketsvc.tasks.runtime import Running
 
+# Claims in a row that took nothing but saw more due tasks before it gives up.
+_PASSES = 8
+
 
 def run_due_tasks(config: Config, queues: list[str] | None, limit: int) -> list[Any]:
     """Claim and run due READY tasks one by one until none is left (at most *limit*)."""
@@ -50,12 +53,19 @@ def run_due_tasks(config: Config, queues: list[str] | None, limit: int) -> list[
         flush,
     )
     ran: list[Any] = []
+    passed = 0
     try:
         while len(ran) < limit:
             with request_scope(config.DB_CHECK_AFTER_IDLE):
-                record, _ = store.claim(worker.id, what.aliases, wanted, what.database)
+                record, more = store.claim(worker.id, what.aliases, wanted, what.database)
             if record is None:
+                # A claim that passed over a step of an ended workflow (it failed it) has more
+                # to look at; one held back by limits may have too, a few times at most.
+                passed += 1
+                if more and passed <= _PASSES:
+                    continue
                 break
+            passed = 0
             executor.run(record, Running(record.id, (worker.id, record.claims)))
             record.refresh_from_db(using=what.database)
             ran.append(to_result(record, None))
