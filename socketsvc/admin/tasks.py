@@ -29,7 +29,7 @@ from django.utils.safestring import SafeString
 from socketsvc.models import TaskRecord, TaskStatus
 from socketsvc.tasks.limits import summary, waiting_reason
 
-_ACTIVE = (TaskStatus.READY, TaskStatus.RUNNING)
+_ACTIVE = (TaskStatus.WAITING, TaskStatus.READY, TaskStatus.RUNNING)
 
 
 def progress_percent(record: TaskRecord) -> int | None:

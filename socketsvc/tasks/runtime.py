@@ -21,11 +21,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.db import DatabaseError
+
+from socketsvc.db import vendors
 from socketsvc.models import TaskRecord
 from socketsvc.tasks import entries, store
 from socketsvc.tasks.compat import TaskResult, TaskResultDoesNotExist, task_backends
 from socketsvc.tasks.policy import Cancelled, TimeLimitExceeded
 from socketsvc.tasks.wake import cancel_hint
+
+# A cancel that lost a lock race (a deadlock) is tried again this many times in all.
+_CONFLICT_TRIES = 3
 
 _local = threading.local()
 
@@ -174,10 +180,17 @@ def cancel(result_id: str, backend: str = "default") -> TaskResult[Any]:
         "socketsvc.tasks.Cancelled",
         f"socketsvc.tasks.Cancelled: cancelled at {time.strftime('%Y-%m-%d %H:%M:%S')}\n",
     )
-    try:
-        record = store.request_cancel(result_id, reason, _database(backend))
-    except TaskRecord.DoesNotExist:
-        raise TaskResultDoesNotExist(result_id) from None
+    for attempt in range(_CONFLICT_TRIES):
+        try:
+            record = store.request_cancel(result_id, reason, _database(backend))
+            break
+        except TaskRecord.DoesNotExist:
+            raise TaskResultDoesNotExist(result_id) from None
+        except DatabaseError as exc:
+            # A deadlock with a daemon moving the task (or its workflow) on: nothing was
+            # written, so the same cancel again will do.
+            if not vendors.is_conflict(exc) or attempt == _CONFLICT_TRIES - 1:
+                raise
     if record.status == store.RUNNING:
         cancel_hint(result_id)
     return task_backends[backend].get_result(result_id)

@@ -323,7 +323,7 @@ def finish(
                 },
                 ours,
             )
-            if done and record.workflow_id:
+            if done and record.workflow_id and status == TaskStatus.SUCCESSFUL:
                 # Its workflow moves on in the same transaction: recorded once, moved on once.
                 record.return_value = return_value
                 fanin.succeeded(record, using)
@@ -405,6 +405,12 @@ def request_cancel(record_id: str, reason: dict[str, str], using: str) -> TaskRe
     Raises TaskRecord.DoesNotExist.
     """
     with transaction.atomic(using=using):
+        step = TaskRecord.objects.using(using).filter(id=record_id).values("workflow_id", "status")
+        found = step.first()
+        if found is not None and found["workflow_id"] and found["status"] == TaskStatus.WAITING:
+            # A WAITING step's row is taken after its workflow's, as a failure taking the
+            # workflow's row then its WAITING steps' does (the other order deadlocks).
+            fanin.lock_workflow(found["workflow_id"], using)
         record = TaskRecord.objects.using(using).select_for_update().get(id=record_id)
         if record.status in FINISHED:
             return record

@@ -441,7 +441,8 @@ def _flow_refs(shape: Any) -> list[str]:
         return []
     if "one" in shape:
         return [shape["one"]]
-    return [ref for inner in shape["all"] for ref in _flow_refs(inner)]
+    inner = [ref for part in shape["all"] for ref in _flow_refs(part)]
+    return inner + _flow_refs(shape.get("after"))
 
 
 def _successful_run(task: Task, runs_of: dict[str, list[Run]]) -> Run | None:

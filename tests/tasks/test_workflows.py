@@ -204,12 +204,14 @@ def test_a_failing_member_fails_the_workflow_cancels_what_follows_and_runs_on_er
     assert "callback" not in names and "last" not in names
 
 
+@pytest.mark.parametrize("how", ["api", "admin"])
 @pytest.mark.parametrize("clean_tasks", VENDORS, indirect=True)
 def test_cancelling_mid_workflow_stops_the_running_step_and_nothing_later_ever_starts(
-    clean_tasks, start_daemon, taskclient, short_tmp
+    clean_tasks, start_daemon, taskclient, short_tmp, how
 ):
-    """chain(slow, a, group(b, c), d): cancelled while the slow step runs, the slow step
-    stops (Cancelled), no later step ever starts, and the workflow is CANCELLED."""
+    """chain(slow, a, group(b, c), d): cancelled while the slow step runs (by
+    cancel_workflow(), or by the admin page's button), the slow step stops (Cancelled), no
+    later step ever starts, and the workflow is CANCELLED."""
     url = clean_tasks.url()
     daemon = start_daemon(url, socket_path=str(short_tmp / "d.sock"), TASK_WORKERS=4)
     client = taskclient(url, daemon.socket)
@@ -225,7 +227,11 @@ def test_cancelling_mid_workflow_stops_the_running_step_and_nothing_later_ever_s
     first = flow["steps"][0]["id"]
     client.status_becomes(first, "RUNNING")
     poll(lambda: client.ask("progress", id=first) is not None, 30, interval=0.05)
-    cancelled = client.ask("cancel_workflow", id=flow["id"])
+    if how == "admin":
+        assert client.ask("admin_cancel_workflow", id=flow["id"]) == 302
+        cancelled = client.ask("workflow_state", id=flow["id"])
+    else:
+        cancelled = client.ask("cancel_workflow", id=flow["id"])
     assert cancelled["status"] == "CANCELLED"
     slow = client.finished(first)
     assert slow["status"] == "FAILED"

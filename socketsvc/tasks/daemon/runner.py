@@ -280,8 +280,6 @@ class TaskRunner:
             self._run_threads.pop(record.id, None)
         if limiting.needs(record, self.served.queue_limits):
             self._safely(lambda: self._released(record))
-        if record.workflow_id:
-            self.wake()  # its ending may have made the steps after it READY
 
     def stop_hard(self, running: Running, why: str) -> None:
         """A run is still going past its hard limit (or a cancel's grace): stop it by force.

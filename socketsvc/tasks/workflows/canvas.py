@@ -164,7 +164,11 @@ def compile_canvas(canvas: Canvas) -> Plan:
             return {"one": len(nodes) - 1}, {"step": len(nodes) - 1}
         if isinstance(part, Group):
             walked = [walk(member, incoming) for member in part.parts]
-            return {"all": [out for out, _ in walked]}, {"group": [tree for _, tree in walked]}
+            shape: Shape = {"all": [out for out, _ in walked]}
+            if not walked and incoming is not None:
+                # An empty group gives an empty list, but only once what came before it is done.
+                shape = {"all": [], "after": incoming}
+            return shape, {"group": [tree for _, tree in walked]}
         kind = "chord" if isinstance(part, Chord) else "chain"
         trees = []
         for member in part.parts:

@@ -32,14 +32,12 @@ def enqueue_plan(plan: shapes.Plan, *, name: str, on_error: Step | None) -> Work
     """Store *plan*'s workflow and steps (and the *on_error* step, waiting); wake the daemon
     after the commit. Returns the workflow's result."""
     steps = [node.step for node in plan.nodes] + ([on_error] if on_error is not None else [])
-    backend = _one_backend(steps)
+    backend = _one_database(steps)
     using = backend.database
     now = timezone.now()
     workflow_id = store.new_id()
     # Each a microsecond after the one before: steps due together start in the order written.
-    records = [
-        _record(backend, node.step, now + timedelta(microseconds=node.index)) for node in plan.nodes
-    ]
+    records = [_record(node.step, now + timedelta(microseconds=node.index)) for node in plan.nodes]
     ids = {node.index: record.id for node, record in zip(plan.nodes, records, strict=True)}
     output = set(shapes.refs(plan.output))
     for node, record in zip(plan.nodes, records, strict=True):
@@ -53,6 +51,9 @@ def enqueue_plan(plan: shapes.Plan, *, name: str, on_error: Step | None) -> Work
             "next": [],
             "output": node.index in output,
         }
+        expires = limits_of(node.step.task.func).expires
+        if expires is not None:
+            record.flow["expires"] = expires.total_seconds()  # from when it becomes READY
         if before:
             record.status = TaskStatus.WAITING
         elif node.input is not None:
@@ -65,7 +66,7 @@ def enqueue_plan(plan: shapes.Plan, *, name: str, on_error: Step | None) -> Work
             records[earlier].flow["next"].append(ids[node.index])
     handler = None
     if on_error is not None:
-        handler = _record(backend, on_error, now)
+        handler = _record(on_error, now)
         handler.workflow_id, handler.status, handler.pending = workflow_id, TaskStatus.WAITING, 1
         handler.flow = {"step": len(records), "role": ON_ERROR, "receive": on_error.receive}
         records.append(handler)
@@ -94,24 +95,26 @@ def enqueue_plan(plan: shapes.Plan, *, name: str, on_error: Step | None) -> Work
     return read_workflow(workflow, records, using)
 
 
-def _one_backend(steps: list[Step]) -> SocketServiceBackend:
-    """Return the socketsvc backend every step uses (one database: one transaction)."""
-    backends = {step.task.get_backend() for step in steps}
-    found = [backend for backend in backends if isinstance(backend, SocketServiceBackend)]
-    if len(found) != len(backends):
+def _one_database(steps: list[Step]) -> SocketServiceBackend:
+    """Return the first step's backend, once every step's is socketsvc's on one database
+    (one transaction); each step keeps its own alias."""
+    backends = [step.task.get_backend() for step in steps]
+    if not all(isinstance(backend, SocketServiceBackend) for backend in backends):
         raise TypeError("every step of a workflow must use socketsvc's backend")
-    databases = {backend.database for backend in found}
+    databases = {backend.database for backend in backends}  # type: ignore[attr-defined]
     if len(databases) != 1:
         raise TypeError(
             f"the steps of a workflow must keep their tasks in one database, not {databases}"
         )
-    return found[0]
+    first = backends[0]
+    assert isinstance(first, SocketServiceBackend)
+    return first
 
 
-def _record(backend: SocketServiceBackend, step: Step, now: Any) -> TaskRecord:
-    task = (
-        step.task.using(backend=backend.alias) if step.task.backend != backend.alias else step.task
-    )
+def _record(step: Step, now: Any) -> TaskRecord:
+    task = step.task
+    backend = task.get_backend()
+    assert isinstance(backend, SocketServiceBackend)
     backend.validate_task(task)
     if limits_of(task.func).unique_key is not None:
         raise TypeError(

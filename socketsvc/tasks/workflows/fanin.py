@@ -17,21 +17,30 @@ becomes READY. A claim takes the workflow's row with a shared lock before it
 starts a step, so a step whose workflow ended meanwhile never starts.
 
 Locks are taken in one order: a step's own row, then its workflow's row,
-then other steps' rows. Rows of READY steps are taken with SKIP LOCKED (a
+then other steps' rows (found by a plain read, changed by their ids: on
+InnoDB a statement scanning the workflow's steps would wait on every row
+being claimed or finished). Rows of READY steps are taken with SKIP LOCKED (a
 claim holding one decides by the workflow's row, above); a WAITING row is
-held only by a transaction that holds nothing this one waits for.
+held only by a step finishing before it, which waits for nothing held here.
+A cancel takes the workflow's row first (there is no own row), so it asks its
+running steps to stop only after it let that row go, and cancelling a WAITING
+step takes its workflow's row before the step's. A step made READY wakes the
+daemon once its transaction commits.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
+from functools import partial
 from typing import Any
 
-from django.db import connections
+from django.db import connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from socketsvc.models import TaskRecord, TaskStatus, WorkflowRecord, WorkflowStatus
 from socketsvc.tasks import entries
+from socketsvc.tasks.wake import wake
 from socketsvc.tasks.workflows import shapes
 
 WAITING, READY = TaskStatus.WAITING, TaskStatus.READY
@@ -40,7 +49,7 @@ ON_ERROR = "on_error"
 
 def succeeded(record: TaskRecord, using: str) -> list[str]:
     """*record*'s success was just recorded: move its workflow on; return the queues of the
-    steps that became READY."""
+    steps that became READY (each woken once the transaction commits)."""
     flow = record.flow or {}
     queues: list[str] = []
     following = list(flow.get("next") or ())
@@ -64,7 +73,15 @@ def succeeded(record: TaskRecord, using: str) -> list[str]:
             TaskRecord.objects.using(using).filter(
                 workflow_id=record.workflow_id, status=WAITING
             ).delete()
+    _wake_after_commit(queues, using)
     return queues
+
+
+def _wake_after_commit(queues: list[str], using: str) -> None:
+    """Tell the daemon (this process's runner, or over the socket) once the steps made READY
+    are committed; a daemon on another host hears it from the database."""
+    for queue in sorted(set(queues)):
+        transaction.on_commit(partial(wake, queue), using=using)
 
 
 def _input_of(row: TaskRecord, using: str) -> Any:
@@ -79,15 +96,17 @@ def _input_of(row: TaskRecord, using: str) -> Any:
 
 def release(row: TaskRecord, value: Any, using: str) -> bool:
     """Make a WAITING step READY now, passing *value* as it receives its input."""
+    flow = row.flow or {}
     args, kwargs = shapes.given(
-        (row.flow or {}).get("receive", "first"), value, list(row.args), dict(row.kwargs)
+        flow.get("receive", "first"), value, list(row.args), dict(row.kwargs)
     )
     now = timezone.now()
-    return bool(
-        TaskRecord.objects.using(using)
-        .filter(id=row.id, status=WAITING)
-        .update(status=READY, available_at=now, args=args, kwargs=kwargs, pending=0)
-    )
+    changes: dict[str, Any] = {"status": READY, "args": args, "kwargs": kwargs, "pending": 0}
+    # Due now, or at its own run_after if that is later; its expiry counts from now.
+    changes["available_at"] = max(now, row.run_after) if row.run_after is not None else now
+    if flow.get("expires") is not None:
+        changes["expires_at"] = now + timedelta(seconds=float(flow["expires"]))
+    return bool(TaskRecord.objects.using(using).filter(id=row.id, status=WAITING).update(**changes))
 
 
 def failed(record: TaskRecord, using: str) -> list[str]:
@@ -118,6 +137,7 @@ def failed(record: TaskRecord, using: str) -> list[str]:
     handler = TaskRecord.objects.using(using).filter(id=on_error, status=WAITING).first()
     info = {"workflow": workflow.id, "step": record.id, "task": record.task_path, "error": error}
     if handler is not None and release(handler, info, using):
+        _wake_after_commit([handler.queue_name], using)
         return [handler.queue_name]
     return []
 
@@ -129,14 +149,20 @@ def cancel_not_started(
     how many. Call with the workflow's row locked."""
     now = timezone.now()
     tasks = TaskRecord.objects.using(using).filter(workflow_id=workflow_id)
-    # WAITING steps never ran: nothing in their errors yet.
+    # The WAITING steps are found by a plain read and changed by their ids: a statement that
+    # scanned the workflow's steps would (on InnoDB) wait on the rows of steps being claimed
+    # or finished, whose transactions wait for the workflow's row held here. A WAITING row
+    # is held only by a step finishing before it, which waits for nothing held here. They
+    # never ran: nothing in their errors yet.
+    waiting = list(tasks.filter(status=WAITING).exclude(id=keep or "").values_list("id", flat=True))
     cancelled = (
-        tasks.filter(status=WAITING)
-        .exclude(id=keep or "")
+        TaskRecord.objects.using(using)
+        .filter(id__in=waiting, status=WAITING)
         .update(status=TaskStatus.FAILED, finished_at=now, errors=[why], pending=0)
     )
     ready = tasks.filter(status=READY)
     if connections[using].features.has_select_for_update_skip_locked:
+        # One being claimed is passed over: the claim sees the workflow ended and fails it.
         ready = ready.select_for_update(skip_locked=True)
     for row in ready:
         row.status, row.finished_at, row.waiting = TaskStatus.FAILED, now, ""
@@ -146,6 +172,11 @@ def cancel_not_started(
     return cancelled
 
 
+def lock_workflow(workflow_id: str, using: str) -> None:
+    """Take a workflow's row (FOR UPDATE) in this transaction."""
+    WorkflowRecord.objects.using(using).select_for_update().filter(id=workflow_id).exists()
+
+
 def may_start(record: TaskRecord, using: str) -> bool:
     """Return whether a claimed step may start: its workflow still runs (or it is the
     workflow's on_error step). Takes the workflow's row with a shared lock, in the claim's
@@ -153,6 +184,11 @@ def may_start(record: TaskRecord, using: str) -> bool:
     if not record.workflow_id:
         return True
     if (record.flow or {}).get("role") == ON_ERROR:
+        return True
+    if record.expires_at is not None and record.expires_at <= timezone.now():
+        # The claim expires it and fails its workflow, taking the workflow's row for that:
+        # a shared lock taken here first would have to become exclusive (and two claims
+        # doing so at once deadlock).
         return True
     connection = connections[using]
     quote = connection.ops.quote_name

@@ -1,8 +1,10 @@
 """A workflow's graph as data: its steps in order, and the shape of each step's input.
 
 A shape is ``None`` (nothing: a first step), ``{"one": step}`` (that step's
-result) or ``{"all": [shape, ...]}`` (a list, nested as written). Compiled, a
-step is named by its number; stored, by its task id.
+result) or ``{"all": [shape, ...]}`` (a list, nested as written); an empty
+group after other steps is ``{"all": [], "after": shape}``: an empty list, once
+the steps *after* names succeeded. Compiled, a step is named by its number;
+stored, by its task id.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ def refs(shape: Shape) -> list[Any]:
             return
         for inner in part["all"]:
             visit(inner)
+        visit(part.get("after"))
 
     visit(shape)
     return found
@@ -55,7 +58,10 @@ def renamed(shape: Shape, names: dict[Any, Any]) -> Shape:
         return None
     if "one" in shape:
         return {"one": names[shape["one"]]}
-    return {"all": [renamed(inner, names) for inner in shape["all"]]}
+    found: dict[str, Any] = {"all": [renamed(inner, names) for inner in shape["all"]]}
+    if shape.get("after") is not None:
+        found["after"] = renamed(shape["after"], names)
+    return found
 
 
 def evaluate(shape: Shape, results: dict[Any, Any]) -> Any:

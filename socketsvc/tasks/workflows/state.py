@@ -13,17 +13,23 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 
-from django.db import transaction
+from django.db import DatabaseError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
+from socketsvc.db import vendors
 from socketsvc.models import TaskRecord, TaskStatus, WorkflowRecord, WorkflowStatus
 from socketsvc.tasks import entries
 from socketsvc.tasks.compat import TaskResultDoesNotExist, task_backends
 from socketsvc.tasks.wake import cancel_hint
 from socketsvc.tasks.workflows import shapes
 from socketsvc.tasks.workflows.fanin import ON_ERROR, cancel_not_started
+
+# A cancel that lost a lock race (a deadlock) is tried again this many times in all.
+_CONFLICT_TRIES = 3
 
 
 class WorkflowDoesNotExist(LookupError):
@@ -146,42 +152,61 @@ def cancel_workflow(workflow_id: str, backend: str = "default", by: str = "") ->
     """Cancel a workflow: steps not started never start, running ones stop as ``cancel()``
     stops a task; all end FAILED with :class:`~socketsvc.tasks.Cancelled`. ``on_error`` does
     not run. A finished workflow is left as it is. Returns the workflow as it now stands.
+
+    The workflow's row first (CANCELLED, and the steps not started failed, in one
+    transaction: from then on a claim refuses its steps); then each running step is asked
+    to stop on its own row, the workflow's no longer held (a step finishing holds its row,
+    then wants the workflow's).
     """
     using = _database(backend)
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    for attempt in range(_CONFLICT_TRIES):
+        try:
+            cancelled = _cancel_not_started(workflow_id, using, by, stamp)
+            break
+        except DatabaseError as exc:
+            if not vendors.is_conflict(exc) or attempt == _CONFLICT_TRIES - 1:
+                raise
+    if cancelled:
+        running = TaskRecord.objects.using(using).filter(
+            workflow_id=workflow_id, status=TaskStatus.RUNNING, cancel_requested_at__isnull=True
+        )
+        for record_id in list(running.values_list("id", flat=True)):
+            asked = (
+                TaskRecord.objects.using(using)
+                .filter(id=record_id, status=TaskStatus.RUNNING, cancel_requested_at__isnull=True)
+                .update(cancel_requested_at=timezone.now())
+            )
+            if asked:
+                transaction.on_commit(partial(cancel_hint, record_id), using=using)
+    return get_workflow(workflow_id, backend)
+
+
+def _cancel_not_started(workflow_id: str, using: str, by: str, stamp: str) -> bool:
+    """Mark the workflow CANCELLED and fail its steps not started; False if it had ended."""
     with transaction.atomic(using=using):
         workflow = (
             WorkflowRecord.objects.using(using).select_for_update().filter(id=workflow_id).first()
         )
         if workflow is None:
             raise WorkflowDoesNotExist(workflow_id)
-        now = timezone.now()  # once it is ours: a claim that came first has a claim time before
-        running: list[str] = []
-        if workflow.status == WorkflowStatus.RUNNING:
-            workflow.status, workflow.finished_at = WorkflowStatus.CANCELLED, now
-            workflow.reason = {"cancelled_by": by} if by else {"cancelled": True}
-            workflow.save(update_fields=["status", "finished_at", "reason"])
-            # Running steps first (a step finishing now holds its row, then a following one).
-            steps = TaskRecord.objects.using(using).filter(
-                workflow_id=workflow_id, status=TaskStatus.RUNNING, cancel_requested_at__isnull=True
-            )
-            running = list(steps.values_list("id", flat=True))
-            steps.filter(id__in=running).update(cancel_requested_at=now)
-            cancel_not_started(
-                workflow_id,
-                entries.cancelled_entry(
-                    f"before it started: its workflow was cancelled at {stamp}"
-                ),
-                using,
-            )
-    for record_id in running:
-        transaction.on_commit(lambda record_id=record_id: cancel_hint(record_id), using=using)  # type: ignore[misc]
-    return get_workflow(workflow_id, backend)
+        if workflow.status != WorkflowStatus.RUNNING:
+            return False
+        # Once it is ours: a claim that came first has a claim time before this.
+        workflow.status, workflow.finished_at = WorkflowStatus.CANCELLED, timezone.now()
+        workflow.reason = {"cancelled_by": by} if by else {"cancelled": True}
+        workflow.save(update_fields=["status", "finished_at", "reason"])
+        cancel_not_started(
+            workflow_id,
+            entries.cancelled_entry(f"before it started: its workflow was cancelled at {stamp}"),
+            using,
+        )
+        return True
 
 
 def prunable(cutoff: datetime, using: str, batch: int) -> Iterator[list[str]]:
-    """Yield, *batch* at a time, the workflows that finished before *cutoff* and have no step
-    left to run (an on_error step may still run after its workflow failed)."""
+    """Yield, *batch* at a time, the workflows that finished before *cutoff* and whose steps
+    all finished before it too (an on_error step runs after its workflow failed)."""
     after = ""
     while True:
         ids = list(
@@ -194,10 +219,11 @@ def prunable(cutoff: datetime, using: str, batch: int) -> Iterator[list[str]]:
         if not ids:
             return
         after = ids[-1]
+        # A step left to run, or one that finished since (an on_error step), keeps it.
+        unfinished = ~Q(status__in=(TaskStatus.SUCCESSFUL, TaskStatus.FAILED))
         busy = set(
             TaskRecord.objects.using(using)
-            .filter(workflow_id__in=ids)
-            .exclude(status__in=(TaskStatus.SUCCESSFUL, TaskStatus.FAILED))
+            .filter(unfinished | Q(finished_at__gte=cutoff), workflow_id__in=ids)
             .values_list("workflow_id", flat=True)
         )
         done = [workflow_id for workflow_id in ids if workflow_id not in busy]

@@ -4,9 +4,12 @@ and the errors a wrong workflow gets when it is built."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.db import transaction
 from django.test import override_settings
+from django.utils import timezone
 
 from socketsvc.models import TaskRecord, WorkflowRecord
 from socketsvc.tasks import (
@@ -177,3 +180,28 @@ def test_what_cannot_be_a_workflow_is_refused_when_it_is_built():
         chain(_unique).enqueue()
     with pytest.raises(ValueError, match="keyword argument"):
         step(flows.add).result_as("not a name")
+
+
+def test_an_empty_group_after_a_step_waits_for_it_and_gives_an_empty_list(
+    socketsvc_in_process,
+):
+    """chain(a, group(), b): b starts only after a, receiving []; a chain ending in an empty
+    group succeeds with [] once what came before it did."""
+    middle = chain(step(flows.add, 1, 1), group(), step(flows.once, "m")).enqueue()
+    assert statuses(middle.id) == ["READY", "WAITING"]
+    ending = chain(step(flows.add, 2, 2), group()).enqueue()
+    socketsvc_in_process.run_tasks()
+    assert get_workflow(middle.id).return_value == {"count": 0, "results": []}
+    done = get_workflow(ending.id)
+    assert done.status == "SUCCESSFUL" and done.return_value == []
+
+
+def test_a_step_keeps_its_own_run_after_when_what_it_follows_is_done_early(
+    socketsvc_in_process,
+):
+    later = timezone.now() + timedelta(hours=1)
+    flow = chain(step(flows.add, 1, 1), step(flows.add.using(run_after=later), 1)).enqueue()
+    socketsvc_in_process.run_tasks()
+    second = TaskRecord.objects.get(id=flow.steps[1].id)
+    assert second.status == "READY" and second.available_at == later
+    assert get_workflow(flow.id).status == "RUNNING"

@@ -182,6 +182,23 @@ class Command(BaseCommand):
     def do_cancel_workflow(self, id: str) -> dict[str, Any]:
         return _workflow(cancel_workflow(id))
 
+    def do_admin_cancel_workflow(self, id: str) -> int:
+        """Press the workflow page's "Cancel workflow" as a superuser would (the admin's own
+        view, through Django's test client); return the response's status."""
+        from django.contrib.auth.models import User
+        from django.test import Client
+        from django.urls import reverse
+
+        user = User.objects.filter(username="canceller").first() or User.objects.create_superuser(
+            "canceller", "canceller@example.com", "pw"
+        )
+        client = Client(HTTP_HOST="localhost")
+        client.force_login(user)
+        page = client.get(reverse("admin:socketsvc_workflowrecord_change", args=[id]))
+        if b"data-socketsvc-cancel-workflow" not in page.content:
+            raise RuntimeError(f"no cancel button on the workflow's page ({page.status_code})")
+        return client.post(reverse("admin:socketsvc_workflowrecord_cancel", args=[id])).status_code
+
     def do_enqueued_signals(self) -> list[str]:
         return list(_enqueued)
 
