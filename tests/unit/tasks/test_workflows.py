@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import django
 import pytest
 from django.db import transaction
 from django.test import override_settings
@@ -163,12 +164,6 @@ def _unique() -> None:
     """A task with a unique key."""
 
 
-@override_settings(
-    TASKS={
-        "default": {"BACKEND": "socketsvc.tasks.SocketServiceBackend"},
-        "dummy": {"BACKEND": "django.tasks.backends.dummy.DummyBackend"},
-    }
-)
 def test_what_cannot_be_a_workflow_is_refused_when_it_is_built():
     with pytest.raises(ValueError, match="at least one step"):
         chain().enqueue()
@@ -205,3 +200,24 @@ def test_a_step_keeps_its_own_run_after_when_what_it_follows_is_done_early(
     second = TaskRecord.objects.get(id=flow.steps[1].id)
     assert second.status == "READY" and second.available_at == later
     assert get_workflow(flow.id).status == "RUNNING"
+
+
+DUMMY = (
+    "django.tasks.backends.dummy.DummyBackend"
+    if django.VERSION >= (6,)
+    else "django_tasks.backends.dummy.DummyBackend"
+)
+
+
+def test_a_step_on_another_backend_is_refused():
+    """Every row is written in one transaction of socketsvc's database: a step of another
+    backend cannot be part of it."""
+    tasks = {
+        "default": {"BACKEND": "socketsvc.tasks.SocketServiceBackend"},
+        "other": {"BACKEND": DUMMY},
+    }
+    with override_settings(TASKS=tasks):
+        elsewhere = task(backend="other")(flows.add.func)
+        with pytest.raises(TypeError, match="socketsvc's backend"):
+            chain(step(flows.add, 1, 1), step(elsewhere, 1)).enqueue()
+    assert not WorkflowRecord.objects.exists()
