@@ -549,7 +549,13 @@ def test_status_reports_task_counts_and_the_runner(daemon, client):
     status = poll(
         lambda: (s := daemon.call("rpc.status")["tasks"])["counts"].get("SUCCESSFUL") == 3 and s
     )
-    assert status["counts"] == {"READY": 0, "RUNNING": 0, "FAILED": 1, "SUCCESSFUL": 3}
+    assert status["counts"] == {
+        "READY": 0,
+        "RUNNING": 0,
+        "FAILED": 1,
+        "SUCCESSFUL": 3,
+        "WAITING": 0,
+    }
     assert status["workers"] == 2
     assert status["running"] == []
     shown = manage("socketctl", "--socket", daemon.socket, "status")
