@@ -23,12 +23,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.probe import REPO, run_json, standalone
+from tests.harness.docpage import put_section
+
 BULK = 10_000
 ONE_BY_ONE = 1_000
 ROUNDS = 3
 PG_DB = "socketsvc_bench_bulk"
 PG_URL = f"postgres://postgres@127.0.0.1:5432/{PG_DB}"
-REPO = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- bench:bulk -->", "<!-- /bench:bulk -->"
 
 
@@ -97,18 +99,7 @@ def probe_db_worker() -> dict[str, float]:
 
 
 def _run_probe(env: dict[str, str], which: str) -> dict[str, float]:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.bulk", "--probe", which],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"the {which} probe failed:\n{done.stderr[-3000:]}")
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    return dict(run_json(["bench.bulk", "--probe", which], env, f"the {which} probe"))
 
 
 def _migrate(env: dict[str, str]) -> None:
@@ -176,19 +167,7 @@ def section(results: dict[str, Any]) -> str:
 
 def write_section(results: dict[str, Any], docs: Path) -> None:
     """Put the section into ``benchmarks.md`` (replacing the old one)."""
-    put_section(docs, BEGIN, END, section(results))
-
-
-def put_section(docs: Path, begin: str, end: str, new: str) -> None:
-    """Put *new* (which starts with *begin* and ends with *end*) into ``benchmarks.md``,
-    in place of the section between those markers, or at its end."""
-    page = docs / "benchmarks.md"
-    old = page.read_text() if page.exists() else "# Benchmarks\n"
-    if begin in old and end in old:
-        head, _, rest = old.partition(begin)
-        page.write_text(head + new + rest.partition(end)[2])
-    else:
-        page.write_text(f"{old.rstrip()}\n\n{new}\n")
+    put_section(docs / "benchmarks.md", section(results), BEGIN, END, "Benchmarks")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,22 +182,17 @@ def main(argv: list[str] | None = None) -> int:
         figures = probe() if options.probe == "socketsvc" else probe_db_worker()
         print(json.dumps(figures))
         return 0
-    from bench.stack import DB_NAME, Stack
+    from bench.stack import DB_NAME
 
-    stack = Stack()
-    try:
-        print(f"starting MariaDB in {stack.base}", flush=True)
-        stack.start_database()
-        results = run(
+    return standalone(
+        lambda stack: run(
             stack.db.url(DB_NAME),
             {**stack.env(), "SOCKETSVC_SOCKET": str(stack.base / "none.sock")},
-        )
-    finally:
-        stack.stop()
-    print(text(results))
-    if options.docs:
-        write_section(results, Path(options.docs))
-    return 0
+        ),
+        text,
+        write_section,
+        options.docs,
+    )
 
 
 if __name__ == "__main__":

@@ -25,8 +25,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.bulk import PG_DB, PG_URL, REPO, _migrate, put_section
+from bench.bulk import PG_DB, PG_URL, _migrate
 from bench.model import percentile
+from bench.probe import REPO, run_json, standalone
+from tests.harness.docpage import put_section
 
 # (members per chord, chords) of each row.
 SIZES = ((10, 200), (200, 20))
@@ -80,19 +82,7 @@ def measure(url: str, base_env: dict[str, str], socket: str) -> dict[str, list[f
             start_new_session=True,
         )
     try:
-        done = subprocess.run(
-            [sys.executable, "-m", "bench.fanin", "--probe"],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=900,
-            check=False,
-        )
-        if done.returncode != 0:
-            tail = log.read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"the fan-in probe failed:\n{done.stderr[-3000:]}\n{tail}")
-        return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+        return dict(run_json(["bench.fanin", "--probe"], env, "the fan-in probe", log))
     finally:
         daemon.terminate()
         daemon.wait(60)
@@ -146,7 +136,7 @@ def section(results: dict[str, Any]) -> str:
 
 def write_section(results: dict[str, Any], docs: Path) -> None:
     """Put the section into ``benchmarks.md`` (replacing the old one)."""
-    put_section(docs, BEGIN, END, section(results))
+    put_section(docs / "benchmarks.md", section(results), BEGIN, END, "Benchmarks")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,19 +150,14 @@ def main(argv: list[str] | None = None) -> int:
     if options.probe:
         print(json.dumps(probe()))
         return 0
-    from bench.stack import DB_NAME, Stack
+    from bench.stack import DB_NAME
 
-    stack = Stack()
-    try:
-        print(f"starting MariaDB in {stack.base}", flush=True)
-        stack.start_database()
-        results = run(stack.db.url(DB_NAME), stack.env(conn_max_age=60), stack.base)
-    finally:
-        stack.stop()
-    print(text(results))
-    if options.docs:
-        write_section(results, Path(options.docs))
-    return 0
+    return standalone(
+        lambda stack: run(stack.db.url(DB_NAME), stack.env(conn_max_age=60), stack.base),
+        text,
+        write_section,
+        options.docs,
+    )
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ import json
 import os
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.model import percentile
+from bench.probe import run_json
 from bench.stack import cpu_seconds
 from tests.harness.docpage import put_section
 
@@ -148,18 +148,7 @@ def _producer(url: str, socket_path: str, count: int) -> list[float]:
     from tests.harness.daemon import manage_env
 
     env = manage_env({"DATABASE_URL": url, "SOCKETSVC_SOCKET": socket_path})
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.wakes", "--produce", str(count)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"the producer failed:\n{done.stderr}")
-    return list(json.loads(done.stdout.strip().splitlines()[-1]))
+    return list(run_json(["bench.wakes", "--produce", str(count)], env, "the producer"))
 
 
 def _hold_one(url: str, socket_path: str, gate: Any) -> None:

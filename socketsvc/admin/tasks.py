@@ -32,6 +32,16 @@ from socketsvc.tasks.limits import summary, waiting_reason
 _ACTIVE = (TaskStatus.WAITING, TaskStatus.READY, TaskStatus.RUNNING)
 
 
+def status_badge(status: str, label: str) -> SafeString:
+    """Return a status as the admin's coloured badge (the page's script updates it)."""
+    return format_html(
+        '<span class="socketsvc-status socketsvc-status-{}" data-socketsvc-field="status">'
+        "{}</span>",
+        status.lower(),
+        label,
+    )
+
+
 def progress_percent(record: TaskRecord) -> int | None:
     """Return 0..100 for a task with a known total (a finished success is 100)."""
     if record.status == TaskStatus.SUCCESSFUL:
@@ -272,12 +282,7 @@ class TaskRecordAdmin(_ModelAdmin):
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, record: TaskRecord) -> SafeString:
-        return format_html(
-            '<span class="socketsvc-status socketsvc-status-{}" data-socketsvc-field="status">'
-            "{}</span>",
-            record.status.lower(),
-            record.get_status_display(),
-        )
+        return status_badge(record.status, record.get_status_display())
 
     @admin.display(description="started", ordering="started_at")
     def started_cell(self, record: TaskRecord) -> SafeString:

@@ -21,11 +21,10 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonRes
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
-from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from socketsvc.admin import graph
-from socketsvc.admin.tasks import admin_time
+from socketsvc.admin.tasks import admin_time, status_badge
 from socketsvc.models import TaskRecord, TaskStatus, WorkflowRecord, WorkflowStatus
 from socketsvc.tasks.workflows.state import cancel_workflow, read_workflow, steps_of
 
@@ -37,16 +36,14 @@ else:
 _UNFINISHED = (TaskStatus.WAITING, TaskStatus.READY, TaskStatus.RUNNING)
 
 
-def _counts(workflow: WorkflowRecord) -> tuple[int, int]:
-    """Return (steps finished, steps) of a workflow, its on_error step left out."""
-    steps = TaskRecord.objects.using(_database(workflow)).filter(workflow_id=workflow.id)
-    total = workflow.steps
-    finished = (
-        steps.filter(status__in=(TaskStatus.SUCCESSFUL, TaskStatus.FAILED))
+def _finished(workflow: WorkflowRecord) -> int:
+    """Return how many of a workflow's steps finished, its on_error step left out."""
+    return (
+        TaskRecord.objects.using(_database(workflow))
+        .filter(workflow_id=workflow.id, status__in=(TaskStatus.SUCCESSFUL, TaskStatus.FAILED))
         .exclude(id=workflow.graph.get("on_error") or "")
         .count()
     )
-    return finished, total
 
 
 def _database(workflow: WorkflowRecord) -> str:
@@ -104,17 +101,11 @@ class WorkflowRecordAdmin(_ModelAdmin):
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, workflow: WorkflowRecord) -> SafeString:
-        return format_html(
-            '<span class="socketsvc-status socketsvc-status-{}" data-socketsvc-field="status">'
-            "{}</span>",
-            workflow.status.lower(),
-            workflow.get_status_display(),
-        )
+        return status_badge(workflow.status, workflow.get_status_display())
 
     @admin.display(description="steps finished")
     def steps_done(self, workflow: WorkflowRecord) -> str:
-        finished, total = _counts(workflow)
-        return f"{finished} / {total}"
+        return f"{_finished(workflow)} / {workflow.steps}"
 
     # -- the graph page ---------------------------------------------------------------
 

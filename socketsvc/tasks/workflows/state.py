@@ -23,7 +23,7 @@ from django.utils import timezone
 from socketsvc.db import vendors
 from socketsvc.models import TaskRecord, TaskStatus, WorkflowRecord, WorkflowStatus
 from socketsvc.tasks import entries
-from socketsvc.tasks.compat import TaskResultDoesNotExist, task_backends
+from socketsvc.tasks.compat import task_backends
 from socketsvc.tasks.wake import cancel_hint
 from socketsvc.tasks.workflows import shapes
 from socketsvc.tasks.workflows.fanin import ON_ERROR, cancel_not_started
@@ -229,12 +229,3 @@ def prunable(cutoff: datetime, using: str, batch: int) -> Iterator[list[str]]:
         done = [workflow_id for workflow_id in ids if workflow_id not in busy]
         if done:
             yield done
-
-
-def get_step_workflow(result_id: str, backend: str = "default") -> WorkflowResult | None:
-    """Return the workflow a task result is a step of (None if it is not one)."""
-    using = _database(backend)
-    found = TaskRecord.objects.using(using).filter(id=result_id).values_list("workflow_id").first()
-    if found is None:
-        raise TaskResultDoesNotExist(result_id)
-    return get_workflow(found[0], backend) if found[0] else None
