@@ -8,6 +8,8 @@ the task at once. A daemon that is down finds the row when it starts.
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,8 +36,9 @@ from socketsvc.tasks.limits import controls_for, limits_of, queue_limits
 from socketsvc.tasks.policy import DuplicateTask, policy_of
 from socketsvc.tasks.wake import wake
 
-# Inserting a unique task again after the task holding its key finished in between.
-_UNIQUE_TRIES = 5
+# Inserting a unique task again after the task holding its key finished in between, or
+# after a deadlock with the daemon changing that task.
+_UNIQUE_TRIES = 8
 
 
 class SocketServiceBackend(BaseTaskBackend):
@@ -152,18 +155,29 @@ class SocketServiceBackend(BaseTaskBackend):
                 with transaction.atomic(using=self.database):
                     store.insert(record, self.database)
             except IntegrityError:
-                # A plain read first: a locking one would wait for (and could deadlock with)
-                # the daemon finishing that very task. The last try locks, to see past a
-                # REPEATABLE READ snapshot taken before that task was enqueued.
-                existing = store.active_with_key(record.task_path, key, self.database, last)
+                pass
             except DatabaseError as exc:
                 # A deadlock with a daemon changing the task that holds the key: in
                 # autocommit nothing else was rolled back, so try again.
                 if not (alone and vendors.is_conflict(exc)) or last:
                     raise
+                _back_off(attempt)
                 continue
             else:
                 return None
+            try:
+                # In autocommit a plain read sees the latest committed row; a locking one
+                # would wait for (and could deadlock with) the daemon finishing that very
+                # task. Inside the caller's transaction the last try locks, to see past a
+                # REPEATABLE READ snapshot taken before that task was enqueued.
+                existing = store.active_with_key(
+                    record.task_path, key, self.database, locking=last and not alone
+                )
+            except DatabaseError as exc:
+                if not (alone and vendors.is_conflict(exc)) or last:
+                    raise
+                _back_off(attempt)
+                continue
             if existing is None:
                 continue  # it finished in between: the key is free again
             if limits_of(task.func).on_duplicate == "raise":
@@ -270,6 +284,12 @@ def to_result(record: TaskRecord, task: Task[Any, Any] | None = None) -> TaskRes
     )
     object.__setattr__(result, "_return_value", record.return_value)
     return result
+
+
+def _back_off(attempt: int) -> None:
+    """Wait a little, more after each conflict, so that the producers colliding on one key
+    do not collide again in step."""
+    time.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # noqa: S311 (not a secret)
 
 
 def _json_arguments(task: Task[Any, Any], values: Any, kind: str) -> Any:
