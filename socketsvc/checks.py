@@ -160,3 +160,45 @@ def check_time_limits(app_configs: Any = None, **kwargs: Any) -> list[CheckMessa
             id="socketsvc.W007",
         )
     ]
+
+
+_LOOPBACK = ("127.", "::1", "localhost")
+
+
+@register("socketsvc")
+def check_metrics(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """``METRICS_LISTEN`` without the library to serve it (E003), or on an address other
+    hosts reach, where anyone may read the figures (W008)."""
+    try:
+        config = get_config()
+    except ImproperlyConfigured:
+        return []  # E001 says so
+    messages: list[CheckMessage] = []
+    wanted = config.METRICS is True or config.METRICS_LISTEN
+    if wanted and config.METRICS is not False:
+        try:
+            import prometheus_client  # noqa: F401
+        except ImportError:
+            messages.append(
+                Error(
+                    "SOCKETSVC['METRICS'] or ['METRICS_LISTEN'] asks for metrics, but "
+                    "prometheus_client is not installed: the daemon refuses to start.",
+                    hint="pip install 'socketsvc[metrics]'",
+                    id="socketsvc.E003",
+                )
+            )
+    listen = config.METRICS_LISTEN
+    if listen and not listen.startswith("/"):
+        host = listen.rpartition(":")[0].strip("[]")
+        if not host.startswith(_LOOPBACK):
+            messages.append(
+                Warning(
+                    f"SOCKETSVC['METRICS_LISTEN'] {listen} serves the metrics, unauthenticated, "
+                    "to every host that can reach it.",
+                    hint="Listen on 127.0.0.1 or a Unix socket and let the scraper reach it "
+                    "there, or firewall the port; the socketsvc.views.metrics view takes a "
+                    "bearer token.",
+                    id="socketsvc.W008",
+                )
+            )
+    return messages

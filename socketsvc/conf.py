@@ -87,11 +87,32 @@ class Config:
     MAX_WORKER_MEMORY_MB: int = 0
     # How long a new worker process may take to become ready before it is given up on.
     WORKER_START_TIMEOUT: float = 60.0
+    # Observation (socketsvc.observe): Prometheus metrics (None: on when prometheus_client
+    # is installed), served over HTTP at METRICS_LISTEN ("127.0.0.1:9464" or a Unix
+    # socket's path; None: not served, socketctl metrics still prints them), the
+    # directory the processes keep them in (None: a fresh temporary one), the bearer
+    # token the /metrics view accepts; the per-minute activity the admin's dashboard draws.
+    METRICS: bool | None = None
+    METRICS_LISTEN: str | None = None
+    METRICS_DIR: str | None = None
+    METRICS_TOKEN: str | None = None
+    ACTIVITY: bool = True
 
 
 # Settings that only take effect when the socket is (re)bound: a restart.
 RESTART_ONLY = frozenset(
-    {"SOCKET", "SOCKET_MODE", "SOCKET_GROUP", "BACKLOG", "ACTIVATION_NAME", "PROCESSES"}
+    {
+        "SOCKET",
+        "SOCKET_MODE",
+        "SOCKET_GROUP",
+        "BACKLOG",
+        "ACTIVATION_NAME",
+        "PROCESSES",
+        "METRICS",
+        "METRICS_LISTEN",
+        "METRICS_DIR",
+        "ACTIVITY",
+    }
 )
 
 
@@ -224,10 +245,19 @@ def _check_value(key: str, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
             raise _fail(key, f"must be a number of seconds > 0, or None, not {value!r}")
         return float(value)
-    if key == "LOG_PARAMS":
+    if key in ("LOG_PARAMS", "ACTIVITY"):
         if isinstance(value, bool):
             return value
         raise _fail(key, f"must be True or False, not {value!r}")
+    if key == "METRICS":
+        if value is None or isinstance(value, bool):
+            return value
+        raise _fail(
+            key,
+            f"must be True, False or None (on if prometheus_client is installed), not {value!r}",
+        )
+    if key in ("METRICS_LISTEN", "METRICS_DIR", "METRICS_TOKEN"):
+        return _check_metrics_value(key, value)
     if key == "PROCESSES" and value == "auto":
         return cores()
     if key == "SOCKET_GROUP":
@@ -248,6 +278,30 @@ def _check_value(key: str, value: Any) -> Any:
             raise _fail(key, "must be greater than 0")
         return float(value)
     raise AssertionError(key)
+
+
+def _check_metrics_value(key: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise _fail(key, f"must be a non-empty string or None, not {value!r}")
+    if key == "METRICS_DIR" and not os.path.isabs(value):
+        raise _fail(key, f"{value!r} must be an absolute path")
+    if key == "METRICS_LISTEN":
+        if value.startswith("/"):
+            return validate_socket_path(value, key)
+        _host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise _fail(
+                key,
+                f"{value!r} must be host:port (127.0.0.1:9464, [::1]:9464) or the absolute "
+                "path of a Unix socket",
+            )
+    if key == "METRICS_TOKEN" and len(value) < 16:
+        raise _fail(
+            key, "must be at least 16 characters (a secret a scraper sends as a bearer token)"
+        )
+    return value
 
 
 def build_config(

@@ -23,6 +23,8 @@ from typing import IO, Any
 
 import structlog
 
+from socketsvc.observe import tracing
+
 _TIMESTAMPER = structlog.processors.TimeStamper(fmt="iso", utc=True)
 # Fields of every line this process writes: its pid, and its slot under a master.
 # Request ids count per process, so with --processes the pid tells the lines apart.
@@ -280,11 +282,14 @@ def configure_logging(
         else structlog.dev.ConsoleRenderer(colors=stream.isatty())
     )
     render: list[Any] = [structlog.processors.dict_tracebacks, renderer] if json else [renderer]
+    # trace_id and span_id of the current span, with OpenTelemetry's API installed.
+    traced: list[Any] = [tracing.log_ids] if tracing.installed() else []
     handler.setFormatter(
         _Formatter(
             render,
             foreign_pre_chain=[
                 structlog.contextvars.merge_contextvars,
+                *traced,
                 _add_process,
                 structlog.stdlib.add_log_level,
                 structlog.stdlib.add_logger_name,
@@ -302,6 +307,7 @@ def configure_logging(
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            *traced,
             _add_process,
             structlog.processors.add_log_level,
             _add_logger_name,

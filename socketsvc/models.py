@@ -79,6 +79,9 @@ class TaskRecord(models.Model):
     workflow_id = models.CharField(max_length=32, null=True, blank=True, db_index=True)
     pending = models.PositiveIntegerField(default=0)
     flow = models.JSONField(default=dict, blank=True)
+    # The W3C trace context of the code that enqueued it ({"traceparent": ..., "tracestate":
+    # ...}), which its runs continue (socketsvc.observe.tracing); None when not traced.
+    trace = models.JSONField(null=True, blank=True)
 
     class Meta:
         db_table = "socketsvc_task"
@@ -252,3 +255,34 @@ class ScheduleRecord(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class ActivityRecord(models.Model):
+    """One figure of one minute of the daemon's activity, for the admin's dashboard.
+
+    Every process of every daemon adds what it counted to the minute's rows
+    (``series``: calls, call_errors, started, succeeded, failed, retried,
+    cancelled; ``duration`` and ``latency`` per histogram ``bucket``;
+    ``depth``, the most READY tasks seen; ``db_down``, seconds an alias was
+    down), for a ``label`` (a queue, a database alias, or empty). Rows older
+    than a day and an hour are deleted: the table stays small.
+    """
+
+    minute = models.DateTimeField()
+    series = models.CharField(max_length=16)
+    label = models.CharField(max_length=64, blank=True, default="")
+    bucket = models.SmallIntegerField(default=0)
+    value = models.FloatField(default=0.0)
+
+    class Meta:
+        db_table = "socketsvc_activity"
+        verbose_name = "activity"
+        verbose_name_plural = "dashboard"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["minute", "series", "label", "bucket"], name="socketsvc_activity_one"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.minute:%Y-%m-%d %H:%M} {self.series} {self.label} {self.bucket}"

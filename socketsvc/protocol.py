@@ -30,6 +30,10 @@ VERSION: Final = "2.0"
 BUILTIN_PREFIX: Final = "rpc."
 
 # Codes defined by the JSON-RPC 2.0 specification.
+# Optional members of a request: the caller's W3C Trace Context (traceparent first).
+TRACE_MEMBERS: Final = ("traceparent", "tracestate")
+MAX_TRACE_LENGTH: Final = 1024
+
 PARSE_ERROR: Final = -32700
 INVALID_REQUEST: Final = -32600
 METHOD_NOT_FOUND: Final = -32601
@@ -93,6 +97,8 @@ class Request:
     params: list[JSONValue] | dict[str, JSONValue] | None
     id: RequestId
     is_notification: bool
+    # The caller's W3C trace context ("traceparent", "tracestate"), when it sent one.
+    trace: dict[str, str] | None = None
 
     @property
     def args(self) -> list[JSONValue]:
@@ -237,7 +243,27 @@ def parse_request(obj: JSONValue) -> Request:
         raise RPCError(INVALID_REQUEST, 'Invalid Request: "params" must be an array or an object')
     if "id" in obj and not _valid_id(obj["id"]):
         raise RPCError(INVALID_REQUEST, 'Invalid Request: "id" must be a string, number or null')
-    return Request(method, params, obj.get("id"), "id" not in obj)
+    trace = None
+    if TRACE_MEMBERS[0] in obj:
+        trace = _trace_context(obj)
+    return Request(method, params, obj.get("id"), "id" not in obj, trace)
+
+
+def _trace_context(obj: dict[str, JSONValue]) -> dict[str, str]:
+    """Return the optional W3C trace context members of a request, checked."""
+    found: dict[str, str] = {}
+    for key in TRACE_MEMBERS:
+        if key not in obj:
+            continue
+        value = obj[key]
+        if not isinstance(value, str) or len(value) > MAX_TRACE_LENGTH:
+            raise RPCError(
+                INVALID_REQUEST,
+                f'Invalid Request: "{key}" must be a string of at most '
+                f"{MAX_TRACE_LENGTH} characters",
+            )
+        found[key] = value
+    return found
 
 
 def _id_for_error(obj: JSONValue) -> RequestId:

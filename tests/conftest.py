@@ -336,6 +336,7 @@ TASK_TABLES = (
     "socketsvc_worker",
     "socketsvc_schedule",
     "socketsvc_limit",
+    "socketsvc_activity",
     "testapp_marker",
 )
 

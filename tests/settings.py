@@ -85,6 +85,9 @@ SOCKETSVC = {
     "CALL_TIMEOUT": 20.0,
     # Tests of tasks ask for task workers; the others leave the database to the RPC workers.
     "TASK_WORKERS": 0,
+    # The per-minute activity writes a row every few seconds: only the dashboard's tests
+    # want it (it would add connections to the counts others read).
+    "ACTIVITY": False,
     # The periodic tests choose their schedules; the rest run none (not the demo's either).
     "SCHEDULES": (),
 }

@@ -24,6 +24,7 @@ back within the call's timeout, never a server error.
 """
 
 from socketsvc.admin.commands import Action, Button
+from socketsvc.admin.dashboard import DashboardAdmin
 from socketsvc.admin.messages import describe_failure, describe_result
 from socketsvc.admin.mixin import SocketServiceAdminMixin
 from socketsvc.admin.schedules import ScheduleRecordAdmin
@@ -33,6 +34,7 @@ from socketsvc.admin.workflows import WorkflowRecordAdmin
 __all__ = [
     "Action",
     "Button",
+    "DashboardAdmin",
     "ScheduleRecordAdmin",
     "SocketServiceAdminMixin",
     "TaskRecordAdmin",

@@ -38,6 +38,7 @@ from socketsvc.errors import (
     ServiceUnavailable,
     SocketServiceError,
 )
+from socketsvc.observe import tracing
 from socketsvc.protocol import JSONValue
 
 __all__ = [
@@ -176,6 +177,9 @@ def _build(method: str, params: Params) -> dict[str, Any]:
     message: dict[str, Any] = {"jsonrpc": protocol.VERSION, "method": method}
     if params:
         message["params"] = params
+    trace = tracing.outgoing()
+    if trace is not None:
+        message.update(trace)  # the daemon's span continues the caller's trace
     return message
 
 

@@ -49,6 +49,7 @@ from django.utils.module_loading import import_string
 
 from socketsvc.db import liveness, outages
 from socketsvc.db.stats import stats
+from socketsvc.observe import events
 
 log = structlog.get_logger(__name__)
 
@@ -72,9 +73,11 @@ def count_connect(sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any) -
     _local.connects = getattr(_local, "connects", 0) + 1
     # A reconnect replaces a connection that died, not one closed in good order
     # (CONN_MAX_AGE reached, or 0: closed after each unit of work).
-    if liveness.take_lost(connection.alias):
+    reconnect = liveness.take_lost(connection.alias)
+    if reconnect:
         stats.bump("reconnects")
         _local.reconnects = getattr(_local, "reconnects", 0) + 1
+    events.db_connected(reconnect)
 
 
 def thread_connects() -> tuple[int, int]:

@@ -43,6 +43,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 
 from socketsvc.conf import in_force
 from socketsvc.db import vendors
+from socketsvc.observe import events
 
 log = structlog.get_logger(__name__)
 
@@ -118,6 +119,7 @@ class Outage:
             self.attempts = 1
             self.waited = 0
             self._schedule()
+        events.db_down(self.alias)
         log.warning(
             "database_unavailable",
             alias=self.alias,
@@ -169,6 +171,8 @@ class Outage:
             duration = time.monotonic() - self.since
             waited, attempts = self.waited, self.attempts
             self._cond.notify_all()
+        began = self.since_wall.timestamp() if self.since_wall else time.time() - duration
+        events.db_up(self.alias, duration, began)
         log.warning(
             "database_available_again",
             alias=self.alias,

@@ -46,6 +46,7 @@ import structlog
 
 from socketsvc.conf import Config, reloaded
 from socketsvc.logsetup import reopen_log_files
+from socketsvc.observe import events
 from socketsvc.process.spawn import (
     Inbox,
     Worker,
@@ -170,6 +171,7 @@ class Supervisor:
             self.slots[slot] = worker
         else:
             replaces.successor = worker
+            events.process_recycled(reason)
         log.info("worker_process_started", slot=slot, worker_pid=process.pid, reason=reason)
         return worker
 
@@ -339,6 +341,7 @@ class Supervisor:
             self._exited(worker, code)
 
     def _exited(self, worker: Worker, code: int) -> None:
+        events.process_exited(worker.pid)
         lived = time.monotonic() - worker.started
         expected = worker.retiring or self.draining
         fields = {
@@ -376,6 +379,7 @@ class Supervisor:
         self.backoff[worker.slot] = delay
         self.restart_at[worker.slot] = time.monotonic() + delay
         self.restarts += 1
+        events.process_restarted()
         if self.slots.get(worker.slot) is worker:
             del self.slots[worker.slot]
         log.error("worker_process_exited", **fields, restart_in=round(delay, 3))

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 import structlog
+from django.core.exceptions import ImproperlyConfigured
 
 from socketsvc.conf import Config, supervised
 from socketsvc.db import lifecycle
@@ -24,6 +25,7 @@ from socketsvc.logsetup import set_process_slot
 from socketsvc.methods.dispatch import Dispatcher
 from socketsvc.methods.registry import autodiscover
 from socketsvc.process.daemonize import PidFile, PidFileError, daemonize
+from socketsvc.process.observing import ServiceObservation, start_process, start_service
 from socketsvc.process.rlimits import raise_open_files
 from socketsvc.process.worker import WorkerInfo, WorkerRole, die_with_master
 from socketsvc.server.control import Control
@@ -96,18 +98,37 @@ def run(
             daemonize([*listener.preserved_fds(), *([stream] if stream else [])], stream)
         if pidfile is not None:
             pidfile.write()
-        if supervised(config):
-            from socketsvc.process.master import Supervisor
+        observation = _start_observing(config)
+        try:
+            if supervised(config):
+                from socketsvc.process.master import Supervisor
 
-            master = Supervisor(
-                listener, config, options.overrides, options.worker_args, reload_config
-            )
-            return master.run()
-        return _serve(listener, config, registry, reload_config, detach)
+                master = Supervisor(
+                    listener, config, options.overrides, options.worker_args, reload_config
+                )
+                return master.run()
+            return _serve(listener, config, registry, reload_config, detach)
+        finally:
+            observation.close()
     finally:
         listener.close()
         if pidfile is not None:
             pidfile.remove()
+
+
+def _tasks_database(config: Config) -> str | None:
+    """Return the database of the tasks this daemon serves, if any."""
+    from socketsvc.tasks.daemon.serving import served
+
+    what = served(config)
+    return what.database if what is not None else None
+
+
+def _start_observing(config: Config) -> ServiceObservation:
+    try:
+        return start_service(config, _tasks_database(config), supervised(config))
+    except ImproperlyConfigured as exc:
+        raise StartupError(str(exc)) from None
 
 
 def _run_worker(
@@ -154,6 +175,8 @@ def _serve(  # noqa: PLR0917
             tasks.wakes.watch_for_siblings(role.info.slot == 0)
     signals = SignalWatch(watched, control.on_signal)
     loop.watch(signals, signals.deliver)
+    methods = frozenset(method.name for method in (*loop.router.builtins, *registry))
+    observing = start_process(config, methods, tasks.served.database if tasks else None)
     log.info(
         "listening",
         socket=listener.describe(config.SOCKET),
@@ -185,5 +208,6 @@ def _serve(  # noqa: PLR0917
         if tasks is not None:
             tasks.stop(timeout=1.0)
         loop.close()
+        observing.close()
     log.info("stopped", clean=clean)
     return 0 if clean else 1

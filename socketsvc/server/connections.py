@@ -26,6 +26,7 @@ import structlog
 from socketsvc import protocol
 from socketsvc.conf import Config
 from socketsvc.methods.dispatch import Outcome
+from socketsvc.observe import events
 from socketsvc.server.access import AccessPolicy
 from socketsvc.server.admission import Admission
 from socketsvc.server.connection import Connection
@@ -92,6 +93,7 @@ class Clients:
         conn = Connection(next(self._ids), sock, self.selector, self.config.MAX_MESSAGE_BYTES)
         self.conns[conn.id] = conn
         self.accepted += 1
+        events.connection_opened()
         peer = conn.peer
         sock = conn.transport.sock
         self._admit(conn, self.policy.allows(peer.uid, peer.gid, lambda: peer_groups(sock)))
@@ -140,6 +142,7 @@ class Clients:
         if victim is None:
             return False
         self.evicted += 1
+        events.connection_evicted()
         log.info(
             "idle_connection_evicted",
             conn=victim.id,
@@ -152,6 +155,7 @@ class Clients:
     def refuse(self, conn: Connection, code: int, message: str, data: Any = None) -> None:
         """Send one error reply (id null), read nothing more, and close once it is out."""
         self.counters.errors += 1
+        events.connection_refused(code)
         conn.closing = True
         conn.held.clear()
         self._send(conn, protocol.encode(protocol.error_response(None, code, message, data)))
@@ -325,6 +329,7 @@ class Clients:
             return
         conn.transport.close()
         del self.conns[conn.id]
+        events.connection_closed()
         self.admission.forget(conn)
         self._on_room()
 

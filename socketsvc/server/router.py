@@ -17,6 +17,7 @@ import structlog
 from socketsvc import protocol
 from socketsvc.methods.dispatch import Dispatcher, Outcome, error_outcome, error_type
 from socketsvc.methods.registry import Registry
+from socketsvc.observe import events
 from socketsvc.protocol import Request, RPCError
 from socketsvc.server.connection import BatchReply, Connection
 from socketsvc.server.counters import Counters
@@ -105,6 +106,7 @@ class Router:
                 return None, Job(request_id, conn, call, batch, received)
             bound = builtin.binder.bind(request.params)
             result = builtin.func(*bound.args, **bound.kwargs)
+            events.call_answered(request.method, None, time.monotonic() - received)
             if request.is_notification:
                 return b"", None
             return protocol.encode(protocol.result_response(request.id, result)), None
@@ -120,7 +122,9 @@ class Router:
                 error_type(exc),
             )
         self.counters.errors += 1
-        if not request.method.startswith(protocol.BUILTIN_PREFIX):
+        if request.method.startswith(protocol.BUILTIN_PREFIX):
+            events.call_answered(request.method, outcome.error_code, time.monotonic() - received)
+        else:
             log_request(request_id, conn.peer, conn.id, request.method, received, outcome)
         return outcome.reply or b"", None
 

@@ -25,6 +25,7 @@ from structlog.contextvars import bound_contextvars
 
 from socketsvc.db import lifecycle
 from socketsvc.methods.dispatch import Call, Dispatcher, Outcome, internal_error
+from socketsvc.observe import events, tracing
 from socketsvc.server.connection import BatchReply, Connection
 from socketsvc.server.handback import Handback
 from socketsvc.server.requestlog import log_request
@@ -43,6 +44,8 @@ class Job:
     call: Call
     batch: BatchReply | None
     received: float
+    # The trace and span ids of the call's span, when traced (for its log line).
+    trace_ids: tuple[str, str] | None = None
 
 
 class ThreadPool:
@@ -214,13 +217,26 @@ class ThreadPool:
             self._busy += 1
             self._taken += 1
         try:
-            with bound_contextvars(
-                request_id=job.request_id,
-                method=job.call.method.name,
-                peer_pid=peer.pid,
-                peer_uid=peer.uid,
+            with (
+                bound_contextvars(
+                    request_id=job.request_id,
+                    method=job.call.method.name,
+                    peer_pid=peer.pid,
+                    peer_uid=peer.uid,
+                ),
+                tracing.call_span(
+                    job.call.method.name, job.request_id, job.call.request.trace
+                ) as span,
             ):
-                return self.dispatcher.execute(job.call, job.request_id)
+                if span is not None:
+                    job.trace_ids = tracing.current_ids()
+                events.call_running(1)
+                try:
+                    outcome = self.dispatcher.execute(job.call, job.request_id)
+                finally:
+                    events.call_running(-1)
+                tracing.call_ended(span, outcome.error_code, outcome.error_type)
+                return outcome
         except Exception:
             log.exception("worker_failed_around_call", request_id=job.request_id)
             return internal_error(job.call.request, job.request_id)
@@ -238,4 +254,5 @@ class ThreadPool:
             job.received,
             outcome,
             params,
+            job.trace_ids,
         )

@@ -20,6 +20,7 @@ from django.utils.module_loading import import_string
 
 from socketsvc.db import vendors
 from socketsvc.models import TaskRecord, TaskStatus
+from socketsvc.observe import events
 from socketsvc.protocol import find_not_json_argument
 from socketsvc.tasks import store
 from socketsvc.tasks.compat import (
@@ -81,6 +82,7 @@ class SocketServiceBackend(BaseTaskBackend):
                 return to_result(existing, task)
         result = to_result(record, task)
         task_enqueued.send(type(self), task_result=result)
+        events.task_enqueued(task.module_path, task.queue_name)
         queue = task.queue_name
         transaction.on_commit(lambda: wake(queue), using=self.database)
         return result
@@ -123,6 +125,7 @@ class SocketServiceBackend(BaseTaskBackend):
         results = [_ready_result(shared, self.alias, row) for row in rows]
         for result in results:
             task_enqueued.send(type(self), task_result=result)
+        events.task_enqueued(task.module_path, task.queue_name, len(results))
         queue = task.queue_name
         transaction.on_commit(lambda: wake(queue), using=self.database)
         return results

@@ -11,6 +11,7 @@ run that replaced it.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable, Collection, Iterable
 from datetime import datetime, timedelta
@@ -22,6 +23,7 @@ from django.utils import timezone
 
 from socketsvc.db import vendors
 from socketsvc.models import DaemonRecord, LimitRecord, TaskRecord, TaskStatus, WorkflowRecord
+from socketsvc.observe import events, tracing
 from socketsvc.tasks import statements
 from socketsvc.tasks.entries import cancelled_entry, error_entry
 from socketsvc.tasks.limits import Controls
@@ -77,6 +79,7 @@ def new_record(
         lock_key=controls.lock_key,
         expires_at=controls.expires_at,
         limits=controls.limits,
+        trace=tracing.outgoing(),
     )
 
 
@@ -514,7 +517,32 @@ def _take_back(record: TaskRecord, reason: dict[str, str], using: str) -> str:
     record.save(update_fields=["errors", "claimed_by", "status", "available_at", "finished_at"])
     if record.status == TaskStatus.FAILED:
         fanin.failed(record, using)
+    transaction.on_commit(
+        functools.partial(
+            _counted_lost,
+            record.task_path,
+            record.queue_name,
+            str(record.status),
+            reason["exception_class_path"],
+        ),
+        using=using,
+    )
     return str(record.status)
+
+
+def _counted_lost(task: str, queue: str, status: str, error: str) -> None:
+    events.runs_lost(queue, 1)
+    if status == TaskStatus.FAILED:
+        events.task_finished_elsewhere(task, queue, ending_of(error))
+
+
+def ending_of(error_class: str) -> str:
+    """Return how a run ended, as the metrics say it, from its error's class."""
+    if error_class.endswith(".Cancelled"):
+        return "cancelled"
+    if error_class.endswith(".TimeLimitExceeded"):
+        return "time_limit"
+    return "failed"
 
 
 def abandon(record: TaskRecord, worker_id: str, reason: dict[str, str], using: str) -> str | None:

@@ -22,6 +22,7 @@ from tests.harness.daemon import REPO, Daemon, manage
 
 pytestmark = pytest.mark.browser
 
+DASHBOARD_SCREENSHOT = REPO / "docs" / "dashboard.png"
 # The README's picture, rewritten only when asked (it shows timestamps, so every run differs).
 SCREENSHOT = REPO / "docs" / "admin-button.png"
 WRITE_SCREENSHOTS = os.environ.get("SOCKETSVC_WRITE_SCREENSHOTS") == "1"
@@ -85,6 +86,7 @@ def shop(sqlite_url, start_daemon, short_tmp):
         env={"SOCKETSVC_VAR_DIR": str(short_tmp), **periodic},
         TASK_WORKERS=2,
         SCHEDULES=["test.tick"],
+        ACTIVITY=True,  # the dashboard's figures, as in production
     )
     server = DevServer(
         {"DATABASE_URL": sqlite_url, "SOCKETSVC_SOCKET": daemon.socket, **periodic},
@@ -397,3 +399,56 @@ def test_a_workflow_cancelled_from_the_admin_never_starts_another_step(shop):
         assert states[order[-2]] == states[order[-1]] == "FAILED"
         workflow = rows("SELECT status FROM socketsvc_workflow")
         assert workflow == [("CANCELLED",)]
+
+
+def _colour(driver, css: str, prop: str) -> str:
+    return driver.execute_script(
+        "return getComputedStyle(document.querySelector(arguments[0]))[arguments[1]];", css, prop
+    )
+
+
+def _started_total(driver) -> int:
+    return int(wait_for(driver, '[data-socketsvc-field="started-total"]').text)
+
+
+def test_the_dashboard_draws_its_charts_updates_itself_and_follows_dark_mode(shop, short_tmp):
+    """The socketsvc app index links the dashboard; its six charts are inline SVG; after
+    tasks run, the figures change without a reload; in dark mode the charts are drawn in
+    the admin's dark colours; the page asked no other host for anything."""
+    server = shop.server
+    with chromium() as driver:
+        log_in(driver, server, "/admin/socketsvc/")
+        click_and_load(driver, driver.find_element(By.LINK_TEXT, "Dashboard"))
+        charts = driver.find_elements(By.CSS_SELECTOR, "figure.socketsvc-chart svg")
+        assert len(charts) == 6
+        assert driver.find_element(By.CSS_SELECTOR, "[data-socketsvc-process]")  # the processes
+        driver.execute_script("window.socketsvcSamePage = true;")
+        before = _started_total(driver)
+        shop.daemon.call("testapp.enqueue_adds", 5)
+        # Written by the daemon within a flush, then fetched by the page within a refresh.
+        WebDriverWait(driver, 45, poll_frequency=0.2).until(
+            lambda d: _started_total(d) >= before + 5
+        )
+        assert driver.execute_script("return window.socketsvcSamePage === true;")  # no reload
+        lines = driver.find_elements(By.CSS_SELECTOR, "figure.socketsvc-chart polyline")
+        assert lines, "the charts draw lines once tasks ran"
+        light = _colour(driver, ".socketsvc-chart", "backgroundColor")
+        axis_light = _colour(driver, ".socketsvc-axis", "fill")
+        driver.execute_cdp_cmd(
+            "Emulation.setEmulatedMedia",
+            {"features": [{"name": "prefers-color-scheme", "value": "dark"}]},
+        )
+        driver.refresh()
+        wait_for(driver, "figure.socketsvc-chart svg")
+        dark = _colour(driver, ".socketsvc-chart", "backgroundColor")
+        assert dark != light
+        assert _colour(driver, ".socketsvc-axis", "fill") != axis_light
+        brightness = sum(int(n) for n in dark[dark.index("(") + 1 : dark.index(")")].split(",")[:3])
+        assert brightness < 3 * 80, dark  # a dark background
+        shot = DASHBOARD_SCREENSHOT if WRITE_SCREENSHOTS else short_tmp / "dashboard.png"
+        assert driver.save_screenshot(str(shot))
+        resources = driver.execute_script(
+            "return performance.getEntriesByType('resource').map(e => e.name);"
+        )
+        assert resources, "the page loaded its CSS and script"
+        assert all(url.startswith(server.url) for url in resources), resources

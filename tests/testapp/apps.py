@@ -10,8 +10,13 @@ class TestAppConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        """Log the Tasks framework's signals as the daemon sends them (tests read the log)."""
+        """Log the Tasks framework's signals as the daemon sends them (tests read the log);
+        trace into memory with ``TEST_OTEL=1``."""
         import structlog
+
+        from tests.testapp import otel
+
+        otel.install()
 
         from socketsvc.tasks.compat import task_finished, task_started
 

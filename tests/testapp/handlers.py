@@ -296,3 +296,19 @@ async def async_pause_then_query(seconds: float) -> int:
     """Await a pause (the session idles meanwhile), then query through the async ORM."""
     await asyncio.sleep(seconds)
     return await Note.objects.acount()
+
+
+@handler
+def enqueue_adds(count: int) -> list[str]:
+    """Enqueue *count* add(1, 2) tasks from inside the daemon; their ids."""
+    from tests.testapp.tasks import add as add_task
+
+    return [add_task.enqueue(1, 2).id for _ in range(count)]
+
+
+@handler
+def spans() -> list[dict[str, Any]]:
+    """The spans this daemon process finished (with ``TEST_OTEL=1``)."""
+    from tests.testapp import otel
+
+    return otel.finished()

@@ -154,6 +154,17 @@ def test_database_vendors_are_a_leaf() -> None:
             assert outside <= {"socketsvc.conf"}, (name, outside)
 
 
+def test_observation_is_a_leaf() -> None:
+    """observe/ is called from everywhere, so it imports nothing of the daemon: the
+    protocol's codes, the models and procfs only."""
+    graph = _graph(top_level=False)
+    allowed = {"socketsvc.protocol", "socketsvc.models", "socketsvc.procfs"}
+    for name, targets in graph.items():
+        if name.startswith("socketsvc.observe"):
+            outside = {t for t in targets if not t.startswith("socketsvc.observe")}
+            assert outside <= allowed, (name, outside)
+
+
 def test_web_processes_do_not_import_the_daemon() -> None:
     """What a web process imports to enqueue and read tasks pulls in no daemon module."""
     graph = _graph(top_level=True)

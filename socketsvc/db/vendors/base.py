@@ -140,6 +140,38 @@ class VendorOps:
             for start in range(0, len(rows), 1000):
                 cursor.executemany(sql, rows[start : start + 1000])
 
+    def add_to_rows(
+        self,
+        conn: BaseDatabaseWrapper,
+        table: str,
+        keys: list[str],
+        rows: list[list[Any]],
+        keep_max: tuple[str, str],
+    ) -> None:
+        """Add each row's last value (column ``value``) to the row with its *keys*, or insert it.
+
+        Rows whose column ``keep_max[0]`` equals ``keep_max[1]`` keep the larger
+        value instead of the sum. Here: ``ON CONFLICT ... DO UPDATE`` (PostgreSQL,
+        SQLite); MySQL has its own.
+        """
+        if not rows:
+            return
+        quote = conn.ops.quote_name
+        names = ", ".join(quote(column) for column in [*keys, "value"])
+        places = ", ".join(["%s"] * (len(keys) + 1))
+        column, kept = keep_max
+        larger = "GREATEST" if conn.vendor == "postgresql" else "MAX"
+        value = f"{quote(table)}.{quote('value')}"
+        sql = (
+            f"INSERT INTO {quote(table)} ({names}) VALUES ({places}) "  # noqa: S608
+            f"ON CONFLICT ({', '.join(quote(key) for key in keys)}) DO UPDATE SET "
+            f"{quote('value')} = CASE WHEN {quote(table)}.{quote(column)} = %s "
+            f"THEN {larger}({value}, EXCLUDED.{quote('value')}) "
+            f"ELSE {value} + EXCLUDED.{quote('value')} END"
+        )
+        with conn.cursor() as cursor:
+            cursor.executemany(sql, [[*row, kept] for row in rows])
+
     def check(self, alias: str, database: Mapping[str, Any], config: Config) -> list[CheckMessage]:
         """Return system-check messages about one ``DATABASES`` entry of this vendor."""
         return []

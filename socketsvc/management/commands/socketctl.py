@@ -1,7 +1,8 @@
 """``manage.py socketctl``: talk to a running socketsvc; print JSON.
 
 Exit status: 0 ok, 1 the service answered with an error, 2 unreachable.
-``socketctl schedules`` reads the code and the database, not the daemon.
+``socketctl schedules`` reads the code and the database, not the daemon;
+``socketctl metrics`` prints the Prometheus text format.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from socketsvc.client import (
     call_with,
 )
 
+METRICS_METHOD = "socketsvc.metrics"
 EXIT_REMOTE_ERROR = 1
 EXIT_UNREACHABLE = 2
 
@@ -47,7 +49,9 @@ def _parse_params(values: list[str]) -> list[Any] | dict[str, Any]:
 
 
 class Command(BaseCommand):
-    help = "Call a socketsvc method, or ping it, show its status or list its methods."
+    help = (
+        "Call a socketsvc method, or ping it, show its status, list its methods, print its metrics."
+    )
     requires_system_checks: list[str] = []
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -64,6 +68,9 @@ class Command(BaseCommand):
         sub.add_parser(
             "schedules", help="list the periodic schedules: next run, last run, paused or not"
         )
+        sub.add_parser(
+            "metrics", help="print the service's Prometheus metrics (the text format, not JSON)"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         action = options["action"]
@@ -74,6 +81,8 @@ class Command(BaseCommand):
             return
         if action == "call":
             method, params = options["method"], _parse_params(options["params"])
+        elif action == "metrics":
+            method, params = METRICS_METHOD, None
         else:
             method, params = f"rpc.{action}", None
         try:
@@ -85,5 +94,8 @@ class Command(BaseCommand):
         except (ServiceUnavailable, CallTimeout, ProtocolError) as exc:
             self.stdout.write(json.dumps({"error": {"message": str(exc)}}, indent=2))
             raise CommandError(str(exc), returncode=EXIT_UNREACHABLE) from None
-        self.stdout.write(json.dumps(result, indent=2, ensure_ascii=False))
+        if action == "metrics" and isinstance(result, str):
+            self.stdout.write(result, ending="")
+        else:
+            self.stdout.write(json.dumps(result, indent=2, ensure_ascii=False))
         sys.stdout.flush()

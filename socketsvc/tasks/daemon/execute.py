@@ -39,6 +39,7 @@ from structlog.contextvars import bound_contextvars
 from socketsvc.db import outages, vendors
 from socketsvc.db.lifecycle import request_scope
 from socketsvc.models import TaskRecord, TaskStatus
+from socketsvc.observe import events, tracing
 from socketsvc.tasks import entries, store
 from socketsvc.tasks.backend import load_task, to_result
 from socketsvc.tasks.compat import Task, TaskContext, task_finished, task_started
@@ -192,11 +193,17 @@ class Executor:
         RUNNING under our claim: the caller takes the run back as lost).
         """
         started = time.monotonic()
-        with bound_contextvars(task_id=record.id, task=record.task_path, attempt=record.attempts):
+        with (
+            bound_contextvars(task_id=record.id, task=record.task_path, attempt=record.attempts),
+            tracing.task_span(
+                record.task_path, record.queue_name, record.attempts, record.id, record.trace
+            ),
+        ):
             try:
                 task = load_task(record.task_path)
             except (ImportError, TypeError) as exc:
                 ending = Ending(TaskStatus.FAILED, error=_error_of(exc))
+                _count_start(record)
                 return self._record(record, ending, None, started)
             result = to_result(record, task)
             task_started.send(self.backend_class, task_result=result)
@@ -217,6 +224,7 @@ class Executor:
                 if not self._database_reachable():
                     ending = Ending(TaskStatus.READY, retry_in=_UNSTARTED_RETRY, unstarted=True)
                 else:
+                    _count_start(record)
                     value = _invoke(task, record, result, running)
                     ending = Ending(TaskStatus.SUCCESSFUL, return_value=_json(value))
         except BaseException as exc:
@@ -277,6 +285,8 @@ class Executor:
             fields["retry_in"] = round(ending.retry_in or 0.0, 3)
         else:
             outcome = "ok" if written.status == TaskStatus.SUCCESSFUL else "failed"
+        if not (ending.unstarted and written.status == TaskStatus.READY):
+            _count_end(record, written, fields.get("error_type"), time.monotonic() - started)
         (log.info if outcome == "ok" else log.warning)("task", **fields, outcome=outcome)
         if written.status != TaskStatus.READY and task is not None:
             task_finished.send(self.backend_class, task_result=to_result(written, task))
@@ -382,6 +392,26 @@ class Executor:
                 log.warning(waiting, error=error, retry_in=delay)
                 time.sleep(delay)
                 delay = min(delay * 2, _WRITE_RETRY_MAX)
+
+
+def _count_start(record: TaskRecord) -> None:
+    """A run starts: counted, with how long it waited since it could have started."""
+    waited = 0.0
+    if record.last_attempted_at is not None and record.available_at is not None:
+        waited = max(0.0, (record.last_attempted_at - record.available_at).total_seconds())
+    events.task_started(record.task_path, record.queue_name, waited)
+
+
+def _count_end(record: TaskRecord, written: TaskRecord, error: str | None, seconds: float) -> None:
+    """A run ended as *written* says: counted, and said on its span."""
+    if written.status == TaskStatus.READY:
+        outcome = "retry"
+    elif written.status == TaskStatus.SUCCESSFUL:
+        outcome = "successful"
+    else:
+        outcome = store.ending_of(error or "")
+    events.task_ended(record.task_path, record.queue_name, outcome, seconds)
+    tracing.current_ended(outcome, error)
 
 
 def _describe(exc: BaseException) -> str:

@@ -34,6 +34,7 @@ from socketsvc.conf import Config
 from socketsvc.db import vendors
 from socketsvc.db.lifecycle import close_thread_connections, idle_wait, request_scope
 from socketsvc.models import TaskStatus
+from socketsvc.observe import events
 from socketsvc.tasks import entries, store
 from socketsvc.tasks.daemon import limiting
 from socketsvc.tasks.daemon.deadlines import CANCEL, Deadlines
@@ -299,6 +300,7 @@ class TaskRunner:
         record = running.record
         self._forced_out.add(record.id)
         cancelled = why == CANCEL
+        events.time_limit_kill(record.task_path, record.queue_name)
         limit = (record.limits or {}).get("hard_timeout")
         what = (
             "cancelled; it did not stop" if cancelled else f"went past its hard limit ({limit:g} s)"
@@ -337,13 +339,17 @@ class TaskRunner:
     def _write_forced(self, record: Any, text: str, cancelled: bool) -> None:
         """Record a run this process gave up on as FAILED (never retried: it may go on)."""
         path = "socketsvc.tasks.Cancelled" if cancelled else "socketsvc.tasks.TimeLimitExceeded"
-        store.finish(
+        written = store.finish(
             record,
             record.claimed_by,
             status=TaskStatus.FAILED,
             using=self.served.database,
             error=entries.error_entry(path, f"{path}: {text}\n"),
         )
+        if written is not None:
+            events.task_finished_elsewhere(
+                record.task_path, record.queue_name, store.ending_of(path)
+            )
 
     def _run_switch(self) -> KillSwitch:
         """Return this worker thread's kernel timer for the hard limits of its runs."""

@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from socketsvc.db.lifecycle import close_thread_connections, idle_wait, request_scope
 from socketsvc.models import ScheduleRecord, TaskRecord, TaskStatus
+from socketsvc.observe import events
 from socketsvc.tasks import store
 from socketsvc.tasks.backend import SocketServiceBackend, to_result
 from socketsvc.tasks.compat import task_enqueued
@@ -106,6 +107,10 @@ def enqueue_run(schedule: Schedule, database: str, slot: datetime | None) -> Tas
     )
     store.insert(record, database)
     task_enqueued.send(SocketServiceBackend, task_result=to_result(record, task))
+    events.task_enqueued(schedule.task_path, task.queue_name)
+    if slot is not None:
+        lag = max(0.0, (now - slot).total_seconds())
+        transaction.on_commit(lambda: events.schedule_ran(schedule.name, lag), using=database)
     return record
 
 

@@ -129,6 +129,26 @@ class Command(BaseCommand):
                 transaction.set_rollback(True)
         return _describe(result)
 
+    def do_traced(self, task: str, args: list[Any], method: str) -> dict[str, Any]:
+        """Inside a span of this process (as a traced web request would be): call *method*
+        and enqueue *task*; the span's ids and the spans this process finished."""
+        from opentelemetry import trace
+
+        from socketsvc import call
+        from tests.testapp import otel
+
+        with trace.get_tracer("tests").start_as_current_span("web request") as span:
+            answer = call(method, *args)
+            result = getattr(tasks, task).enqueue(*args)
+        context = span.get_span_context()
+        return {
+            "trace_id": f"{context.trace_id:032x}",
+            "span_id": f"{context.span_id:016x}",
+            "answer": answer,
+            "task_id": result.id,
+            "spans": otel.finished(),
+        }
+
     def do_enqueue_many(self, task: str, calls: list[list[Any]]) -> list[str]:
         """Enqueue *task* once per ``[args, kwargs]`` of *calls* in one bulk call; its ids."""
         found = import_string(task) if "." in task else getattr(tasks, task)
