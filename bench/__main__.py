@@ -10,6 +10,8 @@ own, and the rounds are interleaved so drift hits every server alike. Each
 figure is the median over the rounds. Then the same work as a background task:
 socketsvc's task runner against django-tasks-db's db_worker and RQ
 (:mod:`bench.taskbench`; the smoke run measures socketsvc alone, on a few tasks).
+Last, what the daemon's metrics and tracing cost per call (:mod:`bench.observing`;
+the smoke run: one round, a few calls).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import bulk, fanin, hotpath, report, taskbench, taskreport
+from bench import bulk, fanin, hotpath, observing, report, taskbench, taskreport
 from bench.goals import socketsvc_clean, tasks_clean
 from bench.measure import dead_connections, measure_idle_connections, run_rounds
 from bench.model import FULL, SMOKE, Plan, Results, TaskResults
@@ -95,6 +97,15 @@ def _fanin(stack: Stack, plan: Plan) -> dict[str, Any] | None:
     chords = fanin.run(stack.db.url(DB_NAME), stack.env(conn_max_age=60), stack.base)
     print(fanin.text(chords))
     return chords
+
+
+def _observing(stack: Stack, plan: Plan, ids: list[int]) -> observing.Observed:
+    """Measure what metrics and tracing cost per call (the smoke run: one round, a few
+    calls); print and return the figures."""
+    print("observation: metrics and tracing", flush=True)
+    observed = observing.run(stack, ids, observing.FULL if plan.full else observing.SMOKE)
+    print(observing.text(observed))
+    return observed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         print(report.text(results))
         many = _bulk(stack, plan)
         chords = _fanin(stack, plan)
+        observed = _observing(stack, plan, ids)
         if plan.full:
             docs = options.docs or str(report.DOCS)
             mariadb = str(stack.db.query("SELECT VERSION()")[0][0])
@@ -187,8 +199,10 @@ def main(argv: list[str] | None = None) -> int:
                 bulk.write_section(many, Path(docs))
             if chords is not None:
                 fanin.write_section(chords, Path(docs))
+            observing.write_section(observed, Path(docs))
             print(f"wrote {docs}/benchmarks.md, benchmarks.png and {taskreport.CHART}")
-        return 0 if socketsvc_clean(results) and tasks_clean(tasks) else 1
+        clean = socketsvc_clean(results) and tasks_clean(tasks) and not observed.failures()
+        return 0 if clean else 1
     finally:
         stack.stop()
 

@@ -35,6 +35,28 @@ def _rpc(endpoint: Endpoint) -> Caller:
     return lambda pk: call_with(method, {"pk": pk}, socket=path, timeout=TIMEOUT)
 
 
+# The trace the traced callers' calls belong to: one fixed, sampled parent span (W3C Trace
+# Context), as if each call were made inside a traced request of the calling project.
+TRACE_ID = 0x5B8AA5A2D2C872E8321CF37308D69DF2
+PARENT_SPAN_ID = 0x051581BF3CB55C13
+
+
+def _rpc_traced(endpoint: Endpoint) -> Caller:
+    """As ``rpc``, with a sampled trace context made current in this (client) process first:
+    ``call()`` then sends its ``traceparent``, and a daemon with tracing on continues that
+    trace on every call. Only the OpenTelemetry API is needed here."""
+    from opentelemetry import context, trace
+
+    parent = trace.SpanContext(
+        TRACE_ID,
+        PARENT_SPAN_ID,
+        is_remote=True,
+        trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
+    )
+    context.attach(trace.set_span_in_context(trace.NonRecordingSpan(parent)))
+    return _rpc(endpoint)
+
+
 def _http(endpoint: Endpoint) -> Caller:
     path = endpoint.address
 
@@ -70,6 +92,7 @@ def _huey(endpoint: Endpoint) -> Caller:
 
 _FACTORIES: dict[str, Callable[[Endpoint], Caller]] = {
     "rpc": _rpc,
+    "rpc-traced": _rpc_traced,
     "http": _http,
     "celery": _celery,
     "huey": _huey,

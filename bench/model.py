@@ -19,7 +19,8 @@ CTX = multiprocessing.get_context("fork")
 
 @dataclass(frozen=True)
 class Endpoint:
-    """How to reach one server: ``kind`` is rpc, http, celery or huey."""
+    """How to reach one server: ``kind`` is rpc, rpc-traced (rpc inside a sampled trace), http,
+    celery or huey."""
 
     kind: str
     address: str = ""

@@ -12,6 +12,14 @@ view behind gunicorn pays only for what the other servers pay for too.
 ``db`` (django-tasks-db, run by ``manage.py db_worker``) or ``rq``
 (django-tasks-rq on Redis database ``BENCH_RQ_REDIS_DB``, run by
 ``manage.py rqworker``). Unset, the demo's ``TASKS`` stay as they are.
+
+Observation (:mod:`bench.observing`): ``BENCH_METRICS`` ``0`` or ``1`` turns
+the daemon's Prometheus metrics off or on (unset: socketsvc's default, on when
+``prometheus_client`` is installed). ``BENCH_OTEL=1`` installs the
+OpenTelemetry SDK in the process, as a project with tracing on does: a
+``TracerProvider`` whose spans go to a ``BatchSpanProcessor`` and on to an
+exporter that drops them (the spans are built, batched and handed over; no
+network).
 """
 
 import os
@@ -78,3 +86,26 @@ elif _tasks_backend == "rq":
     RQ_QUEUES = dict.fromkeys(_task_queues, _rq_redis)
 elif _tasks_backend:
     raise ImproperlyConfigured(f"BENCH_TASKS={_tasks_backend!r}: use socketsvc, db or rq")
+
+# Observation: the daemon's metrics and OpenTelemetry tracing (bench.observing).
+_metrics = os.environ.get("BENCH_METRICS", "")
+if _metrics in ("0", "1"):
+    SOCKETSVC["METRICS"] = _metrics == "1"
+elif _metrics:
+    raise ImproperlyConfigured(f"BENCH_METRICS={_metrics!r}: use 0 or 1")
+if os.environ.get("BENCH_OTEL") == "1":
+    from collections.abc import Sequence
+
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    class DroppingExporter(SpanExporter):
+        """Takes every batch of spans and keeps none of them."""
+
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    _provider = TracerProvider()
+    _provider.add_span_processor(BatchSpanProcessor(DroppingExporter()))
+    trace.set_tracer_provider(_provider)
