@@ -1,11 +1,12 @@
 """OpenTelemetry: one trace from the client's span into the daemon's call and task spans.
 
 The client process (a task client, as a web process would be) and the daemon
-each run OpenTelemetry's SDK with an in-memory exporter (``TEST_OTEL=1``). Inside
-a span of its own, the client calls a handler and enqueues a task; the daemon's
-span for the call and its span for the task's run carry the client's trace id,
-with the client's span as their parent, and the daemon's log lines for them
-carry the same trace id.
+each run OpenTelemetry's SDK with an in-memory exporter and the database
+driver's instrumentation (``TEST_OTEL=1``). Inside a span of its own, the client
+calls a handler and enqueues a task, each of which queries the database; the
+daemon's span for the call and its span for the task's run carry the client's
+trace id, with the client's span as their parent, the SQL they ran is traced
+under them, and the daemon's log lines for them carry the same trace id.
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ def test_the_daemons_call_and_task_spans_continue_the_clients_trace(
     url = clean_tasks.url()
     daemon = start_daemon(url, env={"TEST_OTEL": "1"}, TASK_WORKERS=1)
     client = taskclient(url, daemon.socket, TEST_OTEL="1")
-    traced = client.ask("traced", task="add", args=[2, 3], method="testapp.add")
-    assert traced["answer"] == 5
+    traced = client.ask(
+        "traced", task="query_sleep_query", args=[0], method="testapp.pause_then_query"
+    )
+    assert traced["answer"] == 0
     client.finished(traced["task_id"])
     trace_id, parent = traced["trace_id"], traced["span_id"]
     assert _named(traced["spans"], "web request")["span_id"] == parent
@@ -45,13 +48,13 @@ def test_the_daemons_call_and_task_spans_continue_the_clients_trace(
         ),
         why=daemon.log,
     )
-    call = _named(spans, "testapp.add")
+    call = _named(spans, "testapp.pause_then_query")
     assert (call["trace_id"], call["parent_span_id"], call["kind"]) == (trace_id, parent, "SERVER")
-    assert call["attributes"]["rpc.method"] == "testapp.add"
+    assert call["attributes"]["rpc.method"] == "testapp.pause_then_query"
     assert call["attributes"]["rpc.system"] == "jsonrpc"
     assert call["attributes"]["socketsvc.outcome"] == "ok"
     assert isinstance(call["attributes"]["socketsvc.request_id"], int)
-    task = _named(spans, "task tests.testapp.tasks.add")
+    task = _named(spans, "task tests.testapp.tasks.query_sleep_query")
     assert (task["trace_id"], task["parent_span_id"], task["kind"]) == (
         trace_id,
         parent,
@@ -61,12 +64,20 @@ def test_the_daemons_call_and_task_spans_continue_the_clients_trace(
     assert task["attributes"]["messaging.destination.name"] == "default"
     assert task["attributes"]["socketsvc.attempt"] == 1
     assert task["attributes"]["socketsvc.outcome"] == "successful"
+    # The SQL the handler and the task ran: the driver's spans, under the daemon's.
+    for owner in (call, task):
+        sql = [s for s in spans if s["parent_span_id"] == owner["span_id"]]
+        assert sql, f"no SQL span under {owner['name']}: {spans}"
+        assert all(s["kind"] == "CLIENT" and s["trace_id"] == trace_id for s in sql)
+        assert {s["attributes"].get("db.system") for s in sql} <= {"mysql", "postgresql"}
     # The spans.call itself was traced too, in a trace of its own (no caller's span).
     assert all(s["trace_id"] != trace_id for s in spans if s["name"] == "testapp.spans")
 
     events = daemon.log_events()
     request = next(
-        e for e in events if e.get("event") == "request" and e.get("method") == "testapp.add"
+        e
+        for e in events
+        if e.get("event") == "request" and e.get("method") == "testapp.pause_then_query"
     )
     assert (request["trace_id"], request["span_id"]) == (trace_id, call["span_id"])
     ran = next(

@@ -1,5 +1,6 @@
 """OpenTelemetry's SDK with an in-memory exporter, in any process of the suite that sets
-``TEST_OTEL=1`` (the daemon, a task client): what it traced, for a test to read."""
+``TEST_OTEL=1`` (the daemon, a task client): what it traced, for a test to read. The
+database drivers are instrumented too, as a project that traces its SQL does."""
 
 from __future__ import annotations
 
@@ -23,6 +24,11 @@ def install() -> None:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(_exporter))
     trace.set_tracer_provider(provider)
+    from opentelemetry.instrumentation.mysqlclient import MySQLClientInstrumentor
+    from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
+
+    MySQLClientInstrumentor().instrument()
+    PsycopgInstrumentor().instrument()
 
 
 def finished() -> list[dict[str, Any]]:
