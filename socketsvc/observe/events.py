@@ -228,5 +228,11 @@ def process_recycled(reason: str) -> None:
 
 
 def snapshot() -> dict[str, Any]:
-    """What is on, for ``rpc.status``."""
-    return {"metrics": _metrics is not None, "activity": _activity is not None}
+    """What this process observes, for ``rpc.status``."""
+    from socketsvc.observe import tracing
+
+    return {
+        "metrics": _metrics is not None,
+        "activity": _activity is not None,
+        "tracing": tracing.active(),
+    }

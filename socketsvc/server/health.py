@@ -24,6 +24,7 @@ from socketsvc.db import outages
 from socketsvc.db.stats import stats
 from socketsvc.methods.builtins import Tasks
 from socketsvc.methods.dispatch import Dispatcher
+from socketsvc.observe import events
 from socketsvc.procfs import rss_kib
 from socketsvc.server.connections import Clients
 from socketsvc.server.counters import Counters
@@ -182,6 +183,7 @@ class Health:
             "reloads": self.reloads,
             "handlers": len(loop.dispatcher.registry),
             "access": loop.clients.policy.description,
+            "observing": events.snapshot(),
             "python": sys.version.split()[0],
             "django": django.get_version(),
             "databases": outages.status(),
