@@ -145,18 +145,24 @@ def _write_activity(activity: Activity, stop: threading.Event) -> None:
     """Write *activity* every ``FLUSH_EVERY`` seconds until *stop*, then once more; delete
     what is older than ``KEEP`` every ``PRUNE_EVERY`` seconds."""
     pruned_at = -PRUNE_EVERY
+    said: list[str] = []  # the failure already logged, until a write succeeds
     try:
         while not stop.wait(FLUSH_EVERY):
             prune = time.monotonic() - pruned_at >= PRUNE_EVERY
-            if _flush(activity, prune) and prune:
+            if _flush(activity, prune, said) and prune:
                 pruned_at = time.monotonic()
-        _flush(activity, prune=False)
+        _flush(activity, False, said)
     finally:
         close_thread_connections()
 
 
-def _flush(activity: Activity, prune: bool) -> bool:
-    """Write what *activity* counted (and prune); False if the database refused."""
+def _flush(activity: Activity, prune: bool, said: list[str]) -> bool:
+    """Write what *activity* counted (and prune); False if the database refused.
+
+    The counts wait in memory for the next turn. A database that is down says so
+    itself (its outage is logged); another failure (the table not migrated) is
+    logged once, until a write succeeds again.
+    """
     try:
         with request_scope():
             activity.flush(lambda rows: _upsert(activity.database, rows))
@@ -165,10 +171,16 @@ def _flush(activity: Activity, prune: bool) -> bool:
                     minute__lt=datetime.now(UTC) - KEEP
                 ).delete()
     except Exception as exc:
-        # Down: the figures wait in memory for the next turn (the outage is logged).
-        if not vendors.is_connection_error(exc):
-            log.exception("activity_not_written")
+        kind = type(exc).__name__
+        if not vendors.is_connection_error(exc) and kind not in said:
+            said.append(kind)
+            log.exception(
+                "activity_not_written",
+                hint="the dashboard's figures wait in memory; is socketsvc migrated "
+                "(manage.py migrate socketsvc)?",
+            )
         return False
+    said.clear()
     return True
 
 

@@ -220,3 +220,29 @@ def test_a_bad_metrics_address_stops_the_start_saying_why(sqlite_url, launch, sh
     code, output = daemon.run_to_exit()
     assert code != 0
     assert "METRICS_LISTEN" in output and "host:port" in output
+
+
+def test_metrics_over_tcp_and_through_the_projects_view(sqlite_url, start_daemon, settings, client):
+    """METRICS_LISTEN on 127.0.0.1 answers /metrics (404 elsewhere); the project's view,
+    with the bearer token, gives the same daemon's figures."""
+    from tests.harness.browser import free_port
+
+    port = free_port()
+    daemon = start_daemon(sqlite_url, METRICS_LISTEN=f"127.0.0.1:{port}")
+    daemon.call("testapp.echo", 1)
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request("GET", "/metrics")
+    response = connection.getresponse()
+    samples = parse(response.read().decode())
+    assert response.status == 200
+    assert value(samples, "socketsvc_requests_total", method="testapp.echo", outcome="ok") == 1
+    connection.request("GET", "/elsewhere")
+    assert connection.getresponse().status == 404
+    connection.close()
+
+    settings.SOCKETSVC = {"SOCKET": daemon.socket, "METRICS_TOKEN": "t" * 32}
+    response = client.get("/metrics", HTTP_AUTHORIZATION="Bearer " + "t" * 32)
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain; version=")
+    shown = parse(response.content.decode())
+    assert value(shown, "socketsvc_requests_total", method="testapp.echo", outcome="ok") == 1
