@@ -29,3 +29,9 @@ def fan_in(ends: list[float]) -> dict[str, float]:
     """A chord's callback: how long after the last member's end it started."""
     started = time.time()
     return {"latency": started - max(ends), "members": len(ends)}
+
+
+@task(queue_name="bench")
+def noop(n: int) -> int:
+    """Do nothing (the drain benchmark: what a task costs the system itself)."""
+    return n
