@@ -153,34 +153,53 @@ def claim(  # noqa: PLR0917
     now: datetime | None = None,
     admit: Admit | None = None,
 ) -> tuple[TaskRecord | None, bool]:
-    """Take the most urgent READY task that is due and may start, marking it RUNNING.
+    """Take the most urgent READY task that is due and may start (see :func:`claim_many`)."""
+    taken, more = claim_many(worker_id, backends, queues, using, now, admit)
+    return (taken[0] if taken else None), more
 
-    Returns the task (None if none was) and whether another due task was
-    seen, so the caller rouses a second worker only when there is work for it.
-    The claim holds only while *worker_id* is not marked stopped, decided in
-    the claim's own transaction (a share lock on its row, which a daemon
-    marking it stopped must wait for): raises DeclaredLost otherwise.
+
+def claim_many(  # noqa: PLR0917
+    worker_id: str,
+    backends: Collection[str],
+    queues: Collection[str] | None,
+    using: str,
+    now: datetime | None = None,
+    admit: Admit | None = None,
+    want: int = 1,
+) -> tuple[list[TaskRecord], bool]:
+    """Take up to *want* of the most urgent READY tasks that are due and may start, in one
+    transaction, marking them RUNNING.
+
+    Returns the tasks taken (in the order they should start) and whether
+    another due task was seen, so the caller rouses a second worker only when
+    there is work for it. The claim holds only while *worker_id* is not marked
+    stopped, decided in the claim's own transaction (a share lock on its row,
+    which a daemon marking it stopped must wait for): raises DeclaredLost
+    otherwise.
 
     *admit* (:func:`socketsvc.tasks.daemon.limiting.admit`) decides in the same
     transaction whether a locked task may start (expiry, keys, limits); a task
-    it holds back is passed over and the next one tried.
+    it holds back ends the batch (its limit rows are locked: going on to
+    another limit's rows could deadlock with another claim), and when nothing
+    was taken yet it is passed over and the next one tried.
 
-    *now* (default: the clock's) is the claim's moment, written as the run's
+    *now* (default: the clock's) is the claim's moment, written as each run's
     ``started_at``: a claim whose commit is in doubt is found by it
-    (:func:`release_doubtful_claim`).
+    (:func:`release_doubtful_claim`). A database without ``SKIP LOCKED``
+    (SQLite) takes one task per claim.
     """
     now = now or timezone.now()
     if connections[using].features.has_select_for_update_skip_locked:
-        return _claim_skipping_locked(worker_id, backends, queues, using, now, admit)
+        return _claim_skipping_locked(worker_id, backends, queues, using, now, admit, want)
     due = statements.due_in_order(backends, queues, using, now)
     candidates = list(due.values_list("id", flat=True)[:8])
     for n, candidate in enumerate(candidates):
         if _take_one(candidate, worker_id, using, now, admit):
             record = TaskRecord.objects.using(using).get(id=candidate)
-            return record, n + 1 < len(candidates)
+            return [record], n + 1 < len(candidates)
     if candidates and not statements.registered(using, worker_id):
         raise DeclaredLost(worker_id)
-    return None, False
+    return [], False
 
 
 def _take_one(
@@ -224,31 +243,40 @@ def _claim_skipping_locked(  # noqa: PLR0917
     using: str,
     now: datetime,
     admit: Admit | None,
-) -> tuple[TaskRecord | None, bool]:
+    want: int,
+) -> tuple[list[TaskRecord], bool]:
     for _ in range(_CLAIM_ROUNDS):
         missing: set[str] = set()
+        taken: list[TaskRecord] = []
         with transaction.atomic(using=using):
             if not statements.share_registration(using, worker_id):
                 raise DeclaredLost(worker_id)
-            found = statements.lock_due(backends, queues, using, now, limit=_CLAIM_BATCH)
+            found = statements.lock_due(
+                backends, queues, using, now, limit=max(_CLAIM_BATCH, want + 1)
+            )
             if not found:
-                return None, False
+                return [], False
             for n, record in enumerate(found):
                 if not fanin.may_start(record, using):
                     fanin.refuse(record, using)
-                    return None, True
+                    return taken, True
                 verdict = admit(record, now) if admit is not None else None
                 if verdict is None or verdict.admitted:
                     _mark_running(record, worker_id, now, using)
-                    return record, n + 1 < len(found)
+                    taken.append(record)
+                    if len(taken) == want:
+                        return taken, n + 1 < len(found)
+                    continue
                 missing |= verdict.missing
                 # The limit rows of the task held back are locked now: a claim that went on
                 # to the next task's (another limit's rows) could take two limits' rows in
                 # the opposite order of another claim, and deadlock. The next round does.
                 break
+            if taken:
+                return taken, len(found) > len(taken)
         if missing:
             ensure_limit_rows(missing, using)
-    return None, True
+    return [], True
 
 
 def ensure_limit_rows(keys: Collection[str], using: str) -> None:
@@ -561,21 +589,19 @@ def abandon(record: TaskRecord, worker_id: str, reason: dict[str, str], using: s
         return None if locked is None else _take_back(locked, reason, using)
 
 
-def release_doubtful_claim(worker_id: str, claimed_at: datetime, using: str) -> TaskRecord | None:
-    """Put back the task a claim of *worker_id* at *claimed_at* took, if it took one.
+def release_doubtful_claim(worker_id: str, claimed_at: datetime, using: str) -> list[TaskRecord]:
+    """Put back the tasks a claim of *worker_id* at *claimed_at* took, if it took any.
 
     For a claim whose commit is in doubt (the connection broke as it was
-    sent): its run never started, so the attempt is not counted and the task
-    keeps its place. Returns the task put back, or None if the claim took none.
+    sent): their runs never started, so the attempts are not counted and the
+    tasks keep their places. Returns the tasks put back (none if the claim took
+    none).
     """
-    record = (
-        TaskRecord.objects.using(using)
-        .filter(status=RUNNING, claimed_by=worker_id, started_at=claimed_at)
-        .first()
+    records = TaskRecord.objects.using(using).filter(
+        status=RUNNING, claimed_by=worker_id, started_at=claimed_at
     )
-    if record is None:
-        return None
-    return put_back(record, worker_id, record.available_at, using)
+    put = [put_back(record, worker_id, record.available_at, using) for record in records]
+    return [record for record in put if record is not None]
 
 
 def prune(older_than: timedelta, using: str, dry_run: bool = False) -> int:

@@ -103,3 +103,23 @@ def test_a_run_whose_ending_the_database_refuses_is_taken_back_as_lost(
     assert [e["exception_class_path"] for e in done["errors"]] == ["socketsvc.tasks.WorkerLost"]
     assert [e["task_id"] for e in events(daemon, "task_run_taken_back")] == [queued["id"]]
     assert daemon.process.poll() is None
+
+
+@pytest.mark.parametrize("clean_tasks", VENDORS, indirect=True)
+def test_every_task_of_a_batch_claim_whose_commit_was_cut_is_put_back_and_runs_once(
+    clean_tasks, start_daemon, short_tmp, taskclient
+):
+    """Four idle task threads; three tasks enqueued at once are taken by one claim (one
+    statement, one commit, for the woken thread and two idle ones); that commit is cut. Each
+    of the three is put back without counting an attempt, then runs once."""
+    name = ".s.PGSQL.5432" if clean_tasks.vendor == "postgresql" else "db.sock"
+    with CommitCut(short_tmp / name, clean_tasks.socket, clean_tasks.vendor) as proxy:
+        daemon = start_daemon(through(clean_tasks, short_tmp / name), TASK_WORKERS=4)
+        client = taskclient(clean_tasks.url(), daemon.socket)
+        poll(lambda: daemon.call("rpc.status")["tasks"]["worker_id"], why=daemon.log)
+        proxy.arm()
+        ids = client.ask("enqueue_many", task="add", calls=[[[n, 1], {}] for n in range(3)])
+        proxy.wait_for_cut()
+        done = [client.finished(task_id) for task_id in ids]
+    assert [(d["status"], d["attempts"], d["errors"]) for d in done] == [("SUCCESSFUL", 1, [])] * 3
+    assert sorted(e["task_id"] for e in events(daemon, "task_claim_put_back")) == sorted(ids)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -127,11 +126,15 @@ def test_a_task_enqueued_in_a_transaction_held_open_starts_only_after_the_commit
     assert tasks_db.query(
         "SELECT COUNT(*) FROM socketsvc_task WHERE id = %s", [held["id"]], db="socketsvc_test"
     ) == [(0,)]
-    committing = datetime.now(UTC)
+    # Invisible to every other session until the commit: no claim could take it before.
     assert client.ask("commit") == "committed"
     done = client.finished(held["id"])
-    assert done["status"] == "SUCCESSFUL"
-    assert datetime.fromisoformat(done["started_at"]) > committing
+    assert (done["status"], done["attempts"]) == ("SUCCESSFUL", 1)
+    assert tasks_db.query(
+        f"SELECT COUNT(*) FROM testapp_marker WHERE {tasks_db.quote('key')} = %s",
+        ["held-open"],
+        db="socketsvc_test",
+    ) == [(1,)]
 
 
 def test_priority_queue_and_run_after_are_kept(daemon, client):
@@ -609,3 +612,42 @@ def test_worker_processes_share_the_tasks_and_recover_a_killed_ones_run(
     )
     assert pids[0][0] >= 2  # more than one worker process took a share
     assert daemon.process.poll() is None
+
+
+@pytest.mark.parametrize("clean_tasks", VENDORS, indirect=True)
+def test_a_full_queue_is_claimed_in_batches_and_each_task_runs_once(
+    tasks_db, start_tasks_daemon, taskclient, short_tmp
+):
+    """300 tasks enqueued at once (one commit, one wake-up) while two daemons' four task
+    threads each are idle: the woken thread's claim takes a task for itself and each idle
+    thread (tasks sharing a claim's moment), and every task runs exactly once (a second run
+    would fail on its marker's unique key)."""
+    daemons = [
+        start_tasks_daemon(
+            tasks_db.url(), socket_path=str(short_tmp / f"{name}.sock"), TASK_WORKERS=4
+        )
+        for name in ("one", "two")
+    ]
+    for daemon in daemons:  # registered, every task thread idle
+        poll(lambda d=daemon: d.call("rpc.status")["tasks"]["worker_id"], why=daemon.log)
+    client = taskclient(tasks_db.url(), daemons[0].socket)
+    ids = client.ask("enqueue_many", task="mark", calls=[[[f"b{n}"], {}] for n in range(300)])
+    poll(
+        lambda: (
+            tasks_db.query(
+                "SELECT COUNT(*) FROM socketsvc_task WHERE status = 'SUCCESSFUL'",
+                db="socketsvc_test",
+            )
+            == [(300,)]
+        ),
+        timeout=120,
+    )
+    assert tasks_db.query("SELECT COUNT(*) FROM testapp_marker", db="socketsvc_test") == [(300,)]
+    # A claim's moment is every run's started_at it took (to the microsecond).
+    batches = tasks_db.query(
+        "SELECT started_at, COUNT(*) FROM socketsvc_task GROUP BY started_at HAVING COUNT(*) > 1",
+        db="socketsvc_test",
+    )
+    assert batches, "no claim took more than one task"
+    assert max(count for _, count in batches) <= 4
+    assert len(ids) == 300

@@ -17,6 +17,7 @@ counts ``rpc.status`` shows.
 
 from __future__ import annotations
 
+import collections
 import functools
 import os
 import signal
@@ -51,6 +52,8 @@ from socketsvc.tasks.wake import serve_in_process
 log = structlog.get_logger(__name__)
 
 PROGRESS_INTERVAL = 0.5
+# The most tasks one claim takes: for its own thread and idle ones.
+MAX_CLAIM = 16
 # After its hard limit, a run that kept this process from stopping it (it holds the
 # interpreter) has the process killed by the kernel this much later; the run is then taken
 # back as a lost run past its hard limit (store.lost).
@@ -127,6 +130,8 @@ class TaskRunner:
         self._retired: set[str] = set()
         self._run_threads: dict[str, str] = {}
         self._thread_state = threading.local()
+        # Tasks one thread claimed for idle ones (see _claim_for_idle), in the order to start.
+        self._handoff: collections.deque[Any] = collections.deque()
 
     # -- the daemon's side ---------------------------------------------------------
 
@@ -226,25 +231,74 @@ class TaskRunner:
                     return
             while not self._stopping:
                 wakes = self._wakes
+                if self._run_handed_over():
+                    if threading.current_thread().name in self._retired:
+                        return
+                    continue
                 if not self.lease.hold():
                     self._renewed.clear()
                     self._renewed.wait(self.config.TASK_HEARTBEAT)
                     continue
-                record, more = None, False
+                records: list[Any] = []
+                more = False
                 try:
-                    record, more = self._claim()
-                    if record is not None:
-                        if more:
-                            self.wake()  # another idle worker takes the next one
-                        self._run(record)
+                    records, more = self._claim_for_idle()
+                    if records:
+                        self._run(records[0])
                 finally:
                     self.lease.release()
                 if threading.current_thread().name in self._retired:
                     return  # its run was abandoned past its hard limit; another took its place
-                if record is None and not more:
+                if not records and not more:
                     self._sleep(wakes)
+            # Draining: what was claimed for this process still runs before it stops.
+            while self._run_handed_over():
+                pass
         finally:
             close_thread_connections()
+
+    def _claim_for_idle(self) -> tuple[list[Any], bool]:
+        """Claim a task for this thread and, in the same transaction, one for each idle
+        worker thread (each with its part of the lease held); hand those over to them.
+
+        One claim's statement and commit then start several runs: what drains a
+        full queue fast. A thread finishing its run takes a handed-over task
+        before claiming again, so none waits for long.
+        """
+        extra = 0
+        with self._lock:
+            idle = max(0, self._idle - len(self._handoff))
+        while extra < min(idle, MAX_CLAIM - 1) and self.lease.hold():
+            extra += 1
+        records: list[Any] = []
+        more = False
+        try:
+            records, more = self._claim(1 + extra)
+        finally:
+            handed = records[1:]
+            for _ in range(extra - len(handed)):
+                self.lease.release()
+        if handed:
+            with self._lock:
+                self._handoff.extend(handed)
+            for _ in handed:
+                self.wake(forward=False)
+        if more:
+            self.wake()  # another idle worker (here or in a sibling) takes the next one
+        return records, more
+
+    def _run_handed_over(self) -> bool:
+        """Run a task another thread claimed for this one, if there is one (its part of the
+        lease was held for it: released here)."""
+        with self._lock:
+            if not self._handoff:
+                return False
+            record = self._handoff.popleft()
+        try:
+            self._run(record)
+        finally:
+            self.lease.release()
+        return True
 
     def _run(self, record: Any) -> None:
         running = Running(record.id, (record.claimed_by, record.claims), record=record)
@@ -363,17 +417,26 @@ class TaskRunner:
         if limiting.released(record, self.served.database, self.served.queue_limits):
             self.wake(record.queue_name)
 
-    def _claim(self) -> tuple[Any, bool]:
+    def _claim(self, want: int) -> tuple[list[Any], bool]:
         served = self.served
         worker_id, now = self.worker.id, timezone.now()
         try:
             with request_scope(self.config.DB_CHECK_AFTER_IDLE):
-                return store.claim(
-                    worker_id, served.aliases, served.queues, served.database, now, self._admit
+                # The claim's moment, once the connection is ready (a reconnect, an outage's
+                # wait come before it): each run's started_at, and how a doubt finds it.
+                now = timezone.now()
+                return store.claim_many(
+                    worker_id,
+                    served.aliases,
+                    served.queues,
+                    served.database,
+                    now,
+                    self._admit,
+                    want,
                 )
         except store.DeclaredLost:
-            self._lost(holding=1)
-            return None, False
+            self._lost(holding=want)
+            return [], False
         except Exception as exc:
             unreachable = vendors.is_connection_error(exc)
             log.warning("task_claim_failed", error=str(exc), unreachable=unreachable)
@@ -385,7 +448,7 @@ class TaskRunner:
                     self._doubtful_claims.append((worker_id, now))
                 self._house.set()
             self._hard_stop.wait(1.0)
-            return None, False
+            return [], False
 
     def _sleep(self, wakes: int) -> None:
         """Wait for a wake-up, the next due task or the safety sweep.
@@ -590,8 +653,7 @@ class TaskRunner:
         database = self.served.database
         while self._doubtful_claims:
             worker_id, moment = self._doubtful_claims[0]
-            record = store.release_doubtful_claim(worker_id, moment, database)
-            if record is not None:
+            for record in store.release_doubtful_claim(worker_id, moment, database):
                 log.warning(
                     "task_claim_put_back",
                     task_id=record.id,
