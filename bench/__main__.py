@@ -10,8 +10,9 @@ own, and the rounds are interleaved so drift hits every server alike. Each
 figure is the median over the rounds. Then the same work as a background task:
 socketsvc's task runner against django-tasks-db's db_worker and RQ
 (:mod:`bench.taskbench`; the smoke run measures socketsvc alone, on a few tasks).
-Last, what the daemon's metrics and tracing cost per call (:mod:`bench.observing`;
-the smoke run: one round, a few calls).
+Then how fast each system drains a prefilled queue (:mod:`bench.drain`; not in
+the smoke run). Last, what the daemon's metrics and tracing cost per call
+(:mod:`bench.observing`; the smoke run: one round, a few calls).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import bulk, fanin, hotpath, observing, report, taskbench, taskreport
+from bench import bulk, drain, fanin, hotpath, observing, report, taskbench, taskreport
 from bench.goals import socketsvc_clean, tasks_clean
 from bench.measure import dead_connections, measure_idle_connections, run_rounds
 from bench.model import FULL, SMOKE, Plan, Results, TaskResults
@@ -66,12 +67,15 @@ def tasks_only(plan: Plan, docs: str | None, keep: bool, only: frozenset[str] | 
         print(taskreport.text(tasks))
         many = _bulk(stack, plan)
         chords = _fanin(stack, plan)
+        drained = _drain(stack, plan)
         if docs is not None:
             taskreport.write_section(tasks, Path(docs))
             if many is not None:
                 bulk.write_section(many, Path(docs))
             if chords is not None:
                 fanin.write_section(chords, Path(docs))
+            if drained is not None:
+                drain.write_section(drained, Path(docs))
             print(f"wrote the task sections of {docs}/benchmarks.md and {taskreport.CHART}")
         return 0 if tasks_clean(tasks) else 1
     finally:
@@ -97,6 +101,18 @@ def _fanin(stack: Stack, plan: Plan) -> dict[str, Any] | None:
     chords = fanin.run(stack.db.url(DB_NAME), stack.env(conn_max_age=60), stack.base)
     print(fanin.text(chords))
     return chords
+
+
+def _drain(stack: Stack, plan: Plan) -> list[drain.Drained] | None:
+    """Measure how fast each system drains a prefilled queue (not in the smoke run)."""
+    if not plan.full:
+        return None
+    print("drain: a prefilled queue", flush=True)
+    drained = drain.measure(stack, drain.COUNT)
+    print(drain.table(drained))
+    for line in drain.verdicts(drained):
+        print(line)
+    return drained
 
 
 def _observing(stack: Stack, plan: Plan, ids: list[int]) -> observing.Observed:
@@ -190,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         print(report.text(results))
         many = _bulk(stack, plan)
         chords = _fanin(stack, plan)
+        drained = _drain(stack, plan)
         observed = _observing(stack, plan, ids)
         if plan.full:
             docs = options.docs or str(report.DOCS)
@@ -199,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
                 bulk.write_section(many, Path(docs))
             if chords is not None:
                 fanin.write_section(chords, Path(docs))
+            if drained is not None:
+                drain.write_section(drained, Path(docs))
             observing.write_section(observed, Path(docs))
             print(f"wrote {docs}/benchmarks.md, benchmarks.png and {taskreport.CHART}")
         clean = socketsvc_clean(results) and tasks_clean(tasks) and not observed.failures()

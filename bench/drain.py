@@ -40,6 +40,7 @@ from tests.harness.docpage import put_section
 
 BEGIN, END = "<!-- bench:drain -->", "<!-- /bench:drain -->"
 TARGET_RATIO, TARGET_RATE = 3.0, 1500.0
+COUNT = 20_000
 QUEUE = "bench"
 
 
@@ -237,7 +238,7 @@ def write_section(results: list[Drained], docs: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--count", type=int, default=20_000)
+    parser.add_argument("--count", type=int, default=COUNT)
     parser.add_argument("--docs", help="write the section into DIR/benchmarks.md")
     parser.add_argument("--only", help="comma-separated systems (default: all)")
     options = parser.parse_args(argv)
