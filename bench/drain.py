@@ -112,14 +112,17 @@ def _env(stack: Stack, url: str, system: System) -> dict[str, str]:
 
 
 def _migrate(env: dict[str, str]) -> None:
-    subprocess.run(
+    done = subprocess.run(
         [sys.executable, "manage.py", "migrate", "-v0"],
         cwd=REPO,
         env=env,
-        check=True,
         timeout=300,
         capture_output=True,
+        text=True,
+        check=False,
     )
+    if done.returncode != 0:
+        raise RuntimeError(f"migrate failed:\n{done.stderr[-3000:]}")
 
 
 @dataclass(frozen=True)
@@ -166,12 +169,15 @@ def measure(stack: Stack, count: int, systems: tuple[System, ...] = SYSTEMS) -> 
         results.append(drain(stack, mariadb, system, count))
         print(text_row(results[-1]), flush=True)
     base = Path(tempfile.mkdtemp(prefix="socketsvc-drain-pg-"))
+    base.chmod(0o755)  # the server runs as the postgres user
     postgres = PostgreSQL(base / "pg")
     try:
         postgres.install()
         postgres.start()
         postgres.query(f"CREATE DATABASE {DB_NAME} ENCODING 'UTF8'")
-        pg = Database("PostgreSQL", postgres.url(), lambda sql: postgres.query(sql, db=DB_NAME))
+        pg = Database(
+            "PostgreSQL", postgres.url(DB_NAME), lambda sql: postgres.query(sql, db=DB_NAME)
+        )
         for system in systems:
             if system.backend == "rq":
                 continue
