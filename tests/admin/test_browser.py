@@ -408,7 +408,14 @@ def _colour(driver, css: str, prop: str) -> str:
 
 
 def _started_total(driver) -> int:
-    return int(wait_for(driver, '[data-socketsvc-field="started-total"]').text)
+    """The page's count of runs started, read in one script: the refresh swaps the figures
+    in place, so an element found first may be gone when its text is read."""
+    wait_for(driver, '[data-socketsvc-field="started-total"]')
+    text = driver.execute_script(
+        "const shown = document.querySelector('[data-socketsvc-field=\"started-total\"]');"
+        "return shown ? shown.textContent : '-1';"
+    )
+    return int(text)
 
 
 def test_the_dashboard_draws_its_charts_updates_itself_and_follows_dark_mode(shop, short_tmp):
