@@ -261,9 +261,10 @@ class TaskRunner:
         """Claim a task for this thread and, in the same transaction, one for each idle
         worker thread (each with its part of the lease held); hand those over to them.
 
-        One claim's statement and commit then start several runs: what drains a
-        full queue fast. A thread finishing its run takes a handed-over task
-        before claiming again, so none waits for long.
+        A burst of tasks reaching idle threads then starts several runs with one
+        statement and one commit, instead of a chain of claims each waking the
+        next thread. A thread finishing its run takes a handed-over task before
+        claiming again, so none waits for long.
         """
         extra = 0
         with self._lock:
