@@ -24,7 +24,6 @@ least 1,500 tasks/s; a missed target is printed as missed.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -34,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.probe import run_json
 from bench.servers import manage
 from bench.stack import DB_NAME, REPO, RQ_REDIS_DB, Stack
 from tests.harness.docpage import put_section
@@ -86,21 +86,6 @@ class Drained:
         return self.count / self.seconds if self.seconds else 0.0
 
 
-def _run(args: list[str], env: dict[str, str], what: str) -> Any:
-    done = subprocess.run(
-        [sys.executable, "-m", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"{what} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def _env(stack: Stack, url: str, system: System) -> dict[str, str]:
     return {
         **stack.env(conn_max_age=60, health_checks=True),
@@ -141,12 +126,12 @@ def drain(stack: Stack, database: Database, system: System, count: int) -> Drain
         stack.flush_redis((RQ_REDIS_DB,))
     else:
         database.query(f"DELETE FROM {_TABLES[system.backend]}")  # noqa: S608 (our names)
-    filled = _run(["bench.drainfill", "fill", str(count)], env, f"filling {system.name}")
+    filled = run_json(["bench.drainfill", "fill", str(count)], env, f"filling {system.name}")
     names = [f"drain-{system.name}-{n}" for n in range(system.processes)]
     for name in names:
         stack.spawn(name, manage(*system.command), env)
     try:
-        watched = _run(["bench.drainfill", "watch", str(count)], env, f"{system.name} draining")
+        watched = run_json(["bench.drainfill", "watch", str(count)], env, f"{system.name} draining")
     except RuntimeError as exc:
         logs = "\n".join(f"--- {n}\n{stack.log_tail(n)}" for n in names)
         raise RuntimeError(f"{exc}\n{logs}") from None

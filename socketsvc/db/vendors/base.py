@@ -151,26 +151,37 @@ class VendorOps:
         """Add each row's last value (column ``value``) to the row with its *keys*, or insert it.
 
         Rows whose column ``keep_max[0]`` equals ``keep_max[1]`` keep the larger
-        value instead of the sum. Here: ``ON CONFLICT ... DO UPDATE`` (PostgreSQL,
-        SQLite); MySQL has its own.
+        value instead of the sum (the vendor's clause: :meth:`adding_clause`).
         """
         if not rows:
             return
         quote = conn.ops.quote_name
         names = ", ".join(quote(column) for column in [*keys, "value"])
         places = ", ".join(["%s"] * (len(keys) + 1))
-        column, kept = keep_max
+        clause = self.adding_clause(conn, table, keys, keep_max[0])
+        sql = f"INSERT INTO {quote(table)} ({names}) VALUES ({places}) {clause}"  # noqa: S608
+        with conn.cursor() as cursor:
+            self.execute_each(cursor, sql, [[*row, keep_max[1]] for row in rows])
+
+    def execute_each(self, cursor: Any, sql: str, rows: list[list[Any]]) -> None:
+        """Run *sql* once per row of parameters (here: ``executemany()``)."""
+        cursor.executemany(sql, rows)
+
+    def adding_clause(
+        self, conn: BaseDatabaseWrapper, table: str, keys: list[str], column: str
+    ) -> str:
+        """Return what :meth:`add_to_rows` appends to its INSERT (one ``%s``: the value of
+        *column* whose rows keep the larger value). Here: ``ON CONFLICT ... DO UPDATE``
+        (PostgreSQL, SQLite)."""
+        quote = conn.ops.quote_name
         larger = "GREATEST" if conn.vendor == "postgresql" else "MAX"
         value = f"{quote(table)}.{quote('value')}"
-        sql = (
-            f"INSERT INTO {quote(table)} ({names}) VALUES ({places}) "  # noqa: S608
+        return (
             f"ON CONFLICT ({', '.join(quote(key) for key in keys)}) DO UPDATE SET "
             f"{quote('value')} = CASE WHEN {quote(table)}.{quote(column)} = %s "
             f"THEN {larger}({value}, EXCLUDED.{quote('value')}) "
             f"ELSE {value} + EXCLUDED.{quote('value')} END"
         )
-        with conn.cursor() as cursor:
-            cursor.executemany(sql, [[*row, kept] for row in rows])
 
     def check(self, alias: str, database: Mapping[str, Any], config: Config) -> list[CheckMessage]:
         """Return system-check messages about one ``DATABASES`` entry of this vendor."""

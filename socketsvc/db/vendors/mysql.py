@@ -65,30 +65,22 @@ _INSERT_BYTES = 1 << 20
 class MySQLOps(VendorOps):
     """mysqlclient on MySQL or MariaDB."""
 
-    def add_to_rows(
-        self,
-        conn: BaseDatabaseWrapper,
-        table: str,
-        keys: list[str],
-        rows: list[list[Any]],
-        keep_max: tuple[str, str],
-    ) -> None:
-        """As the base, with ``ON DUPLICATE KEY UPDATE`` (one multi-row statement)."""
-        if not rows:
-            return
+    def execute_each(self, cursor: Any, sql: str, rows: list[list[Any]]) -> None:
+        """One ``execute()`` per row: MySQLdb's ``executemany()`` rewrites an INSERT into one
+        multi-row statement, and cannot when the clause after its VALUES has a parameter."""
+        for row in rows:
+            cursor.execute(sql, row)
+
+    def adding_clause(
+        self, conn: BaseDatabaseWrapper, table: str, keys: list[str], column: str
+    ) -> str:
+        """As the base's, with ``ON DUPLICATE KEY UPDATE``."""
         quote = conn.ops.quote_name
-        names = ", ".join(quote(column) for column in [*keys, "value"])
-        places = ", ".join(["%s"] * (len(keys) + 1))
-        column, kept = keep_max
         value = quote("value")
-        sql = (
-            f"INSERT INTO {quote(table)} ({names}) VALUES ({places}) "  # noqa: S608
+        return (
             f"ON DUPLICATE KEY UPDATE {value} = IF({quote(column)} = %s, "
             f"GREATEST({value}, VALUES({value})), {value} + VALUES({value}))"
         )
-        with conn.cursor() as cursor:
-            for row in rows:
-                cursor.execute(sql, [*row, kept])
 
     def insert_rows(
         self, conn: BaseDatabaseWrapper, table: str, columns: list[str], rows: list[list[Any]]
